@@ -1,0 +1,498 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * ublkctl: the command-line client of ublkd.  It talks to ublkd over the
+ * system bus only; files it names (a loop backing file) it opens itself and
+ * passes as file descriptors, so the caller's own permissions apply.
+ *
+ * Exit codes: 0 success, 1 the operation failed, 2 usage error.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <systemd/sd-bus.h>
+
+#include "config.h"
+#include "macro.h"
+#include "parse.h"
+#include "ublkd-bus.h"
+
+#define EXIT_USAGE 2
+
+static bool arg_json;
+
+static int usage_error(const char *fmt, ...) _printf_(1, 2);
+static int usage_error(const char *fmt, ...)
+{
+        va_list ap;
+
+        fputs("ublkctl: ", stderr);
+        va_start(ap, fmt);
+        vfprintf(stderr, fmt, ap);
+        va_end(ap);
+        fputs(" (see ublkctl --help)\n", stderr);
+        return EXIT_USAGE;
+}
+
+/* One line naming the fix; returns the exit code for a failed operation. */
+static int bus_failure(const sd_bus_error *error, int r, const char *what)
+{
+        if (sd_bus_error_has_names(error, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER,
+                                   "org.freedesktop.systemd1.NoSuchUnit"))
+                fprintf(stderr, "ublkctl: ublkd is not running: systemctl start ublkd\n");
+        else if (sd_bus_error_is_set(error))
+                fprintf(stderr, "ublkctl: %s: %s\n", what, error->message ? error->message : error->name);
+        else
+                fprintf(stderr, "ublkctl: %s: %s\n", what, strerror(-r));
+        return EXIT_FAILURE;
+}
+
+static int connect_bus(sd_bus **ret)
+{
+        int r = sd_bus_open_system(ret);
+
+        if (r < 0) {
+                fprintf(stderr, "ublkctl: cannot connect to the system bus (%s): is dbus running?\n", strerror(-r));
+                return -EXIT_FAILURE;
+        }
+        return 0;
+}
+
+static void help(void)
+{
+        printf("Usage: ublkctl [OPTIONS] COMMAND ...\n\n"
+               "Manage ublk block devices served by ublkd.\n\n"
+               "Commands:\n"
+               "  add null --size SIZE [OPTIONS]\n"
+               "  add loop FILE [OPTIONS]\n"
+               "                         Create a device; prints its /dev/ublkbN\n"
+               "      --size SIZE          Size in bytes, K/M/G/T suffixes allowed\n"
+               "                           (loop: default the whole file)\n"
+               "      --queues N           Hardware queues (default 1)\n"
+               "      --depth N            Queue depth (default 128)\n"
+               "      --logical-block-size N  512 (default) to 4096\n"
+               "      --name NAME          A unique name for the device\n"
+               "      --read-only          Refuse writes\n"
+               "      --no-start           Create the device without starting it\n"
+               "  list                   List devices\n"
+               "  show ID|NAME           Show one device\n"
+               "  del ID|NAME            Stop and remove a device\n"
+               "  features               Show the kernel's ublk features\n\n"
+               "Options:\n"
+               "  -h --help              Show this help\n"
+               "     --version           Show the version\n"
+               "     --json              JSON output for list and show\n\n"
+               "Targets: null, loop. See ublkctl(8).\n");
+}
+
+static int append_option(sd_bus_message *m, const char *key, const char *sig, ...)
+{
+        va_list ap;
+        int r;
+
+        r = sd_bus_message_open_container(m, 'e', "sv");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", key);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(m, 'v', sig);
+        if (r < 0)
+                return r;
+        va_start(ap, sig);
+        r = sd_bus_message_appendv(m, sig, ap);
+        va_end(ap);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(m);
+}
+
+static int cmd_add(int argc, char *argv[])
+{
+        enum { OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START };
+        static const struct option options[] = {
+                { "size", required_argument, NULL, OPT_SIZE },
+                { "queues", required_argument, NULL, OPT_QUEUES },
+                { "depth", required_argument, NULL, OPT_DEPTH },
+                { "logical-block-size", required_argument, NULL, OPT_LBS },
+                { "name", required_argument, NULL, OPT_NAME },
+                { "read-only", no_argument, NULL, OPT_READ_ONLY },
+                { "no-start", no_argument, NULL, OPT_NO_START },
+                {}
+        };
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *target, *path;
+        uint64_t size = 0;
+        uint32_t queues = 0, depth = 0, lbs = 0, id;
+        const char *name = NULL;
+        bool read_only = false, start = true;
+        _cleanup_close_ int backing_fd = -1;
+        int c, r;
+
+        optind = 0;     /* 0, not 1: glibc then forgets the "+" ordering of the global parse */
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                switch (c) {
+                case OPT_SIZE:
+                        if (parse_size(optarg, &size) < 0 || size == 0)
+                                return usage_error("invalid size '%s': use a number of bytes, e.g. 1G or 512M", optarg);
+                        break;
+                case OPT_QUEUES:
+                        if (parse_uint32(optarg, &queues) < 0 || queues == 0)
+                                return usage_error("invalid queue count '%s'", optarg);
+                        break;
+                case OPT_DEPTH:
+                        if (parse_uint32(optarg, &depth) < 0 || depth == 0)
+                                return usage_error("invalid depth '%s'", optarg);
+                        break;
+                case OPT_LBS:
+                        if (parse_uint32(optarg, &lbs) < 0)
+                                return usage_error("invalid logical block size '%s'", optarg);
+                        break;
+                case OPT_NAME:
+                        name = optarg;
+                        break;
+                case OPT_READ_ONLY:
+                        read_only = true;
+                        break;
+                case OPT_NO_START:
+                        start = false;
+                        break;
+                default:
+                        return EXIT_USAGE;
+                }
+        if (optind >= argc)
+                return usage_error("add needs a target, e.g. 'ublkctl add loop disk.img' or 'ublkctl add null --size 1G'");
+        target = argv[optind++];
+        if (optind < argc && strcmp(target, "loop") == 0) {
+                const char *file = argv[optind++];
+
+                /* Opened here, with the caller's own rights; ublkd only sees the fd. */
+                backing_fd = open(file, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
+                if (backing_fd < 0) {
+                        fprintf(stderr, "ublkctl: cannot open %s: %s\n", file, strerror(errno));
+                        return EXIT_FAILURE;
+                }
+        }
+        if (optind < argc)
+                return usage_error("unexpected argument '%s'", argv[optind]);
+
+        r = connect_bus(&bus);
+        if (r < 0)
+                return -r;
+        r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "Add");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", target);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && backing_fd >= 0)
+                r = append_option(m, "backing", "h", backing_fd);
+        if (r >= 0 && size)
+                r = append_option(m, "size", "t", size);
+        if (r >= 0 && queues)
+                r = append_option(m, "queues", "u", queues);
+        if (r >= 0 && depth)
+                r = append_option(m, "depth", "u", depth);
+        if (r >= 0 && lbs)
+                r = append_option(m, "logical-block-size", "u", lbs);
+        if (r >= 0 && name)
+                r = append_option(m, "name", "s", name);
+        if (r >= 0 && read_only)
+                r = append_option(m, "read-only", "b", 1);
+        if (r >= 0 && !start)
+                r = append_option(m, "start", "b", 0);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return bus_failure(&error, r, "cannot build the request");
+
+        r = sd_bus_call(bus, m, 0, &error, &reply);
+        if (r < 0) {
+                r = bus_failure(&error, r, "add failed");
+                sd_bus_error_free(&error);
+                return r;
+        }
+        r = sd_bus_message_read(reply, "uo", &id, &path);
+        if (r < 0)
+                return bus_failure(&error, r, "unexpected reply from ublkd");
+        if (start)
+                printf("/dev/ublkb%" PRIu32 "\n", id);
+        else
+                printf("%" PRIu32 "\n", id);
+        return 0;
+}
+
+/* Resolves "7" or "name" to a device object path. */
+static int resolve_device(sd_bus *bus, const char *spec, char **ret_path)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *path;
+        uint32_t id;
+        int r;
+
+        if (parse_uint32(spec, &id) == 0)
+                r = sd_bus_call_method(bus, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "GetDevice",
+                                       &error, &reply, "u", id);
+        else
+                r = sd_bus_call_method(bus, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE,
+                                       "GetDeviceByName", &error, &reply, "s", spec);
+        if (r < 0) {
+                if (sd_bus_error_has_name(&error, UBLKD_ERROR_NO_SUCH_DEVICE))
+                        fprintf(stderr, "ublkctl: no such device: %s\n", spec);
+                else
+                        bus_failure(&error, r, "cannot look up the device");
+                sd_bus_error_free(&error);
+                return -EXIT_FAILURE;
+        }
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0 || !(*ret_path = strdup(path)))
+                return -EXIT_FAILURE;
+        return 0;
+}
+
+static void json_string(const char *s)
+{
+        putchar('"');
+        for (; *s; s++) {
+                unsigned char c = (unsigned char) *s;
+
+                if (c == '"' || c == '\\')
+                        printf("\\%c", c);
+                else if (c < 0x20)
+                        printf("\\u%04x", c);
+                else
+                        putchar(c);
+        }
+        putchar('"');
+}
+
+/* "--json" is accepted after list/show too; removes it from argv and returns the new argc. */
+static int take_json_flag(int argc, char *argv[])
+{
+        int n = 0;
+
+        for (int i = 0; i < argc; i++) {
+                if (i > 0 && strcmp(argv[i], "--json") == 0)
+                        arg_json = true;
+                else
+                        argv[n++] = argv[i];
+        }
+        return n;
+}
+
+static int cmd_list(int argc, char *argv[])
+{
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *name, *target, *state, *blk, *path;
+        uint32_t id;
+        bool first = true;
+        int r;
+
+        argc = take_json_flag(argc, argv);
+        if (argc > 1)
+                return usage_error("list takes no arguments");
+        r = connect_bus(&bus);
+        if (r < 0)
+                return -r;
+        r = sd_bus_call_method(bus, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "ListDevices",
+                               &error, &reply, NULL);
+        if (r < 0) {
+                r = bus_failure(&error, r, "list failed");
+                sd_bus_error_free(&error);
+                return r;
+        }
+        r = sd_bus_message_enter_container(reply, 'a', "(usssso)");
+        if (r < 0)
+                return bus_failure(&error, r, "unexpected reply from ublkd");
+        if (arg_json)
+                putchar('[');
+        else
+                printf("%-4s %-16s %-8s %-9s %s\n", "ID", "NAME", "TARGET", "STATE", "BLOCK");
+        while ((r = sd_bus_message_read(reply, "(usssso)", &id, &name, &target, &state, &blk, &path)) > 0) {
+                if (arg_json) {
+                        printf("%s{\"id\":%" PRIu32 ",\"name\":", first ? "" : ",", id);
+                        json_string(name);
+                        printf(",\"target\":");
+                        json_string(target);
+                        printf(",\"state\":");
+                        json_string(state);
+                        printf(",\"block_device\":");
+                        json_string(blk);
+                        printf("}");
+                } else
+                        printf("%-4" PRIu32 " %-16s %-8s %-9s %s\n", id, *name ? name : "-", target, state,
+                               *blk ? blk : "-");
+                first = false;
+        }
+        if (r < 0)
+                return bus_failure(&error, r, "unexpected reply from ublkd");
+        if (arg_json)
+                printf("]\n");
+        return 0;
+}
+
+static int cmd_show(int argc, char *argv[])
+{
+        static const struct { const char *name; char type; } props[] = {
+                { "Id", 'u' }, { "Name", 's' }, { "Target", 's' }, { "State", 's' }, { "BlockDevice", 's' },
+                { "CharDevice", 's' }, { "Size", 't' }, { "LogicalBlockSize", 'u' }, { "Queues", 'u' },
+                { "Depth", 'u' }, { "ReadOnly", 'b' },
+        };
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        argc = take_json_flag(argc, argv);
+        if (argc != 2)
+                return usage_error("show needs one device ID or name");
+        r = connect_bus(&bus);
+        if (r < 0)
+                return -r;
+        r = resolve_device(bus, argv[1], &path);
+        if (r < 0)
+                return -r;
+        if (arg_json)
+                putchar('{');
+        for (size_t i = 0; i < ELEMENTSOF(props); i++) {
+                _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+                sd_bus_error error = SD_BUS_ERROR_NULL;
+                char sig[2] = { props[i].type, 0 };
+                union { uint32_t u; uint64_t t; int b; const char *s; } v;
+
+                r = sd_bus_get_property(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, props[i].name, &error,
+                                        &reply, sig);
+                if (r >= 0)
+                        r = sd_bus_message_read(reply, "v", sig, &v);
+                if (r < 0) {
+                        r = bus_failure(&error, r, "show failed");
+                        sd_bus_error_free(&error);
+                        return r;
+                }
+                if (arg_json) {
+                        printf("%s", i ? "," : "");
+                        json_string(props[i].name);
+                        putchar(':');
+                }
+                else
+                        printf("%-17s ", props[i].name);
+                switch (props[i].type) {
+                case 'u': printf("%" PRIu32, v.u); break;
+                case 't': printf("%" PRIu64, v.t); break;
+                case 'b': printf("%s", v.b ? "true" : "false"); break;
+                default:
+                        if (arg_json)
+                                json_string(v.s);
+                        else
+                                printf("%s", *v.s ? v.s : "-");
+                }
+                if (!arg_json)
+                        putchar('\n');
+        }
+        if (arg_json)
+                printf("}\n");
+        return 0;
+}
+
+static int cmd_del(int argc, char *argv[])
+{
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *path = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        if (argc != 2)
+                return usage_error("del needs one device ID or name");
+        r = connect_bus(&bus);
+        if (r < 0)
+                return -r;
+        r = resolve_device(bus, argv[1], &path);
+        if (r < 0)
+                return -r;
+        r = sd_bus_call_method(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, "Remove", &error, NULL, NULL);
+        if (r < 0) {
+                r = bus_failure(&error, r, "del failed");
+                sd_bus_error_free(&error);
+                return r;
+        }
+        return 0;
+}
+
+static int cmd_features(int argc, char *argv[])
+{
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        uint64_t features;
+        int r;
+
+        if (argc > 1)
+                return usage_error("features takes no arguments");
+        r = connect_bus(&bus);
+        if (r < 0)
+                return -r;
+        r = sd_bus_get_property_trivial(bus, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE,
+                                        "KernelFeatures", &error, 't', &features);
+        if (r < 0) {
+                r = bus_failure(&error, r, "features failed");
+                sd_bus_error_free(&error);
+                return r;
+        }
+        printf("0x%" PRIx64 "\n", features);
+        return 0;
+}
+
+int main(int argc, char *argv[])
+{
+        enum { OPT_VERSION = 0x100, OPT_JSON };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, OPT_VERSION },
+                { "json", no_argument, NULL, OPT_JSON },
+                {}
+        };
+        static const struct {
+                const char *name;
+                int (*fn)(int argc, char *argv[]);
+        } commands[] = {
+                { "add", cmd_add },
+                { "list", cmd_list },
+                { "show", cmd_show },
+                { "del", cmd_del },
+                { "features", cmd_features },
+        };
+        int c;
+
+        /* Global options come before the command; the command parses the rest. */
+        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case OPT_VERSION:
+                        printf("ublkctl %s\n", PACKAGE_VERSION);
+                        return 0;
+                case OPT_JSON:
+                        arg_json = true;
+                        break;
+                default:
+                        return EXIT_USAGE;
+                }
+        if (optind >= argc)
+                return usage_error("missing command");
+
+        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                if (strcmp(argv[optind], commands[i].name) == 0)
+                        return commands[i].fn(argc - optind, argv + optind);
+        return usage_error("unknown command '%s'", argv[optind]);
+}

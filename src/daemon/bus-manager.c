@@ -1,0 +1,386 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The org.ublk.ublkd1.Manager object: creating and finding devices. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "config.h"
+#include "log.h"
+#include "manager.h"
+#include "ublkd-bus.h"
+
+int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
+{
+        switch (-r) {
+        case ENOENT:
+        case ENODEV:
+                return sd_bus_error_setf(error, UBLKD_ERROR_NOT_SUPPORTED,
+                                         "%s: the ublk kernel driver is not loaded (modprobe ublk_drv)", what);
+        case EPERM:
+        case EACCES:
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "%s: %s", what, strerror(-r));
+        case EBUSY:
+        case EALREADY:
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "%s: device is busy (%s)", what, strerror(-r));
+        case EOPNOTSUPP:
+                return sd_bus_error_setf(error, UBLKD_ERROR_NOT_SUPPORTED,
+                                         "%s: the running kernel does not support this", what);
+        case EINVAL:
+                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                         "%s: the kernel rejected the parameters", what);
+        default:
+                return sd_bus_error_setf(error, UBLKD_ERROR_KERNEL, "%s: %s", what, strerror(-r));
+        }
+}
+
+static bool device_name_is_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > UBLK_DEV_NAME_MAX || s[0] == '.' || s[0] == '-')
+                return false;
+        for (size_t i = 0; i < n; i++) {
+                char c = s[i];
+
+                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '_' || c == '.'))
+                        return false;
+        }
+        return true;
+}
+
+struct add_request {
+        struct ublk_dev_config config;
+        bool start;
+};
+
+enum add_option {
+        OPT_SIZE,
+        OPT_QUEUES,
+        OPT_DEPTH,
+        OPT_LBS,
+        OPT_READ_ONLY,
+        OPT_NAME,
+        OPT_START,
+        OPT_BACKING,
+        _OPT_MAX,
+};
+
+static const struct {
+        const char *key;
+        const char *signature;
+} add_options[_OPT_MAX] = {
+        [OPT_SIZE]      = { "size", "t" },
+        [OPT_QUEUES]    = { "queues", "u" },
+        [OPT_DEPTH]     = { "depth", "u" },
+        [OPT_LBS]       = { "logical-block-size", "u" },
+        [OPT_READ_ONLY] = { "read-only", "b" },
+        [OPT_NAME]      = { "name", "s" },
+        [OPT_START]     = { "start", "b" },
+        [OPT_BACKING]   = { "backing", "h" },
+};
+
+static int read_option(sd_bus_message *msg, enum add_option opt, struct add_request *req, sd_bus_error *error)
+{
+        const char *s;
+        int b, fd, r;
+
+        switch (opt) {
+        case OPT_SIZE:
+                return sd_bus_message_read(msg, "t", &req->config.size);
+        case OPT_QUEUES:
+                return sd_bus_message_read(msg, "u", &req->config.queues);
+        case OPT_DEPTH:
+                return sd_bus_message_read(msg, "u", &req->config.depth);
+        case OPT_LBS:
+                return sd_bus_message_read(msg, "u", &req->config.logical_block_size);
+        case OPT_READ_ONLY:
+                r = sd_bus_message_read(msg, "b", &b);
+                req->config.read_only = b;
+                return r;
+        case OPT_START:
+                r = sd_bus_message_read(msg, "b", &b);
+                req->start = b;
+                return r;
+        case OPT_NAME:
+                r = sd_bus_message_read(msg, "s", &s);
+                if (r < 0)
+                        return r;
+                if (!device_name_is_valid(s))
+                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                                 "Invalid name: use 1-%d characters of A-Z a-z 0-9 - _ . "
+                                                 "not starting with '-' or '.'", UBLK_DEV_NAME_MAX);
+                strcpy(req->config.name, s);
+                return 0;
+        case OPT_BACKING:
+                r = sd_bus_message_read(msg, "h", &fd);
+                if (r < 0)
+                        return r;
+                /* The message owns its fd; keep our own copy. */
+                req->config.backing_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (req->config.backing_fd < 0)
+                        return -errno;
+                return 0;
+        default:
+                return -EINVAL;
+        }
+}
+
+static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bus_error *error)
+{
+        bool seen[_OPT_MAX] = {};
+        int r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                const char *key, *contents;
+                unsigned opt;
+
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+                for (opt = 0; opt < _OPT_MAX; opt++)
+                        if (strcmp(add_options[opt].key, key) == 0)
+                                break;
+                if (opt == _OPT_MAX)
+                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                                 "Unknown option '%.64s' (see ublkd(8) for the options of Add)", key);
+                if (seen[opt])
+                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
+                seen[opt] = true;
+
+                r = sd_bus_message_peek_type(msg, NULL, &contents);
+                if (r < 0)
+                        return r;
+                if (strcmp(contents, add_options[opt].signature) != 0)
+                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                                 "Option '%s' must be of type '%s', not '%.16s'",
+                                                 key, add_options[opt].signature, contents);
+                r = sd_bus_message_enter_container(msg, 'v', contents);
+                if (r < 0)
+                        return r;
+                r = read_option(msg, opt, req, error);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(msg);
+}
+
+static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        struct manager *m = userdata;
+        struct add_request req = { .start = true };
+        struct ublk_dev *dev;
+        struct ublk_reason why = {};
+        const char *target_name, *reason;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        ublk_dev_config_init(&req.config);
+
+        r = sd_bus_message_read(msg, "s", &target_name);
+        if (r < 0)
+                return r;
+        req.config.target = target_find(target_name);
+        if (!req.config.target)
+                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                         "Unknown target '%.64s' (the Targets property lists them)", target_name);
+
+        r = parse_add_options(msg, &req, error);
+        if (r < 0 || sd_bus_error_is_set(error))
+                goto out;
+
+        if (ublk_dev_config_validate(&req.config, &reason) < 0) {
+                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Invalid options: %s", reason);
+                goto out;
+        }
+        if (req.config.backing_fd >= 0 && !req.config.target->takes_backing) {
+                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                      "Target '%s' takes no backing file", req.config.target->name);
+                goto out;
+        }
+        if (req.config.size == 0 && !req.config.target->takes_backing) {
+                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                      "Target '%s' needs a size (option 'size', in bytes)", req.config.target->name);
+                goto out;
+        }
+        if (manager_find_device_by_name(m, req.config.name)) {
+                r = sd_bus_error_setf(error, UBLKD_ERROR_EXISTS,
+                                      "A device named '%s' exists already (remove it or pick another name)",
+                                      req.config.name);
+                goto out;
+        }
+
+        if (m->ctrl.fd < 0) {
+                r = ublk_ctrl_open(&m->ctrl);
+                if (r < 0) {
+                        r = bus_error_from_errno(error, r, "Cannot open /dev/ublk-control");
+                        goto out;
+                }
+        }
+
+        r = ublk_dev_add(&m->ctrl, &req.config, &why, &dev);
+        if (r < 0 && why.text[0]) {
+                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "%s", why.text);
+                goto out;
+        }
+        if (r < 0) {
+                log_error_errno(r, "Failed to add %s device: %m", target_name);
+                r = bus_error_from_errno(error, r, "Adding the device failed");
+                goto out;
+        }
+        if (req.start) {
+                r = ublk_dev_start(dev);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to start ublk device %u: %m", dev->id);
+                        ublk_dev_free(dev);
+                        r = bus_error_from_errno(error, r, "Starting the device failed");
+                        goto out;
+                }
+        }
+
+        manager_link_device(m, dev);
+        log_info("Added %s device %u%s%s%s (%s).", target_name, dev->id,
+                 *dev->config.name ? " \"" : "", dev->config.name, *dev->config.name ? "\"" : "",
+                 ublk_dev_state(dev));
+        (void) bus_device_emit_added(m, dev);
+
+        path = bus_device_path(dev->id);
+        if (!path)
+                return -ENOMEM;
+        return sd_bus_reply_method_return(msg, "uo", dev->id, path);
+
+out:
+        safe_close(req.config.backing_fd);
+        return r;
+}
+
+static int reply_device_path(sd_bus_message *msg, struct ublk_dev *dev, sd_bus_error *error, const char *what)
+{
+        _cleanup_free_ char *path = NULL;
+
+        if (!dev)
+                return sd_bus_error_setf(error, UBLKD_ERROR_NO_SUCH_DEVICE, "No such device: %s", what);
+        path = bus_device_path(dev->id);
+        if (!path)
+                return -ENOMEM;
+        return sd_bus_reply_method_return(msg, "o", path);
+}
+
+static int method_get_device(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        uint32_t id;
+        char what[16];
+        int r;
+
+        r = sd_bus_message_read(msg, "u", &id);
+        if (r < 0)
+                return r;
+        snprintf(what, sizeof(what), "%u", id);
+        return reply_device_path(msg, manager_find_device(userdata, id), error, what);
+}
+
+static int method_get_device_by_name(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        const char *name;
+        char what[UBLK_DEV_NAME_MAX + 3];
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &name);
+        if (r < 0)
+                return r;
+        snprintf(what, sizeof(what), "'%.*s'", UBLK_DEV_NAME_MAX, name);
+        return reply_device_path(msg, manager_find_device_by_name(userdata, name), error, what);
+}
+
+static int method_list_devices(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        struct manager *m = userdata;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_return(msg, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "(usssso)");
+        if (r < 0)
+                return r;
+        for (struct managed_dev *d = m->devices; d; d = d->next) {
+                _cleanup_free_ char *path = bus_device_path(d->dev->id);
+                char blk[32];
+
+                if (!path)
+                        return -ENOMEM;
+                snprintf(blk, sizeof(blk), "/dev/ublkb%u", d->dev->id);
+                r = sd_bus_message_append(reply, "(usssso)", d->dev->id, d->dev->config.name,
+                                          d->dev->config.target->name, ublk_dev_state(d->dev),
+                                          d->dev->live ? blk : "", path);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        return sd_bus_message_append(reply, "s", PACKAGE_VERSION);
+}
+
+static int property_get_kernel_features(sd_bus *bus, const char *path, const char *interface,
+                                        const char *property, sd_bus_message *reply, void *userdata,
+                                        sd_bus_error *error)
+{
+        struct manager *m = userdata;
+
+        if (m->ctrl.fd < 0)
+                (void) ublk_ctrl_open(&m->ctrl);
+        return sd_bus_message_append(reply, "t", m->ctrl.features);
+}
+
+static int property_get_targets(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        return sd_bus_message_append_strv(reply, (char **) target_names());
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("KernelFeatures", "t", property_get_kernel_features, 0, 0),
+        SD_BUS_PROPERTY("Targets", "as", property_get_targets, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD_WITH_NAMES("Add", "sa{sv}", SD_BUS_PARAM(target) SD_BUS_PARAM(options),
+                                 "uo", SD_BUS_PARAM(id) SD_BUS_PARAM(device),
+                                 method_add, 0),
+        SD_BUS_METHOD_WITH_NAMES("GetDevice", "u", SD_BUS_PARAM(id), "o", SD_BUS_PARAM(device),
+                                 method_get_device, 0),
+        SD_BUS_METHOD_WITH_NAMES("GetDeviceByName", "s", SD_BUS_PARAM(name), "o", SD_BUS_PARAM(device),
+                                 method_get_device_by_name, 0),
+        SD_BUS_METHOD_WITH_NAMES("ListDevices", "", "", "a(usssso)", SD_BUS_PARAM(devices),
+                                 method_list_devices, 0),
+        SD_BUS_VTABLE_END
+};
+
+int bus_manager_register(struct manager *m)
+{
+        int r;
+
+        r = sd_bus_add_object_vtable(m->bus, NULL, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, manager_vtable, m);
+        if (r < 0)
+                return r;
+        return sd_bus_add_object_manager(m->bus, NULL, UBLKD_MANAGER_PATH);
+}

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctrl.h"
+#include "macro.h"
+
+#define UBLK_CONTROL_PATH "/dev/ublk-control"
+
+struct ctrl_op {
+        unsigned legacy_op;
+        unsigned ioctl_op;
+};
+
+#define CTRL_OP(name) ((struct ctrl_op) { UBLK_CMD_##name, UBLK_U_CMD_##name })
+
+static int ctrl_submit(int fd, unsigned cmd_op, const struct ublksrv_ctrl_cmd *cmd)
+{
+        struct io_uring ring;
+        struct io_uring_sqe *sqe;
+        struct io_uring_cqe *cqe;
+        int r;
+
+        r = io_uring_queue_init(2, &ring, IORING_SETUP_SQE128);
+        if (r < 0)
+                return r;
+
+        sqe = io_uring_get_sqe(&ring);
+        if (!sqe) {
+                io_uring_queue_exit(&ring);
+                return -EBUSY;
+        }
+        /* liburing 2.3 has no io_uring_prep_cmd(): fill the SQE by hand. */
+        memset(sqe, 0, 2 * sizeof(*sqe));
+        sqe->opcode = IORING_OP_URING_CMD;
+        sqe->fd = fd;
+        sqe->cmd_op = cmd_op;
+        memcpy(sqe->cmd, cmd, sizeof(*cmd));
+
+        r = io_uring_submit_and_wait(&ring, 1);
+        if (r >= 0) {
+                r = io_uring_peek_cqe(&ring, &cqe);
+                if (r == 0) {
+                        r = cqe->res;
+                        io_uring_cqe_seen(&ring, cqe);
+                }
+        }
+        io_uring_queue_exit(&ring);
+        return r;
+}
+
+static int ctrl_cmd(const struct ublk_ctrl *ctrl, struct ctrl_op op, struct ublksrv_ctrl_cmd *cmd)
+{
+        return ctrl_submit(ctrl->fd, ctrl->ioctl_encode ? op.ioctl_op : op.legacy_op, cmd);
+}
+
+int ublk_ctrl_open(struct ublk_ctrl *ctrl)
+{
+        struct ublksrv_ctrl_cmd cmd = { .dev_id = (uint32_t) -1, .queue_id = (uint16_t) -1 };
+        uint64_t features = 0;
+        int r;
+
+        *ctrl = (struct ublk_ctrl) { .fd = -1 };
+        ctrl->fd = open(UBLK_CONTROL_PATH, O_RDWR | O_CLOEXEC);
+        if (ctrl->fd < 0)
+                return negative_errno();
+
+        /* Kernels before 6.5 reject this opcode: they only speak the legacy set. */
+        cmd.addr = (uintptr_t) &features;
+        cmd.len = sizeof(features);
+        r = ctrl_submit(ctrl->fd, UBLK_U_CMD_GET_FEATURES, &cmd);
+        if (r >= 0) {
+                ctrl->features = features;
+                ctrl->ioctl_encode = !!(features & UBLK_F_CMD_IOCTL_ENCODE);
+        }
+        return 0;
+}
+
+void ublk_ctrl_close(struct ublk_ctrl *ctrl)
+{
+        ctrl->fd = safe_close(ctrl->fd);
+}
+
+int ublk_ctrl_add_dev(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info)
+{
+        struct ublksrv_ctrl_cmd cmd = {
+                .dev_id = info->dev_id,
+                .queue_id = (uint16_t) -1,
+                .addr = (uintptr_t) info,
+                .len = sizeof(*info),
+        };
+
+        return ctrl_cmd(ctrl, CTRL_OP(ADD_DEV), &cmd);
+}
+
+int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id)
+{
+        struct ublksrv_ctrl_cmd cmd = { .dev_id = dev_id, .queue_id = (uint16_t) -1 };
+
+        return ctrl_cmd(ctrl, CTRL_OP(DEL_DEV), &cmd);
+}
+
+int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, pid_t server_pid)
+{
+        struct ublksrv_ctrl_cmd cmd = { .dev_id = dev_id, .queue_id = (uint16_t) -1 };
+
+        cmd.data[0] = (uint64_t) server_pid;
+        return ctrl_cmd(ctrl, CTRL_OP(START_DEV), &cmd);
+}
+
+int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id)
+{
+        struct ublksrv_ctrl_cmd cmd = { .dev_id = dev_id, .queue_id = (uint16_t) -1 };
+
+        return ctrl_cmd(ctrl, CTRL_OP(STOP_DEV), &cmd);
+}
+
+int ublk_ctrl_set_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublk_params *params)
+{
+        struct ublksrv_ctrl_cmd cmd = {
+                .dev_id = dev_id,
+                .queue_id = (uint16_t) -1,
+                .addr = (uintptr_t) params,
+                .len = sizeof(*params),
+        };
+
+        params->len = sizeof(*params);
+        return ctrl_cmd(ctrl, CTRL_OP(SET_PARAMS), &cmd);
+}
+
+int ublk_ctrl_get_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublk_params *params)
+{
+        struct ublksrv_ctrl_cmd cmd = {
+                .dev_id = dev_id,
+                .queue_id = (uint16_t) -1,
+                .addr = (uintptr_t) params,
+                .len = sizeof(*params),
+        };
+
+        memset(params, 0, sizeof(*params));
+        params->len = sizeof(*params);
+        return ctrl_cmd(ctrl, CTRL_OP(GET_PARAMS), &cmd);
+}
+
+int ublk_ctrl_get_dev_info(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info)
+{
+        struct ublksrv_ctrl_cmd cmd = {
+                .dev_id = dev_id,
+                .queue_id = (uint16_t) -1,
+                .addr = (uintptr_t) info,
+                .len = sizeof(*info),
+        };
+
+        return ctrl_cmd(ctrl, CTRL_OP(GET_DEV_INFO), &cmd);
+}
+
+const char *ublk_dev_state_to_string(int state)
+{
+        switch (state) {
+        case UBLK_S_DEV_DEAD:
+                return "dead";
+        case UBLK_S_DEV_LIVE:
+                return "live";
+        case UBLK_S_DEV_QUIESCED:
+                return "quiesced";
+#ifdef UBLK_S_DEV_FAIL_IO
+        case UBLK_S_DEV_FAIL_IO:
+                return "fail-io";
+#endif
+        default:
+                return "unknown";
+        }
+}

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * Client of /dev/ublk-control.
+ *
+ * Every command is one URING_CMD on a private, short-lived SQE128 ring, so
+ * commands may be issued from any thread at the same time without locking
+ * (START_DEV, for one, blocks until every queue has fetched its tags).
+ * Opcodes are the ioctl-encoded ones when the kernel advertises
+ * UBLK_F_CMD_IOCTL_ENCODE, the legacy ones otherwise (6.1 has no GET_FEATURES).
+ *
+ * All functions return 0 or a negative errno from the kernel; they do not log.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ublk_cmd.h"
+
+struct ublk_ctrl {
+        int fd;
+        uint64_t features;      /* GET_FEATURES, 0 when the kernel lacks it */
+        bool ioctl_encode;
+};
+
+int ublk_ctrl_open(struct ublk_ctrl *ctrl);
+void ublk_ctrl_close(struct ublk_ctrl *ctrl);
+
+/* info->dev_id is an input (-1 = let the kernel choose) and an output. */
+int ublk_ctrl_add_dev(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info);
+int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id);
+int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, pid_t server_pid);
+int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id);
+int ublk_ctrl_set_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublk_params *params);
+int ublk_ctrl_get_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublk_params *params);
+int ublk_ctrl_get_dev_info(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info);
+
+const char *ublk_dev_state_to_string(int state);

@@ -1,0 +1,237 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "device.h"
+#include "log.h"
+#include "macro.h"
+#include "queue.h"
+
+void ublk_dev_config_init(struct ublk_dev_config *config)
+{
+        *config = (struct ublk_dev_config) {
+                .queues = 1,
+                .depth = UBLK_DEV_DEFAULT_DEPTH,
+                .logical_block_size = 512,
+                .backing_fd = -1,
+        };
+}
+
+static unsigned max_queues(void)
+{
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+        if (cpus < 1)
+                cpus = 1;
+        return cpus < UBLK_MAX_NR_QUEUES ? (unsigned) cpus : UBLK_MAX_NR_QUEUES;
+}
+
+int ublk_dev_config_validate(const struct ublk_dev_config *config, const char **reason)
+{
+        static char msg[160];
+        uint32_t lbs = config->logical_block_size;
+
+        if (config->queues < 1 || config->queues > max_queues()) {
+                snprintf(msg, sizeof(msg), "queues must be between 1 and %u (the number of CPUs)", max_queues());
+                *reason = msg;
+                return -EINVAL;
+        }
+        if (config->depth < 1 || config->depth > UBLK_MAX_QUEUE_DEPTH) {
+                snprintf(msg, sizeof(msg), "depth must be between 1 and %u", UBLK_MAX_QUEUE_DEPTH);
+                *reason = msg;
+                return -EINVAL;
+        }
+        if (lbs < 512 || lbs > 4096 || (lbs & (lbs - 1))) {
+                *reason = "logical-block-size must be 512, 1024, 2048 or 4096";
+                return -EINVAL;
+        }
+        if (config->size != 0 && config->size % lbs) {
+                snprintf(msg, sizeof(msg), "size must be a multiple of the logical block size (%u)", lbs);
+                *reason = msg;
+                return -EINVAL;
+        }
+        /* The kernel counts sectors in 64 bits; keep well clear of overflow. */
+        if (config->size > (UINT64_C(1) << 60)) {
+                *reason = "size is larger than 1 EiB";
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static unsigned ilog2_u32(uint32_t v)
+{
+        unsigned r = 0;
+
+        while (v >>= 1)
+                r++;
+        return r;
+}
+
+void ublk_params_set_basic(const struct ublk_dev *dev, struct ublk_params *params)
+{
+        unsigned lbs_shift = ilog2_u32(dev->config.logical_block_size);
+
+        params->types |= UBLK_PARAM_TYPE_BASIC;
+        params->basic = (struct ublk_param_basic) {
+                .attrs = dev->config.read_only ? UBLK_ATTR_READ_ONLY : 0,
+                .logical_bs_shift = (uint8_t) lbs_shift,
+                .physical_bs_shift = (uint8_t) (lbs_shift > 12 ? lbs_shift : 12),
+                .io_opt_shift = 12,
+                .io_min_shift = (uint8_t) lbs_shift,
+                .max_sectors = dev->info.max_io_buf_bytes >> 9,
+                .dev_sectors = dev->config.size >> 9,
+        };
+}
+
+int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, struct ublk_reason *reason,
+                 struct ublk_dev **ret)
+{
+        const struct ublk_target_ops *ops = config->target;
+        struct ublk_params params = {};
+        struct ublk_dev *dev;
+        int r;
+
+        dev = calloc(1, sizeof(*dev));
+        if (!dev)
+                return -ENOMEM;
+        dev->ctrl = ctrl;
+        dev->config = *config;
+        config->backing_fd = -1;        /* ownership moved to dev */
+        dev->cdev_fd = -1;
+        dev->info = (struct ublksrv_ctrl_dev_info) {
+                .nr_hw_queues = (uint16_t) dev->config.queues,
+                .queue_depth = (uint16_t) dev->config.depth,
+                .max_io_buf_bytes = UBLK_DEV_MAX_IO_BYTES,
+                .dev_id = (uint32_t) -1,
+                .ublksrv_pid = getpid(),
+                .flags = ctrl->ioctl_encode ? UBLK_F_CMD_IOCTL_ENCODE : 0,
+        };
+
+        r = ops->init(dev, &params, reason);
+        if (r < 0) {
+                safe_close(dev->config.backing_fd);
+                free(dev);
+                return r;
+        }
+
+        r = ublk_ctrl_add_dev(ctrl, &dev->info);
+        if (r < 0) {
+                log_debug_errno(r, "ADD_DEV failed: %m");
+                goto fail_target;
+        }
+        dev->id = dev->info.dev_id;
+
+        r = ublk_ctrl_set_params(ctrl, dev->id, &params);
+        if (r < 0) {
+                log_debug_errno(r, "SET_PARAMS for ublk device %u failed: %m", dev->id);
+                goto fail_del;
+        }
+
+        *ret = dev;
+        return 0;
+
+fail_del:
+        (void) ublk_ctrl_del_dev(ctrl, dev->id);
+fail_target:
+        if (ops->deinit)
+                ops->deinit(dev);
+        safe_close(dev->config.backing_fd);
+        free(dev);
+        return r;
+}
+
+static void dev_join_queues(struct ublk_dev *dev)
+{
+        if (!dev->queues)
+                return;
+        for (unsigned i = 0; i < dev->config.queues; i++)
+                queue_join(&dev->queues[i]);
+        free(dev->queues);
+        dev->queues = NULL;
+}
+
+int ublk_dev_start(struct ublk_dev *dev)
+{
+        char path[64];
+        int r;
+
+        if (dev->live)
+                return -EALREADY;
+
+        snprintf(path, sizeof(path), "/dev/ublkc%u", dev->id);
+        dev->cdev_fd = open(path, O_RDWR | O_CLOEXEC);
+        if (dev->cdev_fd < 0)
+                return log_debug_errno(negative_errno(), "Failed to open %s: %m", path);
+
+        dev->queues = calloc(dev->config.queues, sizeof(*dev->queues));
+        if (!dev->queues) {
+                r = -ENOMEM;
+                goto fail;
+        }
+        for (unsigned i = 0; i < dev->config.queues; i++) {
+                dev->queues[i].dev = dev;
+                dev->queues[i].q_id = i;
+                r = queue_start(&dev->queues[i]);
+                if (r < 0) {
+                        log_debug_errno(r, "Failed to start queue %u of ublk device %u: %m", i, dev->id);
+                        goto fail;
+                }
+        }
+
+        r = ublk_ctrl_start_dev(dev->ctrl, dev->id, getpid());
+        if (r < 0) {
+                log_debug_errno(r, "START_DEV for ublk device %u failed: %m", dev->id);
+                goto fail;
+        }
+        dev->live = true;
+        return 0;
+
+fail:
+        /* STOP_DEV aborts the tags the queues fetched, so their threads end. */
+        (void) ublk_ctrl_stop_dev(dev->ctrl, dev->id);
+        dev_join_queues(dev);
+        dev->cdev_fd = safe_close(dev->cdev_fd);
+        return r;
+}
+
+int ublk_dev_stop(struct ublk_dev *dev)
+{
+        int r;
+
+        if (!dev->live)
+                return 0;
+        r = ublk_ctrl_stop_dev(dev->ctrl, dev->id);
+        if (r < 0)
+                return r;
+        dev_join_queues(dev);
+        /* DEL_DEV waits until the char device is released: close it first. */
+        dev->cdev_fd = safe_close(dev->cdev_fd);
+        dev->live = false;
+        return 0;
+}
+
+void ublk_dev_free(struct ublk_dev *dev)
+{
+        int r;
+
+        if (!dev)
+                return;
+        r = ublk_dev_stop(dev);
+        if (r < 0)
+                log_warning_errno(r, "Failed to stop ublk device %u: %m", dev->id);
+        r = ublk_ctrl_del_dev(dev->ctrl, dev->id);
+        if (r < 0)
+                log_warning_errno(r, "Failed to delete ublk device %u: %m", dev->id);
+        if (dev->config.target->deinit)
+                dev->config.target->deinit(dev);
+        safe_close(dev->config.backing_fd);
+        free(dev);
+}
+
+const char *ublk_dev_state(const struct ublk_dev *dev)
+{
+        return dev->live ? "live" : "stopped";
+}

@@ -1,0 +1,68 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * One ublk device served by this process: its configuration, its kernel
+ * identity (dev_id, /dev/ublkcN, /dev/ublkbN) and its queue threads.
+ *
+ * Life cycle, each step undone by the next on any failure, so a failed call
+ * leaves nothing behind in the kernel:
+ *   ublk_dev_add()    target init, ADD_DEV, SET_PARAMS          -> "stopped"
+ *   ublk_dev_start()  open /dev/ublkcN, queue threads, START_DEV -> "live"
+ *   ublk_dev_stop()   STOP_DEV, join queue threads, close cdev  -> "stopped"
+ *   ublk_dev_free()   stop if needed, DEL_DEV, free
+ * These calls block (START_DEV waits for every queue to fetch its tags) and
+ * must not be made from a queue thread.
+ */
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ctrl.h"
+#include "target.h"
+#include "ublk_cmd.h"
+
+#define UBLK_DEV_NAME_MAX 64
+#define UBLK_DEV_DEFAULT_DEPTH 128
+#define UBLK_DEV_MAX_IO_BYTES (512u * 1024)
+
+struct ublk_dev_config {
+        const struct ublk_target_ops *target;
+        char name[UBLK_DEV_NAME_MAX + 1];       /* "" when unnamed */
+        uint64_t size;
+        uint32_t queues;
+        uint32_t depth;
+        uint32_t logical_block_size;
+        bool read_only;
+        int backing_fd;                         /* owned, -1 if none */
+};
+
+struct ublk_queue;
+
+struct ublk_dev {
+        const struct ublk_ctrl *ctrl;
+        uint32_t id;
+        struct ublk_dev_config config;
+        struct ublksrv_ctrl_dev_info info;
+        int cdev_fd;
+        bool live;
+        struct ublk_queue *queues;
+        void *target_data;
+        void *owner;            /* the manager that serves it */
+};
+
+void ublk_dev_config_init(struct ublk_dev_config *config);
+/* Checks ranges that do not depend on the target; *reason names the fix. */
+int ublk_dev_config_validate(const struct ublk_dev_config *config, const char **reason);
+
+int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, struct ublk_reason *reason,
+                 struct ublk_dev **ret);
+int ublk_dev_start(struct ublk_dev *dev);
+int ublk_dev_stop(struct ublk_dev *dev);
+void ublk_dev_free(struct ublk_dev *dev);
+
+const char *ublk_dev_state(const struct ublk_dev *dev);
+
+/* Fills the basic parameters (size, block sizes, IO limits) from dev->config. */
+void ublk_params_set_basic(const struct ublk_dev *dev, struct ublk_params *params);

@@ -1,0 +1,144 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/*
+ * ublkd: serves ublk block devices for everyone on the system bus.
+ * Life cycle: register the object tree, take the bus name, tell systemd we
+ * are ready; on SIGTERM/SIGINT remove every device and exit.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "config.h"
+#include "log.h"
+#include "manager.h"
+#include "ublkd-bus.h"
+
+static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+        struct manager *m = userdata;
+
+        log_info("Received %s, removing %u device(s) and exiting.", strsignal((int) si->ssi_signo), m->n_devices);
+        (void) sd_notify(0, "STOPPING=1");
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static void help(void)
+{
+        printf("Usage: ublkd [OPTIONS]\n\n"
+               "Serve ublk block devices, controlled over the system bus (%s).\n\n"
+               "  -h --help       Show this help\n"
+               "     --version    Show the version\n"
+               "  -d --debug      Log debug messages\n\n"
+               "See ublkd(8).\n", UBLKD_BUS_NAME);
+}
+
+static int parse_argv(int argc, char *argv[])
+{
+        enum { ARG_VERSION = 0x100 };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "version", no_argument, NULL, ARG_VERSION },
+                { "debug", no_argument, NULL, 'd' },
+                {}
+        };
+        int c;
+
+        while ((c = getopt_long(argc, argv, "hd", options, NULL)) >= 0)
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("ublkd %s\n", PACKAGE_VERSION);
+                        return 0;
+                case 'd':
+                        log_set_max_level(LOG_DEBUG);
+                        break;
+                default:
+                        return -EINVAL;
+                }
+        if (optind < argc) {
+                log_error("This program takes no arguments.");
+                return -EINVAL;
+        }
+        return 1;
+}
+
+static int run(struct manager *m)
+{
+        sigset_t mask;
+        int r;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        sigprocmask(SIG_BLOCK, &mask, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to allocate event loop: %m");
+        r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
+        if (r >= 0)
+                r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to watch signals: %m");
+
+        /* A missing driver is not fatal: Add reports it, and the driver may be loaded later. */
+        r = ublk_ctrl_open(&m->ctrl);
+        if (r < 0)
+                log_warning_errno(r, "Cannot open /dev/ublk-control, is the ublk_drv module loaded? %m");
+        else
+                log_info("ublk kernel features: 0x%llx%s.", (unsigned long long) m->ctrl.features,
+                         m->ctrl.ioctl_encode ? "" : " (legacy opcodes)");
+
+        r = sd_bus_open_system(&m->bus);
+        if (r < 0)
+                return log_error_errno(r, "Failed to connect to the system bus: %m");
+        r = bus_manager_register(m);
+        if (r >= 0)
+                r = bus_device_register(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register D-Bus objects: %m");
+        r = sd_bus_attach_event(m->bus, m->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Failed to attach the bus to the event loop: %m");
+
+        /* Take the name last: callers may come in as soon as we own it. */
+        r = sd_bus_request_name(m->bus, UBLKD_BUS_NAME, 0);
+        if (r < 0)
+                return log_error_errno(r, "Failed to acquire bus name %s: %m", UBLKD_BUS_NAME);
+
+        (void) sd_notify(0, "READY=1\nSTATUS=Serving ublk devices.");
+        log_info("ublkd %s ready on %s.", PACKAGE_VERSION, UBLKD_BUS_NAME);
+
+        r = sd_event_loop(m->event);
+        if (r < 0)
+                log_error_errno(r, "Event loop failed: %m");
+        return r;
+}
+
+int main(int argc, char *argv[])
+{
+        struct manager m = { .ctrl = { .fd = -1 } };
+        int r;
+
+        log_setup("ublkd");
+        r = parse_argv(argc, argv);
+        if (r <= 0)
+                return r < 0 ? 2 : 0;
+
+        r = run(&m);
+
+        manager_remove_all(&m);
+        if (m.bus) {
+                sd_bus_flush(m.bus);
+                sd_bus_flush_close_unref(m.bus);
+        }
+        sd_event_unref(m.event);
+        ublk_ctrl_close(&m.ctrl);
+        return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,57 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * A target turns ublk requests into work: "null" completes them at once,
+ * "loop" reads and writes a backing file.  Each target lives in its own
+ * target-NAME.c and exports one const ops table, listed in target.c.
+ *
+ * Contract:
+ *  - init() runs on the control side before ADD_DEV is sent: it validates the
+ *    device's configuration, may adjust it (size from the backing file, block
+ *    size), and fills the ublk_params it needs.  It returns 0 or a negative
+ *    errno and leaves nothing allocated on failure; where the caller can fix
+ *    it, it says how in *reason.  deinit() undoes it.
+ *  - queue_io() runs on a queue thread for one request.  It returns the
+ *    result to commit at once (bytes done, or a negative errno), or
+ *    UBLK_TARGET_QUEUED after it put SQEs on the queue's ring whose user_data
+ *    was built with ublk_target_user_data(); each of their completions is
+ *    handed to io_done(), which returns a result to commit or
+ *    UBLK_TARGET_QUEUED while more are outstanding.
+ *  - Per-device target state hangs off dev->target_data; per-queue state off
+ *    q->target_data (set up by queue_init(), torn down by queue_deinit()).
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct io_uring_cqe;
+struct ublksrv_io_desc;
+struct ublk_dev;
+struct ublk_queue;
+struct ublk_params;
+
+/* Why an init() failed, in words that name the fix; empty when the errno says it all. */
+struct ublk_reason {
+        char text[256];
+};
+
+#define UBLK_TARGET_QUEUED 1
+
+struct ublk_target_ops {
+        const char *name;
+        bool takes_backing;     /* accepts (or needs) the "backing" fd option */
+        int (*init)(struct ublk_dev *dev, struct ublk_params *params, struct ublk_reason *reason);
+        void (*deinit)(struct ublk_dev *dev);
+        int (*queue_init)(struct ublk_queue *q);
+        void (*queue_deinit)(struct ublk_queue *q);
+        int (*queue_io)(struct ublk_queue *q, unsigned tag, const struct ublksrv_io_desc *iod);
+        int (*io_done)(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe);
+};
+
+extern const struct ublk_target_ops target_null_ops;
+extern const struct ublk_target_ops target_loop_ops;
+
+const struct ublk_target_ops *target_find(const char *name);
+/* NULL-terminated list of target names, in a stable order. */
+const char *const *target_names(void);

@@ -1,0 +1,17 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * Strict parsers for user-given numbers.  They accept the whole string or
+ * nothing: no leading/trailing junk, no sign, no overflow.  Return 0 or -EINVAL
+ * (malformed) / -ERANGE (does not fit).
+ */
+
+#include <stdint.h>
+
+/* "4096", "512K", "1M", "10G", "1T" (binary units, optional "iB"/"B"). */
+int parse_size(const char *s, uint64_t *ret);
+int parse_uint32(const char *s, uint32_t *ret);
+
+/* Formats a byte count for humans ("1G", "1.5G", "512M", "4096"); returns buf. */
+const char *format_size(uint64_t bytes, char *buf, size_t len);

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * The names of ublkd's D-Bus API, shared by the daemon and its clients.
+ * dbus/org.ublk.ublkd1.xml documents every member; a vm test checks that the
+ * live daemon's introspection matches that file.
+ */
+
+#define UBLKD_BUS_NAME          "org.ublk.ublkd1"
+#define UBLKD_MANAGER_PATH      "/org/ublk/ublkd1"
+#define UBLKD_DEVICE_PATH_PREFIX "/org/ublk/ublkd1/device"
+#define UBLKD_MANAGER_IFACE     "org.ublk.ublkd1.Manager"
+#define UBLKD_DEVICE_IFACE      "org.ublk.ublkd1.Device"
+
+#define UBLKD_ERROR_NO_SUCH_DEVICE  "org.ublk.ublkd1.Error.NoSuchDevice"
+#define UBLKD_ERROR_BUSY            "org.ublk.ublkd1.Error.Busy"
+#define UBLKD_ERROR_NOT_SUPPORTED   "org.ublk.ublkd1.Error.NotSupported"
+#define UBLKD_ERROR_LIMIT_EXCEEDED  "org.ublk.ublkd1.Error.LimitExceeded"
+#define UBLKD_ERROR_INVALID_ARGS    "org.ublk.ublkd1.Error.InvalidArgs"
+#define UBLKD_ERROR_EXISTS          "org.ublk.ublkd1.Error.Exists"
+#define UBLKD_ERROR_KERNEL          "org.ublk.ublkd1.Error.Kernel"

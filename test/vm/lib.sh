@@ -1,0 +1,152 @@
+# test/vm/lib.sh: helpers for VM tests (test/vm/t-*.sh). Source it first:
+#     . "$(dirname "$0")/lib.sh"
+# Tests run as root inside the test VM (see test/README.md). Environment from vm-run:
+#   UBLKD_SRC    source tree (the host's, read-only in the VM)
+#   UBLKD_BUILD  meson build directory (idem; build before booting)
+#   UBLK_DRIVER  "intree" (the kernel's ublk_drv) or the path of a .ko to insmod instead
+#   UBLKD_VM_KERNEL, UBLKD_VM_KV   kernel name (6.12, 7, ...) and uname -r
+#   UBLKD_VM_INSTALLED             1 if vm-run installed the build before boot (install_ublkd)
+#   TEST_NAME, TEST_TMPDIR         this test's name and a scratch directory (also the cwd)
+# shellcheck shell=bash
+
+: "${UBLKD_SRC:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+: "${UBLKD_BUILD:=$UBLKD_SRC/build}"
+: "${UBLK_DRIVER:=intree}"
+: "${TEST_NAME:=$(basename "$0" .sh)}"
+export UBLKD_SRC UBLKD_BUILD UBLK_DRIVER TEST_NAME
+
+# skip REASON: the test does not apply here (exit 77)
+skip() {
+	echo "SKIP: $*"
+	exit 77
+}
+
+# fail MSG: the test failed (exit 1)
+fail() {
+	echo "FAIL: $*" >&2
+	exit 1
+}
+
+# log MSG: a timestamped line (seconds since boot)
+log() {
+	local up
+	read -r up _ < /proc/uptime
+	echo "[$up] $*"
+}
+
+# require_cmd CMD...: skip unless all commands exist
+require_cmd() {
+	local c
+	for c in "$@"; do
+		command -v "$c" >/dev/null 2>&1 || skip "command not found: $c"
+	done
+}
+
+# wait_until TIMEOUT_S CMD [ARG...]: run CMD until it succeeds (returns 0) or TIMEOUT_S seconds
+# have passed (returns 1, message on stderr). Polls at 20 ms, backing off to 250 ms. Use it for
+# every "wait for X to happen": never a bare sleep as synchronisation.
+wait_until() {
+	local timeout=$1 delay=0.02 now end int frac=0
+	shift
+	[ $# -gt 0 ] || { echo "wait_until: no command" >&2; return 2; }
+	int=${timeout%%.*}
+	[[ $timeout == *.* ]] && frac=${timeout#*.}
+	frac=${frac}000000000
+	now=$(date +%s%N)
+	end=$((now + ${int:-0} * 1000000000 + 10#${frac:0:9}))
+	while :; do
+		"$@" && return 0
+		now=$(date +%s%N)
+		if [ "$now" -ge "$end" ]; then
+			echo "wait_until: timed out after ${timeout}s: $*" >&2
+			return 1
+		fi
+		sleep "$delay"
+		case $delay in
+		0.02) delay=0.05 ;;
+		0.05) delay=0.1 ;;
+		*) delay=0.25 ;;
+		esac
+	done
+}
+
+# wait_system_running [TIMEOUT_S]: wait until systemd has finished booting; prints the state
+# (running or degraded) and returns 0 if it is "running"
+wait_system_running() {
+	local state
+	state=$(timeout "${1:-120}" systemctl is-system-running --wait 2>/dev/null)
+	echo "system state: ${state:-unknown}"
+	[ "$state" = running ]
+}
+
+# defer CMD...: run CMD (a shell string) when the test exits, last deferred first
+_DEFERRED=()
+_run_deferred() {
+	local c
+	for c in "${_DEFERRED[@]}"; do
+		eval "$c" || echo "defer: '$c' failed" >&2
+	done
+}
+defer() {
+	_DEFERRED=("$*" "${_DEFERRED[@]}")
+	trap _run_deferred EXIT
+}
+
+# install_ublkd: make sure the build (ublkd, ublkctl, unit, D-Bus files...) is installed in the
+# VM. vm-run normally installed it before systemd started (--install, the default when
+# $UBLKD_BUILD is a meson build directory); otherwise "meson install" runs here (slow under TCG),
+# then systemd, D-Bus and udev reload their configuration. Idempotent.
+install_ublkd() {
+	local marker=/run/vmtest-ublkd-installed
+	if [ ! -e $marker ]; then
+		[ -f "$UBLKD_BUILD/build.ninja" ] || fail "install_ublkd: no meson build in UBLKD_BUILD=$UBLKD_BUILD"
+		meson install -C "$UBLKD_BUILD" --no-rebuild --quiet >/dev/null \
+			|| fail "install_ublkd: meson install -C $UBLKD_BUILD failed"
+		systemctl daemon-reload
+		busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
+		udevadm control --reload
+		: > $marker
+	fi
+	command -v ublkd >/dev/null || fail "install_ublkd: ublkd is not on PATH after the install"
+	command -v ublkctl >/dev/null || fail "install_ublkd: ublkctl is not on PATH after the install"
+}
+
+# load_ublk_driver: load the ublk driver the run is about (UBLK_DRIVER: "intree" = modprobe the
+# kernel's ublk_drv; a path = insmod that .ko, after its dependencies) and wait for
+# /dev/ublk-control. Idempotent. Exits the test with a clear message (fail) if it cannot.
+load_ublk_driver() {
+	local drv=${UBLK_DRIVER:-intree} name deps d other marker=/run/vmtest-ublk-driver
+	if [ "$drv" = intree ]; then
+		name=ublk_drv
+		if [ -d /sys/module/$name ] && [ "$(cat $marker 2>/dev/null)" != intree ] \
+			&& [ -e $marker ]; then
+			rmmod "$name" || fail "load_ublk_driver: a non-intree $name is loaded and cannot be removed"
+		fi
+		if [ ! -d /sys/module/$name ]; then
+			modprobe "$name" || fail "load_ublk_driver: 'modprobe $name' failed on $(uname -r)"
+		fi
+	else
+		[ -f "$drv" ] || fail "load_ublk_driver: UBLK_DRIVER=$drv: no such file"
+		name=$(modinfo -F name "$drv" 2>/dev/null)
+		[ -n "$name" ] || name=$(basename "$drv" | sed 's/\.ko.*$//')
+		name=${name//-/_}
+		# another ublk driver (the in-tree one, or another build of ours) must go first
+		for other in ublk_drv "$name"; do
+			[ -d "/sys/module/$other" ] || continue
+			[ "$other" = "$name" ] && [ "$(cat $marker 2>/dev/null)" = "$drv" ] && continue
+			rmmod "$other" || fail "load_ublk_driver: '$other' is loaded and cannot be removed"
+		done
+		if [ ! -d "/sys/module/$name" ]; then
+			deps=$(modinfo -F depends "$drv" 2>/dev/null)
+			for d in ${deps//,/ }; do
+				modprobe "$d" || fail "load_ublk_driver: 'modprobe $d' (needed by $drv) failed"
+			done
+			insmod "$drv" || fail "load_ublk_driver: 'insmod $drv' failed on $(uname -r)" \
+				"(module built for: $(modinfo -F vermagic "$drv" 2>/dev/null | cut -d' ' -f1))"
+		fi
+	fi
+	echo "$drv" > $marker
+	wait_until 10 test -c /dev/ublk-control \
+		|| fail "load_ublk_driver: $name loaded but /dev/ublk-control did not appear"
+	udevadm settle --timeout=10 >/dev/null 2>&1 || true
+}
