@@ -374,7 +374,7 @@ static int cmd_show(int argc, char *argv[])
                 r = sd_bus_get_property(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, props[i].name, &error,
                                         &reply, sig);
                 if (r >= 0)
-                        r = sd_bus_message_read(reply, "v", sig, &v);
+                        r = sd_bus_message_read(reply, sig, &v);    /* already inside the variant */
                 if (r < 0) {
                         r = bus_failure(&error, r, "show failed");
                         sd_bus_error_free(&error);

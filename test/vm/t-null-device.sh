@@ -24,6 +24,11 @@ ublkctl --json list | jq -e --argjson id "$id" \
         '.[] | select(.id == $id and .name == "first" and .target == "null" and .state == "live")' >/dev/null ||
         fail "ublkctl list --json does not show device $id as live"
 
+ublkctl show first
+ublkctl show --json first | jq -e --argjson id "$id" '.Id == $id and .Size == 1073741824 and .State == "live"
+        and .Target == "null" and .BlockDevice == "/dev/ublkb\($id)" and .Queues == 1' >/dev/null ||
+        fail "ublkctl show --json does not match the device"
+
 fio --name=read --filename="$dev" --rw=randread --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 \
     --runtime=3 --time_based --output-format=json > fio.json || fail "fio failed"
 read_ios=$(jq '.jobs[0].read.total_ios' fio.json)
