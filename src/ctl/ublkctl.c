@@ -79,6 +79,8 @@ static void help(void)
                "      --name NAME          A unique name for the device\n"
                "      --read-only          Refuse writes\n"
                "      --no-start           Create the device without starting it\n"
+               "      --offset BYTES       loop: where the device starts in FILE (default 0)\n"
+               "      --direct-io auto|on|off  loop: O_DIRECT on FILE (default auto: when it can)\n"
                "  list                   List devices\n"
                "  show ID|NAME           Show one device\n"
                "  del ID|NAME            Stop and remove a device\n"
@@ -117,7 +119,8 @@ static int append_option(sd_bus_message *m, const char *key, const char *sig, ..
 
 static int cmd_add(int argc, char *argv[])
 {
-        enum { OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START };
+        enum { OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START,
+               OPT_OFFSET, OPT_DIRECT_IO };
         static const struct option options[] = {
                 { "size", required_argument, NULL, OPT_SIZE },
                 { "queues", required_argument, NULL, OPT_QUEUES },
@@ -126,6 +129,8 @@ static int cmd_add(int argc, char *argv[])
                 { "name", required_argument, NULL, OPT_NAME },
                 { "read-only", no_argument, NULL, OPT_READ_ONLY },
                 { "no-start", no_argument, NULL, OPT_NO_START },
+                { "offset", required_argument, NULL, OPT_OFFSET },
+                { "direct-io", required_argument, NULL, OPT_DIRECT_IO },
                 {}
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -134,7 +139,9 @@ static int cmd_add(int argc, char *argv[])
         const char *target, *path;
         uint64_t size = 0;
         uint32_t queues = 0, depth = 0, lbs = 0, id;
-        const char *name = NULL;
+        const char *name = NULL, *direct_io = NULL;
+        uint64_t offset = 0;
+        bool offset_given = false;
         bool read_only = false, start = true;
         _cleanup_close_ int backing_fd = -1;
         int c, r;
@@ -167,6 +174,16 @@ static int cmd_add(int argc, char *argv[])
                 case OPT_NO_START:
                         start = false;
                         break;
+                case OPT_OFFSET:
+                        if (parse_size(optarg, &offset) < 0)
+                                return usage_error("invalid offset '%s': use a number of bytes, e.g. 1M", optarg);
+                        offset_given = true;
+                        break;
+                case OPT_DIRECT_IO:
+                        if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0)
+                                return usage_error("--direct-io takes auto, on or off, not '%s'", optarg);
+                        direct_io = optarg;
+                        break;
                 default:
                         return EXIT_USAGE;
                 }
@@ -178,6 +195,12 @@ static int cmd_add(int argc, char *argv[])
 
                 /* Opened here, with the caller's own rights; ublkd only sees the fd. */
                 backing_fd = open(file, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
+                if (backing_fd < 0 && !read_only && (errno == EACCES || errno == EROFS)) {
+                        /* As losetup does: what we may only read becomes a read-only device. */
+                        backing_fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                        if (backing_fd >= 0)
+                                fprintf(stderr, "ublkctl: %s is not writable: the device is read-only\n", file);
+                }
                 if (backing_fd < 0) {
                         fprintf(stderr, "ublkctl: cannot open %s: %s\n", file, strerror(errno));
                         return EXIT_FAILURE;
@@ -210,6 +233,10 @@ static int cmd_add(int argc, char *argv[])
                 r = append_option(m, "read-only", "b", 1);
         if (r >= 0 && !start)
                 r = append_option(m, "start", "b", 0);
+        if (r >= 0 && offset_given)
+                r = append_option(m, "offset", "t", offset);
+        if (r >= 0 && direct_io)
+                r = append_option(m, "direct-io", "s", direct_io);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)

@@ -64,12 +64,15 @@ enum add_option {
         OPT_NAME,
         OPT_START,
         OPT_BACKING,
+        OPT_OFFSET,
+        OPT_DIRECT_IO,
         _OPT_MAX,
 };
 
 static const struct {
         const char *key;
         const char *signature;
+        unsigned target_opt;    /* 0: every target takes it */
 } add_options[_OPT_MAX] = {
         [OPT_SIZE]      = { "size", "t" },
         [OPT_QUEUES]    = { "queues", "u" },
@@ -78,7 +81,9 @@ static const struct {
         [OPT_READ_ONLY] = { "read-only", "b" },
         [OPT_NAME]      = { "name", "s" },
         [OPT_START]     = { "start", "b" },
-        [OPT_BACKING]   = { "backing", "h" },
+        [OPT_BACKING]   = { "backing", "h", TARGET_OPT_BACKING },
+        [OPT_OFFSET]    = { "offset", "t", TARGET_OPT_OFFSET },
+        [OPT_DIRECT_IO] = { "direct-io", "s", TARGET_OPT_DIRECT_IO },
 };
 
 static int read_option(sd_bus_message *msg, enum add_option opt, struct add_request *req, sd_bus_error *error)
@@ -113,6 +118,22 @@ static int read_option(sd_bus_message *msg, enum add_option opt, struct add_requ
                                                  "not starting with '-' or '.'", UBLK_DEV_NAME_MAX);
                 strcpy(req->config.name, s);
                 return 0;
+        case OPT_OFFSET:
+                return sd_bus_message_read(msg, "t", &req->config.offset);
+        case OPT_DIRECT_IO:
+                r = sd_bus_message_read(msg, "s", &s);
+                if (r < 0)
+                        return r;
+                if (strcmp(s, "auto") == 0)
+                        req->config.direct_io = UBLK_DIRECT_IO_AUTO;
+                else if (strcmp(s, "on") == 0)
+                        req->config.direct_io = UBLK_DIRECT_IO_ON;
+                else if (strcmp(s, "off") == 0)
+                        req->config.direct_io = UBLK_DIRECT_IO_OFF;
+                else
+                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                                 "Option 'direct-io' must be 'auto', 'on' or 'off'");
+                return 0;
         case OPT_BACKING:
                 r = sd_bus_message_read(msg, "h", &fd);
                 if (r < 0)
@@ -129,6 +150,7 @@ static int read_option(sd_bus_message *msg, enum add_option opt, struct add_requ
 
 static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bus_error *error)
 {
+        const struct ublk_target_ops *target = req->config.target;
         bool seen[_OPT_MAX] = {};
         int r;
 
@@ -150,6 +172,9 @@ static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bu
                                                  "Unknown option '%.64s' (see ublkd(8) for the options of Add)", key);
                 if (seen[opt])
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
+                if (add_options[opt].target_opt && !(target->options & add_options[opt].target_opt))
+                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                                 "Option '%s' is not valid for target '%s'", key, target->name);
                 seen[opt] = true;
 
                 r = sd_bus_message_peek_type(msg, NULL, &contents);
@@ -203,16 +228,6 @@ static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 
         if (ublk_dev_config_validate(&req.config, &reason) < 0) {
                 r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Invalid options: %s", reason);
-                goto out;
-        }
-        if (req.config.backing_fd >= 0 && !req.config.target->takes_backing) {
-                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                      "Target '%s' takes no backing file", req.config.target->name);
-                goto out;
-        }
-        if (req.config.size == 0 && !req.config.target->takes_backing) {
-                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                      "Target '%s' needs a size (option 'size', in bytes)", req.config.target->name);
                 goto out;
         }
         if (manager_find_device_by_name(m, req.config.name)) {

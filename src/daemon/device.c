@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -15,17 +16,32 @@ void ublk_dev_config_init(struct ublk_dev_config *config)
         *config = (struct ublk_dev_config) {
                 .queues = 1,
                 .depth = UBLK_DEV_DEFAULT_DEPTH,
-                .logical_block_size = 512,
                 .backing_fd = -1,
         };
 }
 
+/* The kernel caps a device's queues at nr_cpu_ids: the highest possible CPU + 1. */
 static unsigned max_queues(void)
 {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        unsigned long cpus = 0;
+        char buf[256], *p;
+        FILE *f;
 
-        if (cpus < 1)
-                cpus = 1;
+        f = fopen("/sys/devices/system/cpu/possible", "re");
+        if (f) {
+                if (fgets(buf, sizeof(buf), f)) {
+                        /* "0-3" or "0,2-5": the last number is the highest CPU. */
+                        p = buf + strcspn(buf, "\n");
+                        while (p > buf && (p[-1] >= '0' && p[-1] <= '9'))
+                                p--;
+                        cpus = strtoul(p, NULL, 10) + 1;
+                }
+                fclose(f);
+        }
+        if (cpus == 0) {
+                long n = sysconf(_SC_NPROCESSORS_CONF);
+                cpus = n > 0 ? (unsigned long) n : 1;
+        }
         return cpus < UBLK_MAX_NR_QUEUES ? (unsigned) cpus : UBLK_MAX_NR_QUEUES;
 }
 
@@ -44,11 +60,11 @@ int ublk_dev_config_validate(const struct ublk_dev_config *config, const char **
                 *reason = msg;
                 return -EINVAL;
         }
-        if (lbs < 512 || lbs > 4096 || (lbs & (lbs - 1))) {
+        if (lbs != 0 && (lbs < 512 || lbs > 4096 || (lbs & (lbs - 1)))) {
                 *reason = "logical-block-size must be 512, 1024, 2048 or 4096";
                 return -EINVAL;
         }
-        if (config->size != 0 && config->size % lbs) {
+        if (lbs != 0 && config->size % lbs) {
                 snprintf(msg, sizeof(msg), "size must be a multiple of the logical block size (%u)", lbs);
                 *reason = msg;
                 return -EINVAL;
@@ -111,6 +127,11 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         };
 
         r = ops->init(dev, &params, reason);
+        if (r >= 0 && dev->config.size % dev->config.logical_block_size) {
+                snprintf(reason->text, sizeof(reason->text),
+                         "size must be a multiple of the logical block size (%u)", dev->config.logical_block_size);
+                r = -EINVAL;
+        }
         if (r < 0) {
                 safe_close(dev->config.backing_fd);
                 free(dev);
@@ -123,6 +144,11 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                 goto fail_target;
         }
         dev->id = dev->info.dev_id;
+        if (dev->info.nr_hw_queues != dev->config.queues) {
+                log_notice("ublk device %u: the kernel granted %u queues of %u asked for.",
+                           dev->id, dev->info.nr_hw_queues, dev->config.queues);
+                dev->config.queues = dev->info.nr_hw_queues;
+        }
 
         r = ublk_ctrl_set_params(ctrl, dev->id, &params);
         if (r < 0) {

@@ -33,9 +33,16 @@ struct ublk_dev_config {
         uint64_t size;
         uint32_t queues;
         uint32_t depth;
-        uint32_t logical_block_size;
+        uint32_t logical_block_size;            /* 0: the target decides (from the backing) */
         bool read_only;
         int backing_fd;                         /* owned, -1 if none */
+        uint64_t offset;                        /* where the device starts in the backing */
+        enum ublk_direct_io {
+                UBLK_DIRECT_IO_AUTO,            /* O_DIRECT when the backing supports it */
+                UBLK_DIRECT_IO_ON,
+                UBLK_DIRECT_IO_OFF,
+        } direct_io;
+        bool direct_io_active;                  /* set by the target: O_DIRECT is in use */
 };
 
 struct ublk_queue;

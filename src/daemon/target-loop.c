@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "device.h"
 #include "log.h"
@@ -22,62 +23,147 @@
 #include "target.h"
 #include "ublk_cmd.h"
 
-static int backing_size(int fd, uint64_t *ret)
+/* What the backing can do, learnt from the fd alone. */
+struct backing_info {
+        bool is_blockdev;
+        uint64_t size;
+        uint32_t block_size;    /* smallest IO unit it takes: its sector size, or the O_DIRECT alignment */
+};
+
+static int backing_probe(int fd, bool direct, struct backing_info *ret)
 {
+        struct statx stx;
         struct stat st;
+        int lbs;
 
         if (fstat(fd, &st) < 0)
                 return -errno;
-        if (S_ISREG(st.st_mode)) {
-                *ret = (uint64_t) st.st_size;
+        *ret = (struct backing_info) { .block_size = 512 };
+        if (S_ISBLK(st.st_mode)) {
+                ret->is_blockdev = true;
+                if (ioctl(fd, BLKGETSIZE64, &ret->size) < 0 || ioctl(fd, BLKSSZGET, &lbs) < 0)
+                        return -errno;
+                ret->block_size = (uint32_t) lbs;
                 return 0;
         }
-        if (S_ISBLK(st.st_mode))
-                return ioctl(fd, BLKGETSIZE64, ret) < 0 ? -errno : 0;
-        return -EBADFD;
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        ret->size = (uint64_t) st.st_size;
+        if (!direct)
+                return 0;
+        /* O_DIRECT needs offsets and lengths aligned as the file system says (Linux 6.1+). */
+        if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 && (stx.stx_mask & STATX_DIOALIGN)) {
+                if (stx.stx_dio_offset_align == 0)
+                        return -EOPNOTSUPP;
+                ret->block_size = stx.stx_dio_offset_align;
+        } else
+                ret->block_size = (uint32_t) st.st_blksize;
+        return 0;
 }
+
+/*
+ * A second open file description of the very file the caller passed, with
+ * the same access mode plus O_DIRECT.  Setting O_DIRECT on the caller's own
+ * description (F_SETFL) would change it under the caller's feet; re-opening
+ * through /proc/self/fd reaches the same inode without resolving any path
+ * the caller named, and grants no access the caller's fd did not have.
+ */
+static int reopen_direct(int fd)
+{
+        char path[64];
+        int flags = fcntl(fd, F_GETFL), nfd;
+
+        if (flags < 0)
+                return -errno;
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        nfd = open(path, (flags & O_ACCMODE) | O_DIRECT | O_CLOEXEC | O_NOCTTY);
+        return nfd < 0 ? -errno : nfd;
+}
+
+#define REASON(...) snprintf(reason->text, sizeof(reason->text), __VA_ARGS__)
 
 static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ublk_reason *reason)
 {
-        int fd = dev->config.backing_fd;
-        uint64_t avail;
+        struct ublk_dev_config *c = &dev->config;
+        struct backing_info bi;
+        uint32_t lbs;
         int flags, r;
 
-        if (fd < 0) {
-                snprintf(reason->text, sizeof(reason->text),
-                         "Target 'loop' needs a backing file: pass an open fd as option 'backing'");
+        if (c->backing_fd < 0) {
+                REASON("Target 'loop' needs a backing file: pass an open fd as option 'backing'");
                 return -EBADF;
         }
-        flags = fcntl(fd, F_GETFL);
+        flags = fcntl(c->backing_fd, F_GETFL);
         if (flags < 0)
                 return -errno;
         if ((flags & O_ACCMODE) == O_WRONLY) {
-                snprintf(reason->text, sizeof(reason->text),
-                         "The backing fd is open write-only: open it read-write (or read-only for a read-only device)");
+                REASON("The backing fd is open write-only: open it read-write (or read-only for a read-only device)");
                 return -EBADFD;
         }
         if ((flags & O_ACCMODE) == O_RDONLY)
-                dev->config.read_only = true;
+                c->read_only = true;
 
-        r = backing_size(fd, &avail);
+        r = backing_probe(c->backing_fd, false, &bi);
         if (r == -EBADFD) {
-                snprintf(reason->text, sizeof(reason->text),
-                         "The backing fd is neither a regular file nor a block device");
+                REASON("The backing fd is neither a regular file nor a block device");
                 return r;
         }
         if (r < 0)
                 return r;
-        if (dev->config.size == 0)
-                dev->config.size = avail - avail % dev->config.logical_block_size;
-        if (dev->config.size == 0) {
-                snprintf(reason->text, sizeof(reason->text),
-                         "The backing file is smaller than one block: give it a size first (truncate -s 1G FILE)");
+
+        if (c->direct_io != UBLK_DIRECT_IO_OFF) {
+                struct backing_info dbi;
+                int dfd = reopen_direct(c->backing_fd);
+
+                r = dfd < 0 ? dfd : backing_probe(dfd, true, &dbi);
+                if (r >= 0 && dbi.block_size > 4096)
+                        r = -EOPNOTSUPP;
+                if (r >= 0 && c->logical_block_size && c->logical_block_size < dbi.block_size)
+                        r = -EINVAL;
+                if (r >= 0) {
+                        safe_close(c->backing_fd);
+                        c->backing_fd = dfd;
+                        c->direct_io_active = true;
+                        bi = dbi;
+                } else {
+                        safe_close(dfd);
+                        if (c->direct_io == UBLK_DIRECT_IO_ON) {
+                                if (r == -EINVAL && c->logical_block_size)
+                                        REASON("Direct IO on this backing needs a logical-block-size of at least %u",
+                                               dbi.block_size);
+                                else
+                                        REASON("The backing does not support direct IO: use direct-io=off or auto");
+                                return -EINVAL;
+                        }
+                }
+        }
+
+        lbs = c->logical_block_size ? c->logical_block_size : (bi.block_size > 512 ? bi.block_size : 512);
+        if (lbs < bi.block_size) {
+                REASON("The backing's block size is %u: logical-block-size must be at least that", bi.block_size);
+                return -EINVAL;
+        }
+        c->logical_block_size = lbs;
+
+        if (c->offset % lbs) {
+                REASON("offset must be a multiple of the logical block size (%u)", lbs);
+                return -EINVAL;
+        }
+        if (c->offset >= bi.size) {
+                REASON("offset %llu is not inside the backing file (%llu bytes)",
+                       (unsigned long long) c->offset, (unsigned long long) bi.size);
                 return -ENOSPC;
         }
-        if (dev->config.size > avail) {
-                snprintf(reason->text, sizeof(reason->text),
-                         "The backing file has %llu bytes, less than the requested size %llu: grow it or ask for less",
-                         (unsigned long long) avail, (unsigned long long) dev->config.size);
+        if (c->size == 0)
+                c->size = (bi.size - c->offset) / lbs * lbs;
+        if (c->size == 0) {
+                REASON("The backing file is smaller than one block: give it a size first (truncate -s 1G FILE)");
+                return -ENOSPC;
+        }
+        if (c->size > bi.size - c->offset) {
+                REASON("The backing file has %llu bytes%s, less than the requested size %llu: grow it or ask for less",
+                       (unsigned long long) (bi.size - c->offset), c->offset ? " after the offset" : "",
+                       (unsigned long long) c->size);
                 return -ENOSPC;
         }
 
@@ -85,7 +171,7 @@ static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ub
         params->basic.attrs |= UBLK_ATTR_VOLATILE_CACHE | UBLK_ATTR_FUA;
         params->types |= UBLK_PARAM_TYPE_DISCARD;
         params->discard = (struct ublk_param_discard) {
-                .discard_granularity = 4096,
+                .discard_granularity = lbs > 4096 ? lbs : 4096,
                 .max_discard_sectors = UINT32_MAX >> 9,
                 .max_write_zeroes_sectors = UINT32_MAX >> 9,
                 .max_discard_segments = 1,
@@ -97,7 +183,7 @@ static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
 {
         int fd = q->dev->config.backing_fd;
         unsigned op = ublksrv_get_op(iod), flags = ublksrv_get_flags(iod);
-        uint64_t off = iod->start_sector << 9;
+        uint64_t off = (iod->start_sector << 9) + q->dev->config.offset;
         uint32_t len = iod->nr_sectors << 9;
         struct io_uring_sqe *sqe;
 
@@ -149,7 +235,7 @@ static int loop_io_done(struct ublk_queue *q, unsigned tag, const struct io_urin
 
 const struct ublk_target_ops target_loop_ops = {
         .name = "loop",
-        .takes_backing = true,
+        .options = TARGET_OPT_BACKING | TARGET_OPT_OFFSET | TARGET_OPT_DIRECT_IO,
         .init = loop_init,
         .queue_io = loop_queue_io,
         .io_done = loop_io_done,

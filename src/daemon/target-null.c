@@ -5,6 +5,7 @@
  * measure the ublk path itself.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "device.h"
@@ -13,8 +14,12 @@
 
 static int null_init(struct ublk_dev *dev, struct ublk_params *params, struct ublk_reason *reason)
 {
-        if (dev->config.size == 0)
+        if (dev->config.size == 0) {
+                snprintf(reason->text, sizeof(reason->text), "Target 'null' needs a size (option 'size', in bytes)");
                 return -EINVAL;
+        }
+        if (dev->config.logical_block_size == 0)
+                dev->config.logical_block_size = 512;
         ublk_params_set_basic(dev, params);
         return 0;
 }

@@ -38,9 +38,16 @@ struct ublk_reason {
 
 #define UBLK_TARGET_QUEUED 1
 
+/* Add options that only some targets take; any other target refuses them. */
+enum {
+        TARGET_OPT_BACKING   = 1 << 0,  /* "backing" (h), required when taken */
+        TARGET_OPT_OFFSET    = 1 << 1,  /* "offset" (t) */
+        TARGET_OPT_DIRECT_IO = 1 << 2,  /* "direct-io" (s) */
+};
+
 struct ublk_target_ops {
         const char *name;
-        bool takes_backing;     /* accepts (or needs) the "backing" fd option */
+        unsigned options;       /* TARGET_OPT_*: the Add options beyond the common ones */
         int (*init)(struct ublk_dev *dev, struct ublk_params *params, struct ublk_reason *reason);
         void (*deinit)(struct ublk_dev *dev);
         int (*queue_init)(struct ublk_queue *q);

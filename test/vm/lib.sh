@@ -150,3 +150,42 @@ load_ublk_driver() {
 		|| fail "load_ublk_driver: $name loaded but /dev/ublk-control did not appear"
 	udevadm settle --timeout=10 >/dev/null 2>&1 || true
 }
+
+# start_ublkd: the usual start of a ublkd test: driver loaded, build installed, ublkd.service
+# running and answering on the bus.
+start_ublkd() {
+	load_ublk_driver
+	install_ublkd
+	systemctl start ublkd || fail "start_ublkd: systemctl start ublkd failed: $(journalctl -b -u ublkd --no-pager | tail -n 5)"
+	ublkctl list >/dev/null || fail "start_ublkd: ublkd does not answer on the bus"
+}
+
+# ublkd_pid: the main PID of ublkd.service
+ublkd_pid() {
+	systemctl show -P MainPID ublkd
+}
+
+# scratch_ext4 DIR [SIZE]: mount a fresh ext4 file system on DIR, on a kernel loop device over a
+# sparse file in /run (tmpfs). Unlike the VM's root (overlay on tmpfs), ext4 does O_DIRECT.
+# Unmounted and detached when the test exits.
+scratch_ext4() {
+	local dir=$1 size=${2:-4G} img
+	img=$(mktemp /run/scratch.XXXXXX)
+	truncate -s "$size" "$img"
+	mkfs.ext4 -q -F "$img" || fail "scratch_ext4: mkfs.ext4 failed"
+	mkdir -p "$dir"
+	mount -o loop "$img" "$dir" || fail "scratch_ext4: mount failed"
+	defer "umount -l '$dir'; rm -f '$img'"
+}
+
+# fd_flags PID PATH: the open flags (octal, from fdinfo) of PID's first fd open on PATH
+fd_flags() {
+	local fd
+	for fd in /proc/"$1"/fd/*; do
+		if [ "$(readlink "$fd")" = "$2" ]; then
+			awk '/^flags:/ {print $2}' /proc/"$1"/fdinfo/"${fd##*/}"
+			return 0
+		fi
+	done
+	return 1
+}
