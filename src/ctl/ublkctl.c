@@ -180,7 +180,7 @@ static int cmd_add(int argc, char *argv[])
                         offset_given = true;
                         break;
                 case OPT_DIRECT_IO:
-                        if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0)
+                        if (parse_auto_on_off(optarg) < 0)
                                 return usage_error("--direct-io takes auto, on or off, not '%s'", optarg);
                         direct_io = optarg;
                         break;
@@ -375,7 +375,7 @@ static int cmd_show(int argc, char *argv[])
         static const struct { const char *name; char type; } props[] = {
                 { "Id", 'u' }, { "Name", 's' }, { "Target", 's' }, { "State", 's' }, { "BlockDevice", 's' },
                 { "CharDevice", 's' }, { "Size", 't' }, { "LogicalBlockSize", 'u' }, { "Queues", 'u' },
-                { "Depth", 'u' }, { "ReadOnly", 'b' },
+                { "Depth", 'u' }, { "ReadOnly", 'b' }, { "DirectIO", 'b' },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_free_ char *path = NULL;

@@ -8,6 +8,7 @@
 #include "config.h"
 #include "log.h"
 #include "manager.h"
+#include "parse.h"
 #include "ublkd-bus.h"
 
 int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
@@ -49,6 +50,9 @@ static bool device_name_is_valid(const char *s)
         }
         return true;
 }
+
+_Static_assert(UBLK_DIRECT_IO_AUTO == 0 && UBLK_DIRECT_IO_ON == 1 && UBLK_DIRECT_IO_OFF == 2,
+               "parse_auto_on_off() values are cast to this enum");
 
 struct add_request {
         struct ublk_dev_config config;
@@ -124,15 +128,11 @@ static int read_option(sd_bus_message *msg, enum add_option opt, struct add_requ
                 r = sd_bus_message_read(msg, "s", &s);
                 if (r < 0)
                         return r;
-                if (strcmp(s, "auto") == 0)
-                        req->config.direct_io = UBLK_DIRECT_IO_AUTO;
-                else if (strcmp(s, "on") == 0)
-                        req->config.direct_io = UBLK_DIRECT_IO_ON;
-                else if (strcmp(s, "off") == 0)
-                        req->config.direct_io = UBLK_DIRECT_IO_OFF;
-                else
+                r = parse_auto_on_off(s);
+                if (r < 0)
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
                                                  "Option 'direct-io' must be 'auto', 'on' or 'off'");
+                req->config.direct_io = (enum ublk_direct_io) r;
                 return 0;
         case OPT_BACKING:
                 r = sd_bus_message_read(msg, "h", &fd);
@@ -247,7 +247,8 @@ static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 
         r = ublk_dev_add(&m->ctrl, &req.config, &why, &dev);
         if (r < 0 && why.text[0]) {
-                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "%s", why.text);
+                r = sd_bus_error_setf(error, r == -EOPNOTSUPP ? UBLKD_ERROR_NOT_SUPPORTED : UBLKD_ERROR_INVALID_ARGS,
+                                      "%s", why.text);
                 goto out;
         }
         if (r < 0) {

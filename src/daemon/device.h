@@ -37,6 +37,7 @@ struct ublk_dev_config {
         bool read_only;
         int backing_fd;                         /* owned, -1 if none */
         uint64_t offset;                        /* where the device starts in the backing */
+        /* In the order of parse_auto_on_off(). */
         enum ublk_direct_io {
                 UBLK_DIRECT_IO_AUTO,            /* O_DIRECT when the backing supports it */
                 UBLK_DIRECT_IO_ON,

@@ -106,13 +106,49 @@ static void queue_handle_target(struct ublk_queue *q, unsigned tag, const struct
                 queue_commit(q, tag, r);
 }
 
+/*
+ * A FETCH the kernel refuses completes during submission, so its CQE is
+ * already there; one that succeeded stays pending until a request comes.
+ * START_DEV waits for every tag to be fetched: it must not be sent when a
+ * FETCH failed, or it would wait forever.
+ */
+static int queue_check_fetches(struct ublk_queue *q)
+{
+        struct io_uring_cqe *cqe;
+        unsigned head, n = 0;
+        int err = 0;
+
+        io_uring_for_each_cqe(&q->ring, head, cqe) {
+                unsigned tag = (unsigned) (cqe->user_data & 0xffff);
+
+                if (tag < q->depth && q->ios[tag].in_kernel) {
+                        q->ios[tag].in_kernel = false;
+                        q->cmds_in_kernel--;
+                }
+                if (cqe->res < 0 && err == 0)
+                        err = cqe->res;
+                n++;
+        }
+        io_uring_cq_advance(&q->ring, n);
+        if (err < 0)
+                log_error_errno(err, "Queue %u of ublk device %u: the kernel refused FETCH_REQ: %m",
+                                q->q_id, q->dev->id);
+        else if (n > 0)
+                err = -EPROTO;
+        return err;
+}
+
 static int queue_setup_ring(struct ublk_queue *q)
 {
         unsigned entries = ring_entries(q->depth);
         int r;
 
+        /* Only this thread submits, and it always waits in io_uring_enter: let the kernel
+         * queue ublk's task work until then instead of interrupting us for each request. */
         r = io_uring_queue_init(entries, &q->ring,
-                                IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER);
+                                IORING_SETUP_SQE128 | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN);
+        if (r == -EINVAL)
+                r = io_uring_queue_init(entries, &q->ring, IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN);
         if (r == -EINVAL)
                 r = io_uring_queue_init(entries, &q->ring, IORING_SETUP_SQE128);
         if (r < 0)
@@ -125,7 +161,9 @@ static int queue_setup_ring(struct ublk_queue *q)
                         return r;
         }
         r = io_uring_submit(&q->ring);
-        return r < 0 ? r : 0;
+        if (r < 0)
+                return r;
+        return queue_check_fetches(q);
 }
 
 static void queue_signal_setup(struct ublk_queue *q, int result)

@@ -75,6 +75,16 @@ int parse_uint32(const char *s, uint32_t *ret)
         return 0;
 }
 
+int parse_auto_on_off(const char *s)
+{
+        static const char *const words[] = { "auto", "on", "off" };
+
+        for (int i = 0; s && i < 3; i++)
+                if (strcmp(s, words[i]) == 0)
+                        return i;
+        return -EINVAL;
+}
+
 const char *format_size(uint64_t bytes, char *buf, size_t len)
 {
         static const char suffixes[] = "KMGTP";

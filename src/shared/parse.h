@@ -13,5 +13,8 @@
 int parse_size(const char *s, uint64_t *ret);
 int parse_uint32(const char *s, uint32_t *ret);
 
+/* "auto" -> 0, "on" -> 1, "off" -> 2 (the order of the daemon's AUTO/ON/OFF enums); -EINVAL. */
+int parse_auto_on_off(const char *s);
+
 /* Formats a byte count for humans ("1G", "1.5G", "512M", "4096"); returns buf. */
 const char *format_size(uint64_t bytes, char *buf, size_t len);

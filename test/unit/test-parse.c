@@ -68,6 +68,13 @@ int main(void)
         CHECK(parse_uint32(NULL, &u) == -EINVAL);
         CHECK(parse_uint32("-3", &u) == -EINVAL);
 
+        CHECK(parse_auto_on_off("auto") == 0);
+        CHECK(parse_auto_on_off("on") == 1);
+        CHECK(parse_auto_on_off("off") == 2);
+        CHECK(parse_auto_on_off("On") == -EINVAL);
+        CHECK(parse_auto_on_off("") == -EINVAL);
+        CHECK(parse_auto_on_off(NULL) == -EINVAL);
+
         CHECK(strcmp(format_size(1ull << 30, buf, sizeof(buf)), "1G") == 0);
         CHECK(strcmp(format_size(3ull << 29, buf, sizeof(buf)), "1.5G") == 0);
         CHECK(strcmp(format_size(4096, buf, sizeof(buf)), "4K") == 0);

@@ -35,11 +35,13 @@ truncate -s 1G $img
 dev=$(ublkctl add loop $img --name a)
 flags=$(fd_flags "$pid" $img) || fail "ublkd has no fd open on $img"
 (( 8#$flags & 8#40000 )) || fail "backing fd flags $flags: no O_DIRECT with direct-io=auto on ext4"
+ublkctl show --json a | jq -e '.DirectIO == true' >/dev/null || fail "DirectIO property: $(ublkctl show --json a)"
 fio_verify "$dev" direct-q1 1
 ublkctl del a
 
 # 2. buffered backing (forced), 2 queues with 2 concurrent jobs
 dev=$(ublkctl add loop $img --name b --direct-io off --queues 2)
+ublkctl show --json b | jq -e '.DirectIO == false' >/dev/null || fail "DirectIO property: $(ublkctl show --json b)"
 flags=$(fd_flags "$pid" $img) || fail "ublkd has no fd open on $img"
 (( 8#$flags & 8#40000 )) && fail "backing fd flags $flags: O_DIRECT although direct-io=off"
 fio_verify "$dev" buffered-q2 2
@@ -111,6 +113,8 @@ grep -q "not writable: the device is read-only" add.err || fail "no read-only no
 ublkctl del ro2
 
 # 7. refusals: one clear line, exit 1, nothing created.
+if out=$(ublkctl add null --size 1G --direct-io on 2>&1); then fail "direct-io accepted for null"; fi
+[[ $out == *"Option 'direct-io' is not valid for target 'null'"* ]] || fail "unclear refusal: $out"
 truncate -s 1M /mnt/scratch/small.img
 if out=$(ublkctl add loop /mnt/scratch/small.img --size 1G 2>&1); then fail "a 1G device on a 1M file was created"; fi
 echo "refused: $out"
