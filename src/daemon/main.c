@@ -112,7 +112,7 @@ static int run(struct manager *m)
         if (r < 0)
                 return log_error_errno(r, "Failed to acquire bus name %s: %m", UBLKD_BUS_NAME);
 
-        (void) sd_notify(0, "READY=1\nSTATUS=Serving ublk devices.");
+        (void) sd_notify(0, "READY=1\nSTATUS=Serving 0 devices.");
         log_info("ublkd %s ready on %s.", PACKAGE_VERSION, UBLKD_BUS_NAME);
 
         r = sd_event_loop(m->event);

@@ -2,8 +2,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <systemd/sd-daemon.h>
+
 #include "log.h"
 #include "manager.h"
+
+/* What "systemctl status ublkd" shows on its Status: line. */
+static void manager_update_status(struct manager *m)
+{
+        (void) sd_notifyf(0, "STATUS=Serving %u device%s.", m->n_devices, m->n_devices == 1 ? "" : "s");
+}
 
 struct ublk_dev *manager_find_device(struct manager *m, uint32_t id)
 {
@@ -36,6 +44,7 @@ void manager_link_device(struct manager *m, struct ublk_dev *dev)
                 p = &(*p)->next;
         *p = d;
         m->n_devices++;
+        manager_update_status(m);
 }
 
 void manager_unlink_device(struct manager *m, struct ublk_dev *dev)
@@ -47,6 +56,7 @@ void manager_unlink_device(struct manager *m, struct ublk_dev *dev)
                         *p = d->next;
                         free(d);
                         m->n_devices--;
+                        manager_update_status(m);
                         return;
                 }
 }
