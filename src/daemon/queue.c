@@ -20,7 +20,7 @@ static unsigned ring_entries(unsigned depth)
 {
         unsigned n = 1;
 
-        /* Room for one ublk command and two target SQEs per tag in flight. */
+        /* Room for one ublk command and one target SQE per tag in flight (the CQ is twice that). */
         while (n < depth * 2)
                 n <<= 1;
         return n;
