@@ -26,8 +26,11 @@ if [[ " $TARGETS " == *" loop "* ]]; then
 	dd if=/dev/urandom of=$img bs=1M count=1024 status=none
 	DEV[kloop]=$(losetup --direct-io=on --show -f $img)
 	echo "kernel loop: ${DEV[kloop]} dio=$(cat /sys/block/${DEV[kloop]#/dev/}/loop/dio)"
+	# With auto buffer registration (7.x), uloop is zero-copy and ucloop the copy mode beside it.
+	zc=0; (( $(ublkctl features) & (1 << 11) )) && zc=1
 	for q in $QUEUES; do
 		DEV[uloop$q]=$(ublkctl add loop $img --queues "$q" --name "uloop$q")
+		[ $zc = 1 ] && DEV[ucloop$q]=$(ublkctl add loop $img --queues "$q" --zero-copy off --name "ucloop$q")
 	done
 	echo "ublkd loop: O_DIRECT=$(( 8#$(fd_flags "$(ublkd_pid)" $img) >> 14 & 1 ))"
 fi
@@ -58,6 +61,7 @@ fio_iops() {    # fio_iops DEV RW DEPTH JOBS
 pairs=()
 for q in $QUEUES; do
 	[[ " $TARGETS " == *" loop "* ]] && pairs+=("uloop$q:kloop:$q")
+	[[ " $TARGETS " == *" loop "* ]] && [ "${zc:-0}" = 1 ] && pairs+=("ucloop$q:kloop:$q")
 	[[ " $TARGETS " == *" null "* ]] && pairs+=("unull$q:knull$q:$q")
 done
 

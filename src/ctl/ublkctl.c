@@ -81,6 +81,7 @@ static void help(void)
                "      --no-start           Create the device without starting it\n"
                "      --offset BYTES       loop: where the device starts in FILE (default 0)\n"
                "      --direct-io auto|on|off  loop: O_DIRECT on FILE (default auto: when it can)\n"
+               "      --zero-copy auto|on|off  no copy of request data (default auto: when the kernel can)\n"
                "  list                   List devices\n"
                "  show ID|NAME           Show one device\n"
                "  del ID|NAME            Stop and remove a device\n"
@@ -120,7 +121,7 @@ static int append_option(sd_bus_message *m, const char *key, const char *sig, ..
 static int cmd_add(int argc, char *argv[])
 {
         enum { OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START,
-               OPT_OFFSET, OPT_DIRECT_IO };
+               OPT_OFFSET, OPT_DIRECT_IO, OPT_ZERO_COPY };
         static const struct option options[] = {
                 { "size", required_argument, NULL, OPT_SIZE },
                 { "queues", required_argument, NULL, OPT_QUEUES },
@@ -131,6 +132,7 @@ static int cmd_add(int argc, char *argv[])
                 { "no-start", no_argument, NULL, OPT_NO_START },
                 { "offset", required_argument, NULL, OPT_OFFSET },
                 { "direct-io", required_argument, NULL, OPT_DIRECT_IO },
+                { "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
                 {}
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -139,7 +141,7 @@ static int cmd_add(int argc, char *argv[])
         const char *target, *path;
         uint64_t size = 0;
         uint32_t queues = 0, depth = 0, lbs = 0, id;
-        const char *name = NULL, *direct_io = NULL;
+        const char *name = NULL, *direct_io = NULL, *zero_copy = NULL;
         uint64_t offset = 0;
         bool offset_given = false;
         bool read_only = false, start = true;
@@ -180,9 +182,11 @@ static int cmd_add(int argc, char *argv[])
                         offset_given = true;
                         break;
                 case OPT_DIRECT_IO:
+                case OPT_ZERO_COPY:
                         if (parse_auto_on_off(optarg) < 0)
-                                return usage_error("--direct-io takes auto, on or off, not '%s'", optarg);
-                        direct_io = optarg;
+                                return usage_error("--%s takes auto, on or off, not '%s'",
+                                                   c == OPT_DIRECT_IO ? "direct-io" : "zero-copy", optarg);
+                        *(c == OPT_DIRECT_IO ? &direct_io : &zero_copy) = optarg;
                         break;
                 default:
                         return EXIT_USAGE;
@@ -237,6 +241,8 @@ static int cmd_add(int argc, char *argv[])
                 r = append_option(m, "offset", "t", offset);
         if (r >= 0 && direct_io)
                 r = append_option(m, "direct-io", "s", direct_io);
+        if (r >= 0 && zero_copy)
+                r = append_option(m, "zero-copy", "s", zero_copy);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
@@ -375,7 +381,7 @@ static int cmd_show(int argc, char *argv[])
         static const struct { const char *name; char type; } props[] = {
                 { "Id", 'u' }, { "Name", 's' }, { "Target", 's' }, { "State", 's' }, { "BlockDevice", 's' },
                 { "CharDevice", 's' }, { "Size", 't' }, { "LogicalBlockSize", 'u' }, { "Queues", 'u' },
-                { "Depth", 'u' }, { "ReadOnly", 'b' }, { "DirectIO", 'b' },
+                { "Depth", 'u' }, { "ReadOnly", 'b' }, { "DirectIO", 'b' }, { "ZeroCopy", 'b' },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_free_ char *path = NULL;

@@ -100,6 +100,7 @@ DEV_PROP_GETTER(property_get_queues, "u", dev->config.queues)
 DEV_PROP_GETTER(property_get_depth, "u", dev->config.depth)
 DEV_PROP_GETTER(property_get_read_only, "b", (int) dev->config.read_only)
 DEV_PROP_GETTER(property_get_direct_io, "b", (int) dev->config.direct_io_active)
+DEV_PROP_GETTER(property_get_zero_copy, "b", (int) dev->zero_copy)
 
 static int property_get_node(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
@@ -128,6 +129,7 @@ static const sd_bus_vtable device_vtable[] = {
         SD_BUS_PROPERTY("Depth", "u", property_get_depth, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("ReadOnly", "b", property_get_read_only, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("DirectIO", "b", property_get_direct_io, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ZeroCopy", "b", property_get_zero_copy, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD("Remove", "", "", method_remove, 0),
         SD_BUS_VTABLE_END
 };

@@ -51,8 +51,9 @@ static bool device_name_is_valid(const char *s)
         return true;
 }
 
-_Static_assert(UBLK_DIRECT_IO_AUTO == 0 && UBLK_DIRECT_IO_ON == 1 && UBLK_DIRECT_IO_OFF == 2,
-               "parse_auto_on_off() values are cast to this enum");
+_Static_assert(UBLK_DIRECT_IO_AUTO == 0 && UBLK_DIRECT_IO_ON == 1 && UBLK_DIRECT_IO_OFF == 2 &&
+               UBLK_ZERO_COPY_AUTO == 0 && UBLK_ZERO_COPY_ON == 1 && UBLK_ZERO_COPY_OFF == 2,
+               "parse_auto_on_off() values are cast to these enums");
 
 struct add_request {
         struct ublk_dev_config config;
@@ -70,6 +71,7 @@ enum add_option {
         OPT_BACKING,
         OPT_OFFSET,
         OPT_DIRECT_IO,
+        OPT_ZERO_COPY,
         _OPT_MAX,
 };
 
@@ -88,6 +90,7 @@ static const struct {
         [OPT_BACKING]   = { "backing", "h", TARGET_OPT_BACKING },
         [OPT_OFFSET]    = { "offset", "t", TARGET_OPT_OFFSET },
         [OPT_DIRECT_IO] = { "direct-io", "s", TARGET_OPT_DIRECT_IO },
+        [OPT_ZERO_COPY] = { "zero-copy", "s" },
 };
 
 static int read_option(sd_bus_message *msg, enum add_option opt, struct add_request *req, sd_bus_error *error)
@@ -125,14 +128,18 @@ static int read_option(sd_bus_message *msg, enum add_option opt, struct add_requ
         case OPT_OFFSET:
                 return sd_bus_message_read(msg, "t", &req->config.offset);
         case OPT_DIRECT_IO:
+        case OPT_ZERO_COPY:
                 r = sd_bus_message_read(msg, "s", &s);
                 if (r < 0)
                         return r;
                 r = parse_auto_on_off(s);
                 if (r < 0)
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                                 "Option 'direct-io' must be 'auto', 'on' or 'off'");
-                req->config.direct_io = (enum ublk_direct_io) r;
+                                                 "Option '%s' must be 'auto', 'on' or 'off'", add_options[opt].key);
+                if (opt == OPT_DIRECT_IO)
+                        req->config.direct_io = (enum ublk_direct_io) r;
+                else
+                        req->config.zero_copy = (enum ublk_zero_copy) r;
                 return 0;
         case OPT_BACKING:
                 r = sd_bus_message_read(msg, "h", &fd);

@@ -126,6 +126,19 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                 .flags = ctrl->ioctl_encode ? UBLK_F_CMD_IOCTL_ENCODE : 0,
         };
 
+        if (config->zero_copy != UBLK_ZERO_COPY_OFF && ops->zero_copy && (ctrl->features & UBLK_F_AUTO_BUF_REG))
+                dev->info.flags |= UBLK_F_AUTO_BUF_REG;
+        else if (config->zero_copy == UBLK_ZERO_COPY_ON) {
+                if (ops->zero_copy)
+                        snprintf(reason->text, sizeof(reason->text),
+                                 "zero-copy=on needs a kernel with UBLK_F_AUTO_BUF_REG (Linux 6.16 or later)");
+                else
+                        snprintf(reason->text, sizeof(reason->text), "Target '%s' has no zero-copy mode", ops->name);
+                safe_close(dev->config.backing_fd);
+                free(dev);
+                return -EOPNOTSUPP;
+        }
+
         r = ops->init(dev, &params, reason);
         if (r >= 0 && dev->config.size % dev->config.logical_block_size) {
                 snprintf(reason->text, sizeof(reason->text),
@@ -144,6 +157,7 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                 goto fail_target;
         }
         dev->id = dev->info.dev_id;
+        dev->zero_copy = !!(dev->info.flags & UBLK_F_AUTO_BUF_REG);
         if (dev->info.nr_hw_queues != dev->config.queues) {
                 log_notice("ublk device %u: the kernel granted %u queues of %u asked for.",
                            dev->id, dev->info.nr_hw_queues, dev->config.queues);

@@ -37,13 +37,18 @@ struct ublk_dev_config {
         bool read_only;
         int backing_fd;                         /* owned, -1 if none */
         uint64_t offset;                        /* where the device starts in the backing */
-        /* In the order of parse_auto_on_off(). */
+        /* Both in the order of parse_auto_on_off(). */
         enum ublk_direct_io {
                 UBLK_DIRECT_IO_AUTO,            /* O_DIRECT when the backing supports it */
                 UBLK_DIRECT_IO_ON,
                 UBLK_DIRECT_IO_OFF,
         } direct_io;
         bool direct_io_active;                  /* set by the target: O_DIRECT is in use */
+        enum ublk_zero_copy {
+                UBLK_ZERO_COPY_AUTO,            /* when the kernel and the target can */
+                UBLK_ZERO_COPY_ON,
+                UBLK_ZERO_COPY_OFF,
+        } zero_copy;
 };
 
 struct ublk_queue;
@@ -55,6 +60,9 @@ struct ublk_dev {
         struct ublksrv_ctrl_dev_info info;
         int cdev_fd;
         bool live;
+        /* UBLK_F_AUTO_BUF_REG: the kernel lends each request's pages to the queue ring as
+         * fixed buffer <tag>, and the target does fixed-buffer IO on them: no copy. */
+        bool zero_copy;
         struct ublk_queue *queues;
         void *target_data;
         void *owner;            /* the manager that serves it */

@@ -42,6 +42,8 @@ struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q)
 
 void *ublk_queue_io_buf(struct ublk_queue *q, unsigned tag)
 {
+        if (!q->bufs)
+                return NULL;
         return (char *) q->bufs + (size_t) tag * q->dev->info.max_io_buf_bytes;
 }
 
@@ -60,7 +62,14 @@ static int queue_submit_cmd(struct ublk_queue *q, unsigned tag, unsigned op, int
         cmd->q_id = (uint16_t) q->q_id;
         cmd->tag = (uint16_t) tag;
         cmd->result = result;
-        cmd->addr = (uintptr_t) ublk_queue_io_buf(q, tag);
+        if (q->dev->zero_copy) {
+                /* Where the kernel registers the request's pages goes in the SQE's own addr
+                 * field; the command's addr (a data buffer) stays 0. */
+                struct ublk_auto_buf_reg reg = { .index = (uint16_t) tag };
+
+                sqe->addr = ublk_auto_buf_reg_to_sqe_addr(&reg);
+        } else
+                cmd->addr = (uintptr_t) ublk_queue_io_buf(q, tag);
 
         q->ios[tag].in_kernel = true;
         q->cmds_in_kernel++;
@@ -153,6 +162,13 @@ static int queue_setup_ring(struct ublk_queue *q)
         if (r < 0)
                 return r;
         q->ring_ready = true;
+
+        if (q->dev->zero_copy) {
+                /* Slot <tag> receives the pages of the request on <tag>. */
+                r = io_uring_register_buffers_sparse(&q->ring, q->depth);
+                if (r < 0)
+                        return r;
+        }
 
         for (unsigned tag = 0; tag < q->depth; tag++) {
                 r = queue_submit_cmd(q, tag, q->fetch_op, -1);
@@ -277,13 +293,16 @@ int queue_start(struct ublk_queue *q)
         q->descs = p;
 
         /* Copy-mode data buffers, one per tag; pages are only touched when used. */
-        q->bufs_len = (size_t) q->depth * dev->info.max_io_buf_bytes;
-        p = mmap(NULL, q->bufs_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-        if (p == MAP_FAILED) {
-                r = negative_errno();
-                goto fail;
+        if (!dev->zero_copy) {
+                q->bufs_len = (size_t) q->depth * dev->info.max_io_buf_bytes;
+                p = mmap(NULL, q->bufs_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                         -1, 0);
+                if (p == MAP_FAILED) {
+                        r = negative_errno();
+                        goto fail;
+                }
+                q->bufs = p;
         }
-        q->bufs = p;
 
         if (ops->queue_init) {
                 r = ops->queue_init(q);

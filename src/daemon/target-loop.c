@@ -203,10 +203,16 @@ static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
 
         switch (op) {
         case UBLK_IO_OP_READ:
-                io_uring_prep_read(sqe, fd, ublk_queue_io_buf(q, tag), len, off);
+                if (q->dev->zero_copy)  /* address 0 = the start of the request's pages */
+                        io_uring_prep_read_fixed(sqe, fd, NULL, len, off, (int) tag);
+                else
+                        io_uring_prep_read(sqe, fd, ublk_queue_io_buf(q, tag), len, off);
                 break;
         case UBLK_IO_OP_WRITE:
-                io_uring_prep_write(sqe, fd, ublk_queue_io_buf(q, tag), len, off);
+                if (q->dev->zero_copy)
+                        io_uring_prep_write_fixed(sqe, fd, NULL, len, off, (int) tag);
+                else
+                        io_uring_prep_write(sqe, fd, ublk_queue_io_buf(q, tag), len, off);
                 if (flags & UBLK_IO_F_FUA)
                         sqe->rw_flags = RWF_DSYNC;
                 break;
@@ -236,6 +242,7 @@ static int loop_io_done(struct ublk_queue *q, unsigned tag, const struct io_urin
 const struct ublk_target_ops target_loop_ops = {
         .name = "loop",
         .options = TARGET_OPT_BACKING | TARGET_OPT_OFFSET | TARGET_OPT_DIRECT_IO,
+        .zero_copy = true,
         .init = loop_init,
         .queue_io = loop_queue_io,
         .io_done = loop_io_done,
