@@ -102,6 +102,26 @@ void ublk_params_set_basic(const struct ublk_dev *dev, struct ublk_params *param
         };
 }
 
+/* Asks the kernel for automatic buffer registration when the device wants and can use it. */
+static int dev_choose_zero_copy(struct ublk_dev *dev, struct ublk_reason *reason)
+{
+        const struct ublk_target_ops *ops = dev->config.target;
+
+        if (dev->config.zero_copy != UBLK_ZERO_COPY_OFF && ops->zero_copy &&
+            (dev->ctrl->features & UBLK_F_AUTO_BUF_REG)) {
+                dev->info.flags |= UBLK_F_AUTO_BUF_REG;
+                return 0;
+        }
+        if (dev->config.zero_copy != UBLK_ZERO_COPY_ON)
+                return 0;
+        if (ops->zero_copy)
+                snprintf(reason->text, sizeof(reason->text),
+                         "zero-copy=on needs a kernel with UBLK_F_AUTO_BUF_REG (Linux 6.16 or later)");
+        else
+                snprintf(reason->text, sizeof(reason->text), "Target '%s' has no zero-copy mode", ops->name);
+        return -EOPNOTSUPP;
+}
+
 int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, struct ublk_reason *reason,
                  struct ublk_dev **ret)
 {
@@ -126,20 +146,9 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                 .flags = ctrl->ioctl_encode ? UBLK_F_CMD_IOCTL_ENCODE : 0,
         };
 
-        if (config->zero_copy != UBLK_ZERO_COPY_OFF && ops->zero_copy && (ctrl->features & UBLK_F_AUTO_BUF_REG))
-                dev->info.flags |= UBLK_F_AUTO_BUF_REG;
-        else if (config->zero_copy == UBLK_ZERO_COPY_ON) {
-                if (ops->zero_copy)
-                        snprintf(reason->text, sizeof(reason->text),
-                                 "zero-copy=on needs a kernel with UBLK_F_AUTO_BUF_REG (Linux 6.16 or later)");
-                else
-                        snprintf(reason->text, sizeof(reason->text), "Target '%s' has no zero-copy mode", ops->name);
-                safe_close(dev->config.backing_fd);
-                free(dev);
-                return -EOPNOTSUPP;
-        }
-
-        r = ops->init(dev, &params, reason);
+        r = dev_choose_zero_copy(dev, reason);
+        if (r >= 0)
+                r = ops->init(dev, &params, reason);
         if (r >= 0 && dev->config.size % dev->config.logical_block_size) {
                 snprintf(reason->text, sizeof(reason->text),
                          "size must be a multiple of the logical block size (%u)", dev->config.logical_block_size);

@@ -25,7 +25,6 @@
 
 /* What the backing can do, learnt from the fd alone. */
 struct backing_info {
-        bool is_blockdev;
         uint64_t size;
         uint32_t block_size;    /* smallest IO unit it takes: its sector size, or the O_DIRECT alignment */
 };
@@ -40,7 +39,6 @@ static int backing_probe(int fd, bool direct, struct backing_info *ret)
                 return -errno;
         *ret = (struct backing_info) { .block_size = 512 };
         if (S_ISBLK(st.st_mode)) {
-                ret->is_blockdev = true;
                 if (ioctl(fd, BLKGETSIZE64, &ret->size) < 0 || ioctl(fd, BLKSSZGET, &lbs) < 0)
                         return -errno;
                 ret->block_size = (uint32_t) lbs;
