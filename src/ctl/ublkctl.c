@@ -84,6 +84,9 @@ static void help(void)
                "      --zero-copy auto|on|off  no copy of request data (default auto: when the kernel can)\n"
                "  list                   List devices\n"
                "  show ID|NAME           Show one device\n"
+               "  start ID|NAME          Start a stopped device\n"
+               "  stop ID|NAME           Stop a device; its configuration stays with ublkd\n"
+               "  recover ID|NAME        Recover a quiesced device\n"
                "  del ID|NAME            Stop and remove a device\n"
                "  features               Show the kernel's ublk features\n\n"
                "Options:\n"
@@ -382,6 +385,8 @@ static int cmd_show(int argc, char *argv[])
                 { "Id", 'u' }, { "Name", 's' }, { "Target", 's' }, { "State", 's' }, { "BlockDevice", 's' },
                 { "CharDevice", 's' }, { "Size", 't' }, { "LogicalBlockSize", 'u' }, { "Queues", 'u' },
                 { "Depth", 'u' }, { "ReadOnly", 'b' }, { "DirectIO", 'b' }, { "ZeroCopy", 'b' },
+                { "OwnerUID", 'u' }, { "OwnerGID", 'u' }, { "Flags", 't' }, { "Backing", 's' },
+                { "Recovery", 's' },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_free_ char *path = NULL;
@@ -422,7 +427,9 @@ static int cmd_show(int argc, char *argv[])
                         printf("%-17s ", props[i].name);
                 switch (props[i].type) {
                 case 'u': printf("%" PRIu32, v.u); break;
-                case 't': printf("%" PRIu64, v.t); break;
+                case 't':
+                        printf(!arg_json && strcmp(props[i].name, "Flags") == 0 ? "0x%" PRIx64 : "%" PRIu64, v.t);
+                        break;
                 case 'b': printf("%s", v.b ? "true" : "false"); break;
                 default:
                         if (arg_json)
@@ -438,28 +445,51 @@ static int cmd_show(int argc, char *argv[])
         return 0;
 }
 
-static int cmd_del(int argc, char *argv[])
+/* start, stop, recover and del: one method call on one device. */
+static int call_device_method(int argc, char *argv[], const char *method)
 {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_free_ char *path = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
+        char what[64];
         int r;
 
         if (argc != 2)
-                return usage_error("del needs one device ID or name");
+                return usage_error("%s needs one device ID or name", argv[0]);
         r = connect_bus(&bus);
         if (r < 0)
                 return -r;
         r = resolve_device(bus, argv[1], &path);
         if (r < 0)
                 return -r;
-        r = sd_bus_call_method(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, "Remove", &error, NULL, NULL);
+        r = sd_bus_call_method(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, method, &error, NULL, NULL);
         if (r < 0) {
-                r = bus_failure(&error, r, "del failed");
+                snprintf(what, sizeof(what), "%s failed", argv[0]);
+                r = bus_failure(&error, r, what);
                 sd_bus_error_free(&error);
                 return r;
         }
         return 0;
+}
+
+static int cmd_start(int argc, char *argv[])
+{
+        return call_device_method(argc, argv, "Start");
+}
+
+static int cmd_stop(int argc, char *argv[])
+{
+        return call_device_method(argc, argv, "Stop");
+}
+
+static int cmd_recover(int argc, char *argv[])
+{
+        return call_device_method(argc, argv, "Recover");
+}
+
+static int cmd_del(int argc, char *argv[])
+{
+        return call_device_method(argc, argv, "Remove");
 }
 
 static int cmd_features(int argc, char *argv[])
@@ -501,6 +531,9 @@ int main(int argc, char *argv[])
                 { "add", cmd_add },
                 { "list", cmd_list },
                 { "show", cmd_show },
+                { "start", cmd_start },
+                { "stop", cmd_stop },
+                { "recover", cmd_recover },
                 { "del", cmd_del },
                 { "features", cmd_features },
         };

@@ -30,15 +30,15 @@ static int device_id_from_path(const char *path, uint32_t *id)
 static int device_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
                        sd_bus_error *error)
 {
-        struct ublk_dev *dev;
+        struct managed_dev *md;
         uint32_t id;
 
         if (device_id_from_path(path, &id) < 0)
                 return 0;
-        dev = manager_find_device(userdata, id);
-        if (!dev)
+        md = manager_find_device(userdata, id);
+        if (!md)
                 return 0;
-        *found = dev;
+        *found = md;
         return 1;
 }
 
@@ -52,6 +52,8 @@ static int device_enumerate(sd_bus *bus, const char *path, void *userdata, char 
         if (!l)
                 return -ENOMEM;
         for (struct managed_dev *d = m->devices; d; d = d->next) {
+                if (!d->dev)
+                        continue;
                 l[i] = bus_device_path(d->dev->id);
                 if (!l[i]) {
                         while (i > 0)
@@ -65,35 +67,170 @@ static int device_enumerate(sd_bus *bus, const char *path, void *userdata, char 
         return 0;
 }
 
-static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+/* Start, Stop and Remove: each runs as a work on the device, answered when it ends. */
+enum device_op {
+        OP_START,
+        OP_STOP,
+        OP_REMOVE,
+};
+
+static const struct {
+        const char *verb;       /* for "Only root may ..." and logs */
+        const char *busy;       /* what the device is doing meanwhile */
+        const char *failed;
+} device_ops[] = {
+        [OP_START]  = { "start devices", "starting", "Starting the device failed" },
+        [OP_STOP]   = { "stop devices", "stopping", "Stopping the device failed" },
+        [OP_REMOVE] = { "remove devices", "being removed", "Removing the device failed" },
+};
+
+struct device_work {
+        struct work work;
+        enum device_op op;
+        struct managed_dev *md;
+        struct ublk_dev *dev;
+        sd_bus_message *call;
+};
+
+static int device_run(struct work *w)
 {
-        struct ublk_dev *dev = userdata;
-        struct manager *m = dev->owner;
-        uint32_t id = dev->id;
+        struct device_work *d = (struct device_work *) w;
         int r;
 
-        r = ublk_dev_stop(dev);
-        if (r < 0)
-                return bus_error_from_errno(error, r, "Stopping the device failed");
-        manager_unlink_device(m, dev);
-        ublk_dev_free(dev);
-        log_info("Removed ublk device %u.", id);
-        (void) bus_device_emit_removed(m, id);
-        return sd_bus_reply_method_return(msg, NULL);
+        switch (d->op) {
+        case OP_START:
+                return ublk_dev_start(d->dev);
+        case OP_STOP:
+        case OP_REMOVE:
+                /* Pulling a mounted filesystem's device loses its dirty data: refuse. */
+                r = ublk_dev_check_unused(d->dev);
+                if (r < 0)
+                        return r;
+                return ublk_dev_stop(d->dev);
+        }
+        return -EINVAL;
+}
+
+static void device_done(struct work *w, int r)
+{
+        struct device_work *d = (struct device_work *) w;
+        struct managed_dev *md = d->md;
+        struct manager *m = md->manager;
+        uint32_t id = d->dev->id;
+        enum managed_state old = md->state;
+
+        md->busy = NULL;
+        md->state = d->dev->live ? MANAGED_LIVE : MANAGED_STOPPED;
+        md->in_kernel = d->dev->in_kernel;
+        if (r == -EBUSY && d->op != OP_START) {
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+                sd_bus_error_setf(&error, UBLKD_ERROR_BUSY,
+                                  "/dev/ublkb%u is in use (mounted, or held by another device): unmount it first", id);
+                (void) sd_bus_reply_method_error(d->call, &error);
+        } else if (r < 0) {
+                log_error_errno(r, "%s (ublk device %u): %m", device_ops[d->op].failed, id);
+                (void) bus_reply_errno(d->call, r, device_ops[d->op].failed);
+        } else if (d->op == OP_REMOVE) {
+                manager_free_device(m, md);
+                log_info("Removed ublk device %u.", id);
+                (void) bus_device_emit_removed(m, id);
+                (void) sd_bus_reply_method_return(d->call, NULL);
+                goto out;
+        } else {
+                log_info("ublk device %u is %s.", id, managed_state_to_string(md->state));
+                (void) sd_bus_reply_method_return(d->call, NULL);
+        }
+        if (md->state != old) {
+                manager_update_status(m);
+                (void) bus_device_emit_state_changed(m, md);
+        }
+out:
+        sd_bus_message_unref(d->call);
+        free(d);
+}
+
+static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum device_op op, sd_bus_error *error)
+{
+        struct device_work *d;
+        int r;
+
+        r = bus_check_caller_is_root(msg, error, device_ops[op].verb);
+        if (r < 0 || sd_bus_error_is_set(error))
+                return r;
+        if (md->busy)
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is %s: try again when that is done",
+                                         md->dev->id, md->busy);
+        if (op == OP_START && md->state == MANAGED_LIVE)
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is live already", md->dev->id);
+        if (op == OP_STOP && md->state != MANAGED_LIVE)
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is not live", md->dev->id);
+
+        d = calloc(1, sizeof(*d));
+        if (!d)
+                return -ENOMEM;
+        d->op = op;
+        d->md = md;
+        d->dev = md->dev;
+        d->call = sd_bus_message_ref(msg);
+        d->work.run = device_run;
+        d->work.done = device_done;
+        md->busy = device_ops[op].busy;
+        r = work_start(md->manager, &d->work);
+        if (r < 0) {
+                md->busy = NULL;
+                sd_bus_message_unref(d->call);
+                free(d);
+                return bus_error_from_errno(error, r, device_ops[op].failed);
+        }
+        return 1;
+}
+
+static int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return device_op_start(msg, userdata, OP_START, error);
+}
+
+static int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return device_op_start(msg, userdata, OP_STOP, error);
+}
+
+static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        return device_op_start(msg, userdata, OP_REMOVE, error);
+}
+
+static int method_recover(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        struct managed_dev *md = userdata;
+        int r;
+
+        r = bus_check_caller_is_root(msg, error, "recover devices");
+        if (r < 0 || sd_bus_error_is_set(error))
+                return r;
+        /* Only a quiesced device (its server gone, IO held) can be recovered, and this ublkd
+         * creates none yet: every device it serves is stopped or live. */
+        return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is %s, not quiesced: there is nothing to recover%s",
+                                 md->dev->id, managed_state_to_string(md->state),
+                                 md->state == MANAGED_STOPPED ? " (use Start)" : "");
 }
 
 #define DEV_PROP_GETTER(fn, sig, expr)                                                                   \
         static int fn(sd_bus *bus, const char *path, const char *interface, const char *property,        \
                       sd_bus_message *reply, void *userdata, sd_bus_error *error)                        \
         {                                                                                                \
-                const struct ublk_dev *dev = userdata;                                                   \
+                const struct managed_dev *md = userdata;                                                 \
+                const struct ublk_dev *dev = md->dev;                                                    \
+                (void) dev;                                                                              \
                 return sd_bus_message_append(reply, sig, expr);                                          \
         }
 
+/* A busy device's struct ublk_dev belongs to its work: read only what no work changes. */
 DEV_PROP_GETTER(property_get_id, "u", dev->id)
-DEV_PROP_GETTER(property_get_name, "s", dev->config.name)
+DEV_PROP_GETTER(property_get_name, "s", md->name)
 DEV_PROP_GETTER(property_get_target, "s", dev->config.target->name)
-DEV_PROP_GETTER(property_get_state, "s", ublk_dev_state(dev))
+DEV_PROP_GETTER(property_get_state, "s", managed_state_to_string(md->state))
 DEV_PROP_GETTER(property_get_size, "t", dev->config.size)
 DEV_PROP_GETTER(property_get_lbs, "u", dev->config.logical_block_size)
 DEV_PROP_GETTER(property_get_queues, "u", dev->config.queues)
@@ -101,17 +238,21 @@ DEV_PROP_GETTER(property_get_depth, "u", dev->config.depth)
 DEV_PROP_GETTER(property_get_read_only, "b", (int) dev->config.read_only)
 DEV_PROP_GETTER(property_get_direct_io, "b", (int) dev->config.direct_io_active)
 DEV_PROP_GETTER(property_get_zero_copy, "b", (int) dev->zero_copy)
+DEV_PROP_GETTER(property_get_owner_uid, "u", (uint32_t) md->owner_uid)
+DEV_PROP_GETTER(property_get_owner_gid, "u", (uint32_t) md->owner_gid)
+DEV_PROP_GETTER(property_get_flags, "t", (uint64_t) dev->add_info.flags)
+DEV_PROP_GETTER(property_get_backing, "s", md->backing ? md->backing : "")
+DEV_PROP_GETTER(property_get_recovery, "s", "none")
 
 static int property_get_node(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
-        const struct ublk_dev *dev = userdata;
+        const struct managed_dev *md = userdata;
         char node[32] = "";
 
-        if (strcmp(property, "CharDevice") == 0)
-                snprintf(node, sizeof(node), "/dev/ublkc%u", dev->id);
-        else if (dev->live)
-                snprintf(node, sizeof(node), "/dev/ublkb%u", dev->id);
+        if (strcmp(property, "CharDevice") == 0 ? md->in_kernel : md->state == MANAGED_LIVE)
+                snprintf(node, sizeof(node), "/dev/ublk%c%u", strcmp(property, "CharDevice") == 0 ? 'c' : 'b',
+                         md->dev->id);
         return sd_bus_message_append(reply, "s", node);
 }
 
@@ -122,7 +263,7 @@ static const sd_bus_vtable device_vtable[] = {
         SD_BUS_PROPERTY("Target", "s", property_get_target, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("BlockDevice", "s", property_get_node, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
-        SD_BUS_PROPERTY("CharDevice", "s", property_get_node, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("CharDevice", "s", property_get_node, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Size", "t", property_get_size, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("LogicalBlockSize", "u", property_get_lbs, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Queues", "u", property_get_queues, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -130,7 +271,15 @@ static const sd_bus_vtable device_vtable[] = {
         SD_BUS_PROPERTY("ReadOnly", "b", property_get_read_only, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("DirectIO", "b", property_get_direct_io, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("ZeroCopy", "b", property_get_zero_copy, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_METHOD("Remove", "", "", method_remove, 0),
+        SD_BUS_PROPERTY("OwnerUID", "u", property_get_owner_uid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("OwnerGID", "u", property_get_owner_gid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Flags", "t", property_get_flags, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Backing", "s", property_get_backing, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Recovery", "s", property_get_recovery, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_METHOD("Start", "", "", method_start, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Recover", "", "", method_recover, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("Remove", "", "", method_remove, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 
@@ -145,9 +294,9 @@ int bus_device_register(struct manager *m)
         return sd_bus_add_node_enumerator(m->bus, NULL, UBLKD_DEVICE_PATH_PREFIX, device_enumerate, m);
 }
 
-int bus_device_emit_added(struct manager *m, struct ublk_dev *dev)
+int bus_device_emit_added(struct manager *m, struct managed_dev *md)
 {
-        _cleanup_free_ char *path = bus_device_path(dev->id);
+        _cleanup_free_ char *path = bus_device_path(md->dev->id);
 
         if (!path)
                 return -ENOMEM;
@@ -164,11 +313,12 @@ int bus_device_emit_removed(struct manager *m, uint32_t id)
         return sd_bus_emit_interfaces_removed(m->bus, path, UBLKD_DEVICE_IFACE, NULL);
 }
 
-int bus_device_emit_state_changed(struct manager *m, struct ublk_dev *dev)
+int bus_device_emit_state_changed(struct manager *m, struct managed_dev *md)
 {
-        _cleanup_free_ char *path = bus_device_path(dev->id);
+        _cleanup_free_ char *path = bus_device_path(md->dev->id);
 
         if (!path)
                 return -ENOMEM;
-        return sd_bus_emit_properties_changed(m->bus, path, UBLKD_DEVICE_IFACE, "State", "BlockDevice", NULL);
+        return sd_bus_emit_properties_changed(m->bus, path, UBLKD_DEVICE_IFACE, "State", "BlockDevice",
+                                              "CharDevice", NULL);
 }

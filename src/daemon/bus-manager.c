@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
@@ -24,6 +25,9 @@ int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
         case EBUSY:
         case EALREADY:
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "%s: device is busy (%s)", what, strerror(-r));
+        case ESHUTDOWN:
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY,
+                                         "%s: ublkd is shutting down (systemctl start ublkd, then try again)", what);
         case EOPNOTSUPP:
                 return sd_bus_error_setf(error, UBLKD_ERROR_NOT_SUPPORTED,
                                          "%s: the running kernel does not support this", what);
@@ -209,93 +213,210 @@ static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bu
         return sd_bus_message_exit_container(msg);
 }
 
+int bus_check_caller_is_root(sd_bus_message *msg, sd_bus_error *error, const char *action)
+{
+        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
+        uid_t uid;
+        int r;
+
+        /* The bus daemon vouches for this uid (it comes from the socket's peer credentials). */
+        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_AUGMENT, &creds);
+        if (r < 0)
+                return r;
+        r = sd_bus_creds_get_euid(creds, &uid);
+        if (r < 0)
+                return r;
+        if (uid != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Only root may %s (this ublkd has no polkit support yet): use sudo", action);
+        return 0;
+}
+
+int bus_reply_errno(sd_bus_message *msg, int r, const char *what)
+{
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        bus_error_from_errno(&error, r, what);
+        return sd_bus_reply_method_error(msg, &error);
+}
+
+struct add_work {
+        struct work work;
+        struct managed_dev *md;
+        sd_bus_message *call;
+        const struct ublk_ctrl *ctrl;
+        struct add_request req;
+        /* Results. */
+        struct ublk_dev *dev;
+        struct ublk_reason why;
+        const char *failed;
+        char *backing;
+};
+
+static int add_run(struct work *w)
+{
+        struct add_work *a = (struct add_work *) w;
+        char path[64];
+        int r;
+
+        if (a->req.config.backing_fd >= 0) {
+                char buf[4096];
+                ssize_t n;
+
+                snprintf(path, sizeof(path), "/proc/self/fd/%d", a->req.config.backing_fd);
+                n = readlink(path, buf, sizeof(buf) - 1);
+                if (n > 0) {
+                        buf[n] = 0;
+                        a->backing = strdup(buf);
+                }
+        }
+
+        r = ublk_dev_add(a->ctrl, &a->req.config, &a->why, &a->dev);
+        if (r < 0) {
+                a->failed = "Adding the device failed";
+                return r;
+        }
+        if (a->req.start) {
+                r = ublk_dev_start(a->dev);
+                if (r < 0) {
+                        a->failed = "Starting the device failed";
+                        ublk_dev_free(a->dev);
+                        a->dev = NULL;
+                        return r;
+                }
+        }
+        return 0;
+}
+
+static void add_done(struct work *w, int r)
+{
+        struct add_work *a = (struct add_work *) w;
+        struct manager *m = a->md->manager;
+        struct managed_dev *md = a->md;
+        _cleanup_free_ char *path = NULL;
+
+        if (r < 0) {
+                if (a->why.text[0]) {
+                        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+                        log_info("Refused to add a %s device: %s", a->req.config.target->name, a->why.text);
+                        sd_bus_error_setf(&error, r == -EOPNOTSUPP ? UBLKD_ERROR_NOT_SUPPORTED : UBLKD_ERROR_INVALID_ARGS,
+                                          "%s", a->why.text);
+                        (void) sd_bus_reply_method_error(a->call, &error);
+                } else {
+                        log_error_errno(r, "%s: %m", a->failed);
+                        (void) bus_reply_errno(a->call, r, a->failed);
+                }
+                manager_free_device(m, md);
+                goto out;
+        }
+
+        md->dev = a->dev;
+        md->name = md->dev->config.name;
+        md->state = md->dev->live ? MANAGED_LIVE : MANAGED_STOPPED;
+        md->in_kernel = md->dev->in_kernel;
+        md->backing = TAKE_PTR(a->backing);
+        md->busy = NULL;
+        manager_update_status(m);
+        log_info("Added %s device %u%s%s%s (%s).", md->dev->config.target->name, md->dev->id,
+                 *md->name ? " \"" : "", md->name, *md->name ? "\"" : "", managed_state_to_string(md->state));
+        (void) bus_device_emit_added(m, md);
+
+        path = bus_device_path(md->dev->id);
+        if (path)
+                (void) sd_bus_reply_method_return(a->call, "uo", md->dev->id, path);
+        else
+                (void) bus_reply_errno(a->call, -ENOMEM, "Adding the device failed");
+out:
+        sd_bus_message_unref(a->call);
+        safe_close(a->req.config.backing_fd);
+        free(a->backing);
+        free(a);
+}
+
 static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         struct manager *m = userdata;
-        struct add_request req = { .start = true };
-        struct ublk_dev *dev;
-        struct ublk_reason why = {};
+        _cleanup_free_ struct add_work *a = NULL;
+        struct add_request *req;
         const char *target_name, *reason;
-        _cleanup_free_ char *path = NULL;
         int r;
 
-        ublk_dev_config_init(&req.config);
+        r = bus_check_caller_is_root(msg, error, "add devices");
+        if (r < 0 || sd_bus_error_is_set(error))
+                return r;
+
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        req = &a->req;
+        req->start = true;
+        ublk_dev_config_init(&req->config);
 
         r = sd_bus_message_read(msg, "s", &target_name);
         if (r < 0)
                 return r;
-        req.config.target = target_find(target_name);
-        if (!req.config.target)
+        req->config.target = target_find(target_name);
+        if (!req->config.target)
                 return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
                                          "Unknown target '%.64s' (the Targets property lists them)", target_name);
 
-        r = parse_add_options(msg, &req, error);
+        r = parse_add_options(msg, req, error);
         if (r < 0 || sd_bus_error_is_set(error))
-                goto out;
+                goto fail;
 
-        if (ublk_dev_config_validate(&req.config, &reason) < 0) {
+        if (ublk_dev_config_validate(&req->config, &reason) < 0) {
                 r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Invalid options: %s", reason);
-                goto out;
+                goto fail;
         }
-        if (manager_find_device_by_name(m, req.config.name)) {
+        if (manager_find_device_by_name(m, req->config.name)) {
                 r = sd_bus_error_setf(error, UBLKD_ERROR_EXISTS,
                                       "A device named '%s' exists already (remove it or pick another name)",
-                                      req.config.name);
-                goto out;
+                                      req->config.name);
+                goto fail;
         }
 
         if (m->ctrl.fd < 0) {
                 r = ublk_ctrl_open(&m->ctrl);
                 if (r < 0) {
                         r = bus_error_from_errno(error, r, "Cannot open /dev/ublk-control");
-                        goto out;
+                        goto fail;
                 }
         }
 
-        r = ublk_dev_add(&m->ctrl, &req.config, &why, &dev);
-        if (r < 0 && why.text[0]) {
-                r = sd_bus_error_setf(error, r == -EOPNOTSUPP ? UBLKD_ERROR_NOT_SUPPORTED : UBLKD_ERROR_INVALID_ARGS,
-                                      "%s", why.text);
-                goto out;
+        /* The name is taken from here on, though the device is not on the bus until it exists. */
+        a->md = manager_new_device(m, req->config.name);
+        if (!a->md) {
+                r = -ENOMEM;
+                goto fail;
         }
+        a->md->busy = "being added";
+        a->ctrl = &m->ctrl;
+        a->call = sd_bus_message_ref(msg);
+        a->work.run = add_run;
+        a->work.done = add_done;
+        r = work_start(m, &a->work);
         if (r < 0) {
-                log_error_errno(r, "Failed to add %s device: %m", target_name);
+                sd_bus_message_unref(a->call);
+                manager_free_device(m, a->md);
                 r = bus_error_from_errno(error, r, "Adding the device failed");
-                goto out;
+                goto fail;
         }
-        if (req.start) {
-                r = ublk_dev_start(dev);
-                if (r < 0) {
-                        log_error_errno(r, "Failed to start ublk device %u: %m", dev->id);
-                        ublk_dev_free(dev);
-                        r = bus_error_from_errno(error, r, "Starting the device failed");
-                        goto out;
-                }
-        }
+        TAKE_PTR(a);
+        return 1;       /* answered by add_done() */
 
-        manager_link_device(m, dev);
-        log_info("Added %s device %u%s%s%s (%s).", target_name, dev->id,
-                 *dev->config.name ? " \"" : "", dev->config.name, *dev->config.name ? "\"" : "",
-                 ublk_dev_state(dev));
-        (void) bus_device_emit_added(m, dev);
-
-        path = bus_device_path(dev->id);
-        if (!path)
-                return -ENOMEM;
-        return sd_bus_reply_method_return(msg, "uo", dev->id, path);
-
-out:
-        safe_close(req.config.backing_fd);
+fail:
+        safe_close(req->config.backing_fd);
         return r;
 }
 
-static int reply_device_path(sd_bus_message *msg, struct ublk_dev *dev, sd_bus_error *error, const char *what)
+static int reply_device_path(sd_bus_message *msg, struct managed_dev *md, sd_bus_error *error, const char *what)
 {
         _cleanup_free_ char *path = NULL;
 
-        if (!dev)
+        if (!md || !md->dev)
                 return sd_bus_error_setf(error, UBLKD_ERROR_NO_SUCH_DEVICE, "No such device: %s", what);
-        path = bus_device_path(dev->id);
+        path = bus_device_path(md->dev->id);
         if (!path)
                 return -ENOMEM;
         return sd_bus_reply_method_return(msg, "o", path);
@@ -340,15 +461,18 @@ static int method_list_devices(sd_bus_message *msg, void *userdata, sd_bus_error
         if (r < 0)
                 return r;
         for (struct managed_dev *d = m->devices; d; d = d->next) {
-                _cleanup_free_ char *path = bus_device_path(d->dev->id);
+                _cleanup_free_ char *path = NULL;
                 char blk[32];
 
+                if (!d->dev)
+                        continue;       /* still being added */
+                path = bus_device_path(d->dev->id);
                 if (!path)
                         return -ENOMEM;
                 snprintf(blk, sizeof(blk), "/dev/ublkb%u", d->dev->id);
-                r = sd_bus_message_append(reply, "(usssso)", d->dev->id, d->dev->config.name,
-                                          d->dev->config.target->name, ublk_dev_state(d->dev),
-                                          d->dev->live ? blk : "", path);
+                r = sd_bus_message_append(reply, "(usssso)", d->dev->id, d->name, d->dev->config.target->name,
+                                          managed_state_to_string(d->state), d->state == MANAGED_LIVE ? blk : "",
+                                          path);
                 if (r < 0)
                         return r;
         }
@@ -388,13 +512,13 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("Targets", "as", property_get_targets, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD_WITH_NAMES("Add", "sa{sv}", SD_BUS_PARAM(target) SD_BUS_PARAM(options),
                                  "uo", SD_BUS_PARAM(id) SD_BUS_PARAM(device),
-                                 method_add, 0),
+                                 method_add, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("GetDevice", "u", SD_BUS_PARAM(id), "o", SD_BUS_PARAM(device),
-                                 method_get_device, 0),
+                                 method_get_device, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("GetDeviceByName", "s", SD_BUS_PARAM(name), "o", SD_BUS_PARAM(device),
-                                 method_get_device_by_name, 0),
+                                 method_get_device_by_name, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_NAMES("ListDevices", "", "", "a(usssso)", SD_BUS_PARAM(devices),
-                                 method_list_devices, 0),
+                                 method_list_devices, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

@@ -11,6 +11,8 @@
 #include "macro.h"
 #include "queue.h"
 
+unsigned ublk_test_start_delay_ms;
+
 void ublk_dev_config_init(struct ublk_dev_config *config)
 {
         *config = (struct ublk_dev_config) {
@@ -122,11 +124,51 @@ static int dev_choose_zero_copy(struct ublk_dev *dev, struct ublk_reason *reason
         return -EOPNOTSUPP;
 }
 
+/* ADD_DEV asking for want_id ((uint32_t) -1: any), then SET_PARAMS. */
+static int dev_kernel_add(struct ublk_dev *dev, uint32_t want_id)
+{
+        int r;
+
+        dev->info = dev->add_info;
+        dev->info.dev_id = want_id;
+        r = ublk_ctrl_add_dev(dev->ctrl, &dev->info);
+        if (r < 0)
+                return log_debug_errno(r, "ADD_DEV failed: %m");
+        dev->id = dev->info.dev_id;
+        if (dev->info.nr_hw_queues != dev->config.queues) {
+                log_notice("ublk device %u: the kernel granted %u queues of %u asked for.",
+                           dev->id, dev->info.nr_hw_queues, dev->config.queues);
+                dev->config.queues = dev->info.nr_hw_queues;
+                dev->add_info.nr_hw_queues = dev->info.nr_hw_queues;
+        }
+
+        r = ublk_ctrl_set_params(dev->ctrl, dev->id, &dev->params);
+        if (r < 0) {
+                log_debug_errno(r, "SET_PARAMS for ublk device %u failed: %m", dev->id);
+                (void) ublk_ctrl_del_dev(dev->ctrl, dev->id);
+                return r;
+        }
+        dev->in_kernel = true;
+        return 0;
+}
+
+static int dev_kernel_del(struct ublk_dev *dev)
+{
+        int r;
+
+        if (!dev->in_kernel)
+                return 0;
+        r = ublk_ctrl_del_dev(dev->ctrl, dev->id);
+        if (r < 0)
+                return r;
+        dev->in_kernel = false;
+        return 0;
+}
+
 int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, struct ublk_reason *reason,
                  struct ublk_dev **ret)
 {
         const struct ublk_target_ops *ops = config->target;
-        struct ublk_params params = {};
         struct ublk_dev *dev;
         int r;
 
@@ -137,18 +179,21 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         dev->config = *config;
         config->backing_fd = -1;        /* ownership moved to dev */
         dev->cdev_fd = -1;
-        dev->info = (struct ublksrv_ctrl_dev_info) {
+        dev->add_info = (struct ublksrv_ctrl_dev_info) {
                 .nr_hw_queues = (uint16_t) dev->config.queues,
                 .queue_depth = (uint16_t) dev->config.depth,
                 .max_io_buf_bytes = UBLK_DEV_MAX_IO_BYTES,
-                .dev_id = (uint32_t) -1,
                 .ublksrv_pid = getpid(),
                 .flags = ctrl->ioctl_encode ? UBLK_F_CMD_IOCTL_ENCODE : 0,
         };
+        /* ublk_params_set_basic() reads it before ADD_DEV. */
+        dev->info = dev->add_info;
 
         r = dev_choose_zero_copy(dev, reason);
-        if (r >= 0)
-                r = ops->init(dev, &params, reason);
+        if (r >= 0) {
+                dev->add_info.flags = dev->info.flags;
+                r = ops->init(dev, &dev->params, reason);
+        }
         if (r >= 0 && dev->config.size % dev->config.logical_block_size) {
                 snprintf(reason->text, sizeof(reason->text),
                          "size must be a multiple of the logical block size (%u)", dev->config.logical_block_size);
@@ -159,37 +204,19 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                 free(dev);
                 return r;
         }
+        dev->zero_copy = !!(dev->add_info.flags & UBLK_F_AUTO_BUF_REG);
 
-        r = ublk_ctrl_add_dev(ctrl, &dev->info);
+        r = dev_kernel_add(dev, (uint32_t) -1);
         if (r < 0) {
-                log_debug_errno(r, "ADD_DEV failed: %m");
-                goto fail_target;
-        }
-        dev->id = dev->info.dev_id;
-        dev->zero_copy = !!(dev->info.flags & UBLK_F_AUTO_BUF_REG);
-        if (dev->info.nr_hw_queues != dev->config.queues) {
-                log_notice("ublk device %u: the kernel granted %u queues of %u asked for.",
-                           dev->id, dev->info.nr_hw_queues, dev->config.queues);
-                dev->config.queues = dev->info.nr_hw_queues;
-        }
-
-        r = ublk_ctrl_set_params(ctrl, dev->id, &params);
-        if (r < 0) {
-                log_debug_errno(r, "SET_PARAMS for ublk device %u failed: %m", dev->id);
-                goto fail_del;
+                if (ops->deinit)
+                        ops->deinit(dev);
+                safe_close(dev->config.backing_fd);
+                free(dev);
+                return r;
         }
 
         *ret = dev;
         return 0;
-
-fail_del:
-        (void) ublk_ctrl_del_dev(ctrl, dev->id);
-fail_target:
-        if (ops->deinit)
-                ops->deinit(dev);
-        safe_close(dev->config.backing_fd);
-        free(dev);
-        return r;
 }
 
 static void dev_join_queues(struct ublk_dev *dev)
@@ -209,6 +236,11 @@ int ublk_dev_start(struct ublk_dev *dev)
 
         if (dev->live)
                 return -EALREADY;
+        if (!dev->in_kernel) {
+                r = dev_kernel_add(dev, dev->id);
+                if (r < 0)
+                        return r;
+        }
 
         snprintf(path, sizeof(path), "/dev/ublkc%u", dev->id);
         dev->cdev_fd = open(path, O_RDWR | O_CLOEXEC);
@@ -230,6 +262,8 @@ int ublk_dev_start(struct ublk_dev *dev)
                 }
         }
 
+        if (ublk_test_start_delay_ms)
+                (void) usleep(ublk_test_start_delay_ms * 1000);
         r = ublk_ctrl_start_dev(dev->ctrl, dev->id, getpid());
         if (r < 0) {
                 log_debug_errno(r, "START_DEV for ublk device %u failed: %m", dev->id);
@@ -250,16 +284,16 @@ int ublk_dev_stop(struct ublk_dev *dev)
 {
         int r;
 
-        if (!dev->live)
-                return 0;
-        r = ublk_ctrl_stop_dev(dev->ctrl, dev->id);
-        if (r < 0)
-                return r;
-        dev_join_queues(dev);
-        /* DEL_DEV waits until the char device is released: close it first. */
-        dev->cdev_fd = safe_close(dev->cdev_fd);
-        dev->live = false;
-        return 0;
+        if (dev->live) {
+                r = ublk_ctrl_stop_dev(dev->ctrl, dev->id);
+                if (r < 0)
+                        return r;
+                dev_join_queues(dev);
+                /* DEL_DEV waits until the char device is released: close it first. */
+                dev->cdev_fd = safe_close(dev->cdev_fd);
+                dev->live = false;
+        }
+        return dev_kernel_del(dev);
 }
 
 void ublk_dev_free(struct ublk_dev *dev)
@@ -270,17 +304,25 @@ void ublk_dev_free(struct ublk_dev *dev)
                 return;
         r = ublk_dev_stop(dev);
         if (r < 0)
-                log_warning_errno(r, "Failed to stop ublk device %u: %m", dev->id);
-        r = ublk_ctrl_del_dev(dev->ctrl, dev->id);
-        if (r < 0)
-                log_warning_errno(r, "Failed to delete ublk device %u: %m", dev->id);
+                log_warning_errno(r, "Failed to remove ublk device %u from the kernel: %m", dev->id);
         if (dev->config.target->deinit)
                 dev->config.target->deinit(dev);
         safe_close(dev->config.backing_fd);
         free(dev);
 }
 
-const char *ublk_dev_state(const struct ublk_dev *dev)
+int ublk_dev_check_unused(const struct ublk_dev *dev)
 {
-        return dev->live ? "live" : "stopped";
+        char path[32];
+        int fd;
+
+        if (!dev->live)
+                return 0;
+        snprintf(path, sizeof(path), "/dev/ublkb%u", dev->id);
+        /* A mount, a device-mapper or md user, or another O_EXCL opener holds it exclusively. */
+        fd = open(path, O_RDONLY | O_EXCL | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return errno == EBUSY ? -EBUSY : 0;
+        close(fd);
+        return 0;
 }

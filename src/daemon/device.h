@@ -7,12 +7,17 @@
  *
  * Life cycle, each step undone by the next on any failure, so a failed call
  * leaves nothing behind in the kernel:
- *   ublk_dev_add()    target init, ADD_DEV, SET_PARAMS          -> "stopped"
- *   ublk_dev_start()  open /dev/ublkcN, queue threads, START_DEV -> "live"
- *   ublk_dev_stop()   STOP_DEV, join queue threads, close cdev  -> "stopped"
- *   ublk_dev_free()   stop if needed, DEL_DEV, free
- * These calls block (START_DEV waits for every queue to fetch its tags) and
- * must not be made from a queue thread.
+ *   ublk_dev_add()    target init, ADD_DEV, SET_PARAMS           -> stopped, in the kernel
+ *   ublk_dev_start()  ADD_DEV + SET_PARAMS again if not in the kernel (same id),
+ *                     open /dev/ublkcN, queue threads, START_DEV -> live
+ *   ublk_dev_stop()   STOP_DEV, join queue threads, DEL_DEV      -> stopped, not in the kernel
+ *   ublk_dev_free()   stop if live, DEL_DEV if in the kernel, free
+ * A stopped device leaves the kernel because the kernel does not start a
+ * device a second time (START_DEV after STOP_DEV fails); its id is asked for
+ * again on the next start, so /dev/ublkbN keeps its number.
+ * These calls block (START_DEV waits for every queue to fetch its tags, DEL_DEV
+ * for the char device to be released): the daemon makes them from a work
+ * thread (work.h), one at a time per device, never from a queue thread.
  */
 
 #include <pthread.h>
@@ -59,7 +64,10 @@ struct ublk_dev {
         struct ublk_dev_config config;
         struct ublksrv_ctrl_dev_info info;
         int cdev_fd;
-        bool live;
+        bool in_kernel;         /* ADD_DEV done, DEL_DEV not yet */
+        bool live;              /* START_DEV done, STOP_DEV not yet */
+        struct ublksrv_ctrl_dev_info add_info;  /* what ADD_DEV is sent again with */
+        struct ublk_params params;
         /* UBLK_F_AUTO_BUF_REG: the kernel lends each request's pages to the queue ring as
          * fixed buffer <tag>, and the target does fixed-buffer IO on them: no copy. */
         bool zero_copy;
@@ -67,6 +75,10 @@ struct ublk_dev {
         void *target_data;
         void *owner;            /* the manager that serves it */
 };
+
+/* Tests only ($UBLKD_TEST_START_DELAY_MS): how long START_DEV waits, to show that a slow start
+ * blocks no other caller. */
+extern unsigned ublk_test_start_delay_ms;
 
 void ublk_dev_config_init(struct ublk_dev_config *config);
 /* Checks ranges that do not depend on the target; *reason names the fix. */
@@ -77,8 +89,8 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
 int ublk_dev_start(struct ublk_dev *dev);
 int ublk_dev_stop(struct ublk_dev *dev);
 void ublk_dev_free(struct ublk_dev *dev);
-
-const char *ublk_dev_state(const struct ublk_dev *dev);
+/* -EBUSY when /dev/ublkbN is mounted or otherwise held open exclusively. */
+int ublk_dev_check_unused(const struct ublk_dev *dev);
 
 /* Fills the basic parameters (size, block sizes, IO limits) from dev->config. */
 void ublk_params_set_basic(const struct ublk_dev *dev, struct ublk_params *params);

@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
@@ -22,7 +23,8 @@ static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si,
 
         log_info("Received %s, removing %u device(s) and exiting.", strsignal((int) si->ssi_signo), m->n_devices);
         (void) sd_notify(0, "STOPPING=1");
-        return sd_event_exit(sd_event_source_get_event(s), 0);
+        /* Operations in progress end first, and their callers get an answer while the bus is up. */
+        return manager_begin_exit(m);
 }
 
 static void help(void)
@@ -81,6 +83,9 @@ static int run(struct manager *m)
         r = sd_event_default(&m->event);
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate event loop: %m");
+        r = work_setup(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up device operations: %m");
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
@@ -112,7 +117,7 @@ static int run(struct manager *m)
         if (r < 0)
                 return log_error_errno(r, "Failed to acquire bus name %s: %m", UBLKD_BUS_NAME);
 
-        (void) sd_notify(0, "READY=1\nSTATUS=Serving 0 devices.");
+        (void) sd_notify(0, "READY=1\nSTATUS=Serving 0 devices (0 live).");
         log_info("ublkd %s ready on %s.", PACKAGE_VERSION, UBLKD_BUS_NAME);
 
         r = sd_event_loop(m->event);
@@ -123,17 +128,23 @@ static int run(struct manager *m)
 
 int main(int argc, char *argv[])
 {
-        struct manager m = { .ctrl = { .fd = -1 } };
+        struct manager m = { .ctrl = { .fd = -1 }, .work_efd = -1 };
+        const char *e;
         int r;
 
         log_setup("ublkd");
+        e = getenv("UBLKD_TEST_START_DELAY_MS");
+        if (e)
+                ublk_test_start_delay_ms = (unsigned) strtoul(e, NULL, 10);
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r < 0 ? 2 : 0;
 
         r = run(&m);
 
+        work_finish_all(&m);
         manager_remove_all(&m);
+        work_teardown(&m);
         if (m.bus) {
                 sd_bus_flush(m.bus);
                 sd_bus_flush_close_unref(m.bus);

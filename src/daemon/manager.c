@@ -8,67 +8,85 @@
 #include "manager.h"
 
 /* What "systemctl status ublkd" shows on its Status: line. */
-static void manager_update_status(struct manager *m)
+void manager_update_status(struct manager *m)
 {
-        (void) sd_notifyf(0, "STATUS=Serving %u device%s.", m->n_devices, m->n_devices == 1 ? "" : "s");
+        unsigned live = 0;
+
+        for (struct managed_dev *d = m->devices; d; d = d->next)
+                if (d->state == MANAGED_LIVE)
+                        live++;
+        (void) sd_notifyf(0, "STATUS=Serving %u device%s (%u live).", m->n_devices, m->n_devices == 1 ? "" : "s",
+                          live);
 }
 
-struct ublk_dev *manager_find_device(struct manager *m, uint32_t id)
+const char *managed_state_to_string(enum managed_state state)
+{
+        return state == MANAGED_LIVE ? "live" : "stopped";
+}
+
+struct managed_dev *manager_find_device(struct manager *m, uint32_t id)
 {
         for (struct managed_dev *d = m->devices; d; d = d->next)
-                if (d->dev->id == id)
-                        return d->dev;
+                if (d->dev && d->dev->id == id)
+                        return d;
         return NULL;
 }
 
-struct ublk_dev *manager_find_device_by_name(struct manager *m, const char *name)
+struct managed_dev *manager_find_device_by_name(struct manager *m, const char *name)
 {
         if (!name || !*name)
                 return NULL;
         for (struct managed_dev *d = m->devices; d; d = d->next)
-                if (strcmp(d->dev->config.name, name) == 0)
-                        return d->dev;
+                if (strcmp(d->name, name) == 0)
+                        return d;
         return NULL;
 }
 
-void manager_link_device(struct manager *m, struct ublk_dev *dev)
+struct managed_dev *manager_new_device(struct manager *m, const char *name)
 {
         struct managed_dev **p = &m->devices;
         struct managed_dev *d = calloc(1, sizeof(*d));
 
         if (!d)
-                abort();
-        d->dev = dev;
-        dev->owner = m;
+                return NULL;
+        d->manager = m;
+        d->name = name;
         while (*p)
                 p = &(*p)->next;
         *p = d;
         m->n_devices++;
-        manager_update_status(m);
+        return d;
 }
 
-void manager_unlink_device(struct manager *m, struct ublk_dev *dev)
+void manager_free_device(struct manager *m, struct managed_dev *md)
 {
         for (struct managed_dev **p = &m->devices; *p; p = &(*p)->next)
-                if ((*p)->dev == dev) {
-                        struct managed_dev *d = *p;
-
-                        *p = d->next;
-                        free(d);
+                if (*p == md) {
+                        *p = md->next;
                         m->n_devices--;
-                        manager_update_status(m);
-                        return;
+                        break;
                 }
+        ublk_dev_free(md->dev);
+        free(md->backing);
+        free(md);
+        manager_update_status(m);
 }
 
 void manager_remove_all(struct manager *m)
 {
         while (m->devices) {
-                struct ublk_dev *dev = m->devices->dev;
-                uint32_t id = dev->id;
+                struct managed_dev *md = m->devices;
+                uint32_t id = md->dev ? md->dev->id : (uint32_t) -1;
 
-                manager_unlink_device(m, dev);
-                ublk_dev_free(dev);
+                manager_free_device(m, md);
                 log_info("Removed ublk device %u.", id);
         }
+}
+
+int manager_begin_exit(struct manager *m)
+{
+        m->exiting = true;
+        if (work_running(m))
+                return 0;       /* on_work_finished() exits when the last one ends */
+        return sd_event_exit(m->event, 0);
 }

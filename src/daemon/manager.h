@@ -5,16 +5,38 @@
  * The daemon's state: the event loop, the bus connection, the control device
  * and the devices it serves (a list in creation order).  bus-manager.c and
  * bus-device.c expose it on the bus; main.c owns its life time.
+ *
+ * Everything here belongs to the event loop's thread.  A device that a work
+ * (work.h) is operating on is marked busy; while it is, its struct ublk_dev
+ * belongs to the work, and the bus only reads what cannot change (its
+ * configuration) and the state kept here.
  */
 
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/types.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
 
 #include "ctrl.h"
 #include "device.h"
+#include "work.h"
+
+enum managed_state {
+        MANAGED_STOPPED,
+        MANAGED_LIVE,
+};
 
 struct managed_dev {
-        struct ublk_dev *dev;
+        struct ublk_dev *dev;           /* NULL until the Add's work has created it */
+        struct manager *manager;
+        const char *name;               /* reserved while adding; dev->config.name after */
+        enum managed_state state;
+        bool in_kernel;                 /* /dev/ublkcN exists (see device.h) */
+        const char *busy;               /* the operation in progress ("adding", ...), or NULL */
+        uid_t owner_uid;
+        gid_t owner_gid;
+        char *backing;                  /* informational: the backing file as ublkd sees it */
         struct managed_dev *next;
 };
 
@@ -24,22 +46,39 @@ struct manager {
         struct ublk_ctrl ctrl;
         struct managed_dev *devices;
         unsigned n_devices;
+        bool exiting;                   /* no new operations; exit when the running ones end */
+
+        /* work.c */
+        pthread_mutex_t work_lock;
+        struct work *works;
+        int work_efd;
+        sd_event_source *work_source;
 };
 
-struct ublk_dev *manager_find_device(struct manager *m, uint32_t id);
-struct ublk_dev *manager_find_device_by_name(struct manager *m, const char *name);
-void manager_link_device(struct manager *m, struct ublk_dev *dev);
-void manager_unlink_device(struct manager *m, struct ublk_dev *dev);
+/* Only devices the bus can see: not those still being added. */
+struct managed_dev *manager_find_device(struct manager *m, uint32_t id);
+/* Any device with that name, including one being added. */
+struct managed_dev *manager_find_device_by_name(struct manager *m, const char *name);
+struct managed_dev *manager_new_device(struct manager *m, const char *name);
+void manager_free_device(struct manager *m, struct managed_dev *md);
 void manager_remove_all(struct manager *m);
+const char *managed_state_to_string(enum managed_state state);
+/* Refuses new operations and leaves the event loop once the running ones have ended. */
+int manager_begin_exit(struct manager *m);
+/* Called after a device is linked or unlinked, or changes state. */
+void manager_update_status(struct manager *m);
 
 /* bus-manager.c */
 int bus_manager_register(struct manager *m);
 /* Maps a kernel/daemon errno to a named D-Bus error with a message that names the fix. */
 int bus_error_from_errno(sd_bus_error *error, int r, const char *what);
+/* Only root may change anything for now (polkit comes with unprivileged users). */
+int bus_check_caller_is_root(sd_bus_message *msg, sd_bus_error *error, const char *action);
+int bus_reply_errno(sd_bus_message *msg, int r, const char *what);
 
 /* bus-device.c */
 int bus_device_register(struct manager *m);
 char *bus_device_path(uint32_t id);
-int bus_device_emit_added(struct manager *m, struct ublk_dev *dev);
+int bus_device_emit_added(struct manager *m, struct managed_dev *md);
 int bus_device_emit_removed(struct manager *m, uint32_t id);
-int bus_device_emit_state_changed(struct manager *m, struct ublk_dev *dev);
+int bus_device_emit_state_changed(struct manager *m, struct managed_dev *md);

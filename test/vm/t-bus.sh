@@ -26,7 +26,7 @@ id=${dev#/dev/ublkb}
 	org.ublk.ublkd1.Device || fail "Device interface differs from dbus/org.ublk.ublkd1.Device.xml"
 grep -q 'org.freedesktop.DBus.ObjectManager' manager.xml || fail "no ObjectManager at the manager path"
 echo "introspection: Manager and Device match dbus/*.xml"
-systemctl show -P StatusText ublkd | grep -qx "Serving 1 device." || fail "status: $(systemctl show -P StatusText ublkd)"
+systemctl show -P StatusText ublkd | grep -qx "Serving 1 device (1 live)." || fail "status: $(systemctl show -P StatusText ublkd)"
 ublkctl del intro
 
 # 3. busctl alone drives Add, the properties, ListDevices, GetDeviceByName and Remove

@@ -1,0 +1,141 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "macro.h"
+#include "manager.h"
+#include "work.h"
+
+static void *work_thread(void *p)
+{
+        struct work *w = p;
+        struct manager *m = w->manager;
+        uint64_t one = 1;
+        int r;
+
+        r = w->run(w);
+
+        pthread_mutex_lock(&m->work_lock);
+        w->result = r;
+        w->finished = true;
+        pthread_mutex_unlock(&m->work_lock);
+        /* Cannot fail short of a bug: the counter would need 2^64 completions to overflow. */
+        (void) !write(m->work_efd, &one, sizeof(one));
+        return NULL;
+}
+
+/* Takes a finished work off the list (with any: any work), or returns NULL. */
+static struct work *work_take(struct manager *m, bool any)
+{
+        struct work *w = NULL;
+
+        pthread_mutex_lock(&m->work_lock);
+        for (struct work **p = &m->works; *p; p = &(*p)->next)
+                if ((*p)->finished || any) {
+                        w = *p;
+                        *p = w->next;
+                        break;
+                }
+        pthread_mutex_unlock(&m->work_lock);
+        return w;
+}
+
+static void work_complete(struct work *w)
+{
+        pthread_join(w->thread, NULL);
+        /* Set before finished was, under the lock; read after the join. */
+        w->done(w, w->result);
+}
+
+static int on_work_finished(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+        struct manager *m = userdata;
+        uint64_t n;
+        struct work *w;
+
+        (void) !read(fd, &n, sizeof(n));
+        while ((w = work_take(m, false)))
+                work_complete(w);
+        if (m->exiting && !work_running(m))
+                return sd_event_exit(m->event, 0);
+        return 0;
+}
+
+bool work_running(struct manager *m)
+{
+        bool r;
+
+        pthread_mutex_lock(&m->work_lock);
+        r = m->works != NULL;
+        pthread_mutex_unlock(&m->work_lock);
+        return r;
+}
+
+int work_setup(struct manager *m)
+{
+        int r;
+
+        r = pthread_mutex_init(&m->work_lock, NULL);
+        if (r != 0)
+                return -r;
+        m->work_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (m->work_efd < 0)
+                return negative_errno();
+        return sd_event_add_io(m->event, &m->work_source, m->work_efd, EPOLLIN, on_work_finished, m);
+}
+
+int work_start(struct manager *m, struct work *w)
+{
+        sigset_t all, old;
+        int r;
+
+        if (m->exiting)
+                return -ESHUTDOWN;
+        w->manager = m;
+        w->finished = false;
+        pthread_mutex_lock(&m->work_lock);
+        w->next = m->works;
+        m->works = w;
+        pthread_mutex_unlock(&m->work_lock);
+
+        /* Signals belong to the event loop; the work thread and the queue threads it starts
+         * inherit this mask. */
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        r = -pthread_create(&w->thread, NULL, work_thread, w);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r < 0) {
+                pthread_mutex_lock(&m->work_lock);
+                for (struct work **p = &m->works; *p; p = &(*p)->next)
+                        if (*p == w) {
+                                *p = w->next;
+                                break;
+                        }
+                pthread_mutex_unlock(&m->work_lock);
+        }
+        return r;
+}
+
+void work_finish_all(struct manager *m)
+{
+        struct work *w;
+
+        if (m->work_efd < 0)
+                return;
+        pthread_mutex_lock(&m->work_lock);
+        if (m->works)
+                log_info("Waiting for the device operations in progress to end.");
+        pthread_mutex_unlock(&m->work_lock);
+        while ((w = work_take(m, true)))
+                work_complete(w);
+}
+
+void work_teardown(struct manager *m)
+{
+        m->work_source = sd_event_source_disable_unref(m->work_source);
+        m->work_efd = safe_close(m->work_efd);
+}

@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * Control operations that can block in the kernel -- START_DEV waits for
+ * every queue, DEL_DEV for the char device to be released, STOP_DEV for
+ * in-flight IO, and a backing file on a stalled network filesystem can stall
+ * anything -- run in a thread of their own, so that the event loop keeps
+ * answering every other caller meanwhile.
+ *
+ * work_start() runs w->run() in a new thread; when it returns, the event loop
+ * calls w->done() with its result, and done() frees w.  run() must not touch
+ * the bus or the manager's lists: it only sees what w carries.  Callers keep
+ * to one work per device at a time.
+ */
+
+#include <pthread.h>
+#include <stdbool.h>
+
+struct manager;
+
+struct work {
+        int (*run)(struct work *w);
+        void (*done)(struct work *w, int result);
+
+        /* Owned by work.c. */
+        struct manager *manager;
+        pthread_t thread;
+        int result;
+        bool finished;
+        struct work *next;
+};
+
+int work_setup(struct manager *m);
+/* -ESHUTDOWN once the manager is exiting. */
+int work_start(struct manager *m, struct work *w);
+bool work_running(struct manager *m);
+/* At exit: waits for every running work and completes it. */
+void work_finish_all(struct manager *m);
+void work_teardown(struct manager *m);

@@ -1,0 +1,40 @@
+#!/usr/bin/python3
+"""Call org.ublk.ublkd1.Manager.Add with a backing fd, as a real client other than ublkctl.
+
+usage: bus-add.py TARGET [--fd N | --socket] [KEY=SIG:VALUE ...]
+  --fd N      pass inherited fd N as option "backing" (open it in the shell: 3<file, 3>file, 3<dir)
+  --socket    pass one end of a fresh socketpair as "backing"
+  KEY=SIG:VALUE  another option, SIG one of t u b s (b: true/false)
+Prints "ID PATH" on success; on failure the D-Bus error name and message on one line, exit 1.
+busctl cannot pass file descriptors; this can (python3-dbus).
+"""
+import socket
+import sys
+
+import dbus
+
+target, args = sys.argv[1], sys.argv[2:]
+opts = {}
+keep = []
+while args:
+    a = args.pop(0)
+    if a == "--fd":
+        opts["backing"] = dbus.types.UnixFd(int(args.pop(0)))
+    elif a == "--socket":
+        keep = socket.socketpair()
+        opts["backing"] = dbus.types.UnixFd(keep[0].fileno())
+    else:
+        key, _, rest = a.partition("=")
+        sig, _, val = rest.partition(":")
+        conv = {"t": dbus.UInt64, "u": dbus.UInt32, "s": dbus.String,
+                "b": lambda v: dbus.Boolean(v == "true")}[sig]
+        opts[key] = conv(val)
+
+bus = dbus.SystemBus()
+mgr = dbus.Interface(bus.get_object("org.ublk.ublkd1", "/org/ublk/ublkd1"), "org.ublk.ublkd1.Manager")
+try:
+    dev_id, path = mgr.Add(target, dbus.Dictionary(opts, signature="sv"), timeout=120)
+except dbus.exceptions.DBusException as e:
+    print(f"{e.get_dbus_name()}: {e.get_dbus_message()}")
+    sys.exit(1)
+print(dev_id, path)

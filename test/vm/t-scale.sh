@@ -1,0 +1,91 @@
+#!/bin/bash
+# Many devices and slow operations: 64 devices added (each Add+Start timed, as ublkctl sees it)
+# and removed, twice; ublkd's fds come back to their baseline and its RSS settles. Then, with
+# every START_DEV made to take 3 s (UBLKD_TEST_START_DELAY_MS), a slow Add blocks no other
+# caller, a device busy starting refuses a second operation, and stopping ublkd mid-start
+# lets the start finish and answers its caller, then leaves nothing in the kernel.
+set -euo pipefail
+. "$UBLKD_SRC/test/vm/lib.sh"
+start_ublkd
+pid=$(ublkd_pid)
+N=64
+fds() { ls /proc/"$pid"/fd | wc -l; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/"$pid"/status; }
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+stats() { sort -n | awk '{ a[NR] = $1 } END { printf "median %d ms, max %d ms", a[int((NR + 1) / 2)], a[NR] }'; }
+base_fds=$(fds)
+[ -z "$(ls /sys/class/ublk-char)" ] || fail "ublk devices exist before the test: $(ls /sys/class/ublk-char)"
+
+for round in 1 2; do
+	: > add.ms
+	: > del.ms
+	for i in $(seq 0 $((N - 1))); do
+		t=$(date +%s%N)
+		ublkctl add null --size 16M --name "s$i" > /dev/null || fail "round $round: add s$i failed"
+		ms_since "$t" >> add.ms
+	done
+	[ "$(ls /sys/class/ublk-char | wc -l)" = "$N" ] || fail "round $round: $(ls /sys/class/ublk-char | wc -l) char devices"
+	[ "$(ublkctl list | grep -c ' live ')" = "$N" ] || fail "round $round: not $N live devices"
+	for i in $(seq 0 $((N - 1))); do
+		t=$(date +%s%N)
+		ublkctl del "s$i" || fail "round $round: del s$i failed"
+		ms_since "$t" >> del.ms
+	done
+	[ -z "$(ls /sys/class/ublk-char)" ] || fail "round $round: left in the kernel: $(ls /sys/class/ublk-char)"
+	fds_back() { [ "$(fds)" = "$base_fds" ]; }
+	wait_until 5 fds_back || fail "round $round: $(fds) fds after removing all, baseline $base_fds"
+	rss[$round]=$(rss_kb)
+	echo "round $round: $N devices; add+start $(stats < add.ms), del $(stats < del.ms); fds $(fds) (baseline $base_fds), RSS ${rss[$round]} KiB"
+	max=$(sort -n add.ms | tail -n1)
+	[ "$max" -lt 1000 ] || fail "round $round: an Add+Start took $max ms"
+done
+[ $((rss[2] - rss[1])) -lt 1024 ] || fail "RSS grew from ${rss[1]} to ${rss[2]} KiB in the second round"
+
+# Slow starts: a drop-in gives ublkd the test delay.
+mkdir -p /run/systemd/system/ublkd.service.d
+printf '[Service]\nEnvironment=UBLKD_TEST_START_DELAY_MS=3000\n' > /run/systemd/system/ublkd.service.d/slow.conf
+defer "rm -rf /run/systemd/system/ublkd.service.d; systemctl daemon-reload; systemctl restart ublkd"
+systemctl daemon-reload
+systemctl restart ublkd
+
+ublkctl add null --size 16M --name idle --no-start > /dev/null
+t=$(date +%s%N)
+ublkctl add null --size 16M --name slow > slow.out 2>&1 &
+slow=$!
+# The name is taken at once, though the device appears on the bus only when it exists.
+name_taken() {
+	! out=$(ublkctl add null --size 16M --name slow 2>&1) && [[ $out == *"'slow' exists already"* ]]
+}
+wait_until 2 name_taken || fail "the name of a device being added is not reserved"
+t1=$(date +%s%N)
+ublkctl list > list.out
+ublkctl show idle > /dev/null
+ublkctl del idle
+quick=$(ms_since "$t1")
+kill -0 $slow 2> /dev/null || fail "the slow add ended before the other calls were made ($(cat slow.out))"
+grep -q ' slow ' list.out && fail "a device being added is listed"
+[ "$quick" -lt 1000 ] || fail "list, show and del took $quick ms while an Add was starting"
+wait $slow || fail "the slow add failed: $(cat slow.out)"
+took=$(ms_since "$t")
+[ "$took" -ge 3000 ] || fail "the slow add took $took ms, less than the injected 3000"
+echo "slow start: list, show and del answered in $quick ms while an Add took $took ms"
+
+ublkctl stop slow
+ublkctl start slow > start.out 2>&1 &
+starting=$!
+busy() { ! out=$(ublkctl del slow 2>&1) && [[ $out == *"is starting: try again when that is done"* ]]; }
+wait_until 2 busy || fail "del of a starting device: $out"
+wait $starting || fail "start failed: $(cat start.out)"
+ublkctl list | grep -Eq ' slow +null +live ' || fail "not live after start"
+echo "busy: a device being started refuses del until the start is done"
+
+ublkctl stop slow
+ublkctl start slow > start.out 2>&1 &
+starting=$!
+wait_until 2 busy || fail "del of a starting device: $out"
+t=$(date +%s%N)
+systemctl stop ublkd
+wait $starting || fail "the start under way when ublkd was stopped failed: $(cat start.out)"
+echo "stop mid-start: the start completed and was answered, then ublkd stopped ($(ms_since "$t") ms)"
+[ -z "$(ls /sys/class/ublk-char)" ] || fail "left in the kernel after stopping ublkd: $(ls /sys/class/ublk-char)"
+echo ok
