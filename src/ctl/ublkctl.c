@@ -23,6 +23,9 @@
 #include "ublkd-bus.h"
 
 #define EXIT_USAGE 2
+/* Add, start, stop and del wait for the kernel; ublkd bounds START_DEV at about 25 s, and
+ * removing a device waits until nobody has its char device open. */
+#define OPERATION_TIMEOUT_USEC (120 * UINT64_C(1000000))
 
 static bool arg_json;
 
@@ -251,7 +254,7 @@ static int cmd_add(int argc, char *argv[])
         if (r < 0)
                 return bus_failure(&error, r, "cannot build the request");
 
-        r = sd_bus_call(bus, m, 0, &error, &reply);
+        r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, &reply);
         if (r < 0) {
                 r = bus_failure(&error, r, "add failed");
                 sd_bus_error_free(&error);
@@ -449,6 +452,7 @@ static int cmd_show(int argc, char *argv[])
 static int call_device_method(int argc, char *argv[], const char *method)
 {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_free_ char *path = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
         char what[64];
@@ -462,7 +466,9 @@ static int call_device_method(int argc, char *argv[], const char *method)
         r = resolve_device(bus, argv[1], &path);
         if (r < 0)
                 return -r;
-        r = sd_bus_call_method(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, method, &error, NULL, NULL);
+        r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, method);
+        if (r >= 0)
+                r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, NULL);
         if (r < 0) {
                 snprintf(what, sizeof(what), "%s failed", argv[0]);
                 r = bus_failure(&error, r, what);

@@ -77,11 +77,12 @@ enum device_op {
 static const struct {
         const char *verb;       /* for "Only root may ..." and logs */
         const char *busy;       /* what the device is doing meanwhile */
+        const char *doing;      /* for the log */
         const char *failed;
 } device_ops[] = {
-        [OP_START]  = { "start devices", "starting", "Starting the device failed" },
-        [OP_STOP]   = { "stop devices", "stopping", "Stopping the device failed" },
-        [OP_REMOVE] = { "remove devices", "being removed", "Removing the device failed" },
+        [OP_START]  = { "start devices", "starting", "starting", "Starting the device failed" },
+        [OP_STOP]   = { "stop devices", "stopping", "stopping", "Stopping the device failed" },
+        [OP_REMOVE] = { "remove devices", "being removed", "removing", "Removing the device failed" },
 };
 
 struct device_work {
@@ -106,7 +107,7 @@ static int device_run(struct work *w)
                 r = ublk_dev_check_unused(d->dev);
                 if (r < 0)
                         return r;
-                return ublk_dev_stop(d->dev);
+                return d->op == OP_STOP ? ublk_dev_stop(d->dev) : ublk_dev_remove(d->dev);
         }
         return -EINVAL;
 }
@@ -117,7 +118,8 @@ static void device_done(struct work *w, int r)
         struct managed_dev *md = d->md;
         struct manager *m = md->manager;
         uint32_t id = d->dev->id;
-        enum managed_state old = md->state;
+        enum managed_state old_state = md->state;
+        bool old_in_kernel = md->in_kernel;
 
         md->busy = NULL;
         md->state = d->dev->live ? MANAGED_LIVE : MANAGED_STOPPED;
@@ -127,6 +129,15 @@ static void device_done(struct work *w, int r)
 
                 sd_bus_error_setf(&error, UBLKD_ERROR_BUSY,
                                   "/dev/ublkb%u is in use (mounted, or held by another device): unmount it first", id);
+                (void) sd_bus_reply_method_error(d->call, &error);
+        } else if (r == -EEXIST && d->op == OP_START) {
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+                /* Only ADD_DEV asking for this id gives EEXIST. */
+                log_warning("ublk device %u cannot start: another ublk server took its id.", id);
+                sd_bus_error_setf(&error, UBLKD_ERROR_BUSY,
+                                  "Device id %u was taken by another ublk server while the device was stopped: "
+                                  "remove this device and add it again", id);
                 (void) sd_bus_reply_method_error(d->call, &error);
         } else if (r < 0) {
                 log_error_errno(r, "%s (ublk device %u): %m", device_ops[d->op].failed, id);
@@ -141,7 +152,7 @@ static void device_done(struct work *w, int r)
                 log_info("ublk device %u is %s.", id, managed_state_to_string(md->state));
                 (void) sd_bus_reply_method_return(d->call, NULL);
         }
-        if (md->state != old) {
+        if (md->state != old_state || md->in_kernel != old_in_kernel) {
                 manager_update_status(m);
                 (void) bus_device_emit_state_changed(m, md);
         }
@@ -175,6 +186,7 @@ static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum dev
         d->call = sd_bus_message_ref(msg);
         d->work.run = device_run;
         d->work.done = device_done;
+        snprintf(d->work.what, sizeof(d->work.what), "%s ublk device %u", device_ops[op].doing, md->dev->id);
         md->busy = device_ops[op].busy;
         r = work_start(md->manager, &d->work);
         if (r < 0) {

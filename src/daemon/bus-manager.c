@@ -219,13 +219,16 @@ int bus_check_caller_is_root(sd_bus_message *msg, sd_bus_error *error, const cha
         uid_t uid;
         int r;
 
-        /* The bus daemon vouches for this uid (it comes from the socket's peer credentials). */
-        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID | SD_BUS_CREDS_AUGMENT, &creds);
+        /* From the bus daemon, which has it from the caller's socket: never augmented from /proc,
+         * which a caller could race. */
+        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
+        if (r >= 0 && (sd_bus_creds_get_augmented_mask(creds) & SD_BUS_CREDS_EUID))
+                r = -EPERM;
+        if (r >= 0)
+                r = sd_bus_creds_get_euid(creds, &uid);
         if (r < 0)
-                return r;
-        r = sd_bus_creds_get_euid(creds, &uid);
-        if (r < 0)
-                return r;
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Cannot tell who the caller is (%s): refused", strerror(-r));
         if (uid != 0)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
                                          "Only root may %s (this ublkd has no polkit support yet): use sudo", action);
@@ -395,6 +398,7 @@ static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         a->call = sd_bus_message_ref(msg);
         a->work.run = add_run;
         a->work.done = add_done;
+        snprintf(a->work.what, sizeof(a->work.what), "adding a %s device", req->config.target->name);
         r = work_start(m, &a->work);
         if (r < 0) {
                 sd_bus_message_unref(a->call);

@@ -3,9 +3,11 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "ctrl.h"
+#include "log.h"
 #include "macro.h"
 
 #define UBLK_CONTROL_PATH "/dev/ublk-control"
@@ -17,14 +19,44 @@ struct ctrl_op {
 
 #define CTRL_OP(name) ((struct ctrl_op) { UBLK_CMD_##name, UBLK_U_CMD_##name })
 
-static int ctrl_submit(int fd, unsigned cmd_op, const struct ublksrv_ctrl_cmd *cmd)
+#define CTRL_UD_CMD     1
+#define CTRL_UD_CANCEL  2
+/* How long each attempt at START_DEV may take before it is cancelled and sent again (see
+ * ctrl_submit): it normally takes well under a second, even under TCG. */
+static const unsigned start_dev_timeouts_sec[] = { 2, 6, 15 };
+
+/* Waits for the command's CQE, skipping the cancel's own; -ETIME after timeout_sec (0: no limit). */
+static int ctrl_wait(struct io_uring *ring, unsigned timeout_sec, int *res)
 {
-        struct io_uring ring;
-        struct io_uring_sqe *sqe;
+        struct __kernel_timespec ts = { .tv_sec = timeout_sec };
         struct io_uring_cqe *cqe;
         int r;
 
-        r = io_uring_queue_init(2, &ring, IORING_SETUP_SQE128);
+        for (;;) {
+                r = io_uring_wait_cqe_timeout(ring, &cqe, timeout_sec ? &ts : NULL);
+                if (r == -EINTR)
+                        continue;
+                if (r < 0)
+                        return r;
+                if (cqe->user_data == CTRL_UD_CMD) {
+                        *res = cqe->res;
+                        io_uring_cqe_seen(ring, cqe);
+                        return 0;
+                }
+                io_uring_cqe_seen(ring, cqe);
+        }
+}
+
+/* One attempt: 0 with the command's result in *res, -ETIME if it was cancelled after timeout_sec
+ * (0: never), or a negative errno of io_uring itself. */
+static int ctrl_submit_once(int fd, unsigned cmd_op, const struct ublksrv_ctrl_cmd *cmd, unsigned timeout_sec,
+                            int *res)
+{
+        struct io_uring ring;
+        struct io_uring_sqe *sqe;
+        int r;
+
+        r = io_uring_queue_init(4, &ring, IORING_SETUP_SQE128);
         if (r < 0)
                 return r;
 
@@ -38,18 +70,52 @@ static int ctrl_submit(int fd, unsigned cmd_op, const struct ublksrv_ctrl_cmd *c
         sqe->opcode = IORING_OP_URING_CMD;
         sqe->fd = fd;
         sqe->cmd_op = cmd_op;
+        sqe->user_data = CTRL_UD_CMD;
         memcpy(sqe->cmd, cmd, sizeof(*cmd));
 
-        r = io_uring_submit_and_wait(&ring, 1);
-        if (r >= 0) {
-                r = io_uring_peek_cqe(&ring, &cqe);
-                if (r == 0) {
-                        r = cqe->res;
-                        io_uring_cqe_seen(&ring, cqe);
-                }
+        r = io_uring_submit(&ring);
+        if (r >= 0)
+                r = ctrl_wait(&ring, timeout_sec, res);
+        if (r == -ETIME) {
+                /* Cancelling interrupts a command that waits, and takes back one that never ran. */
+                sqe = io_uring_get_sqe(&ring);
+                io_uring_prep_cancel64(sqe, CTRL_UD_CMD, 0);
+                sqe->user_data = CTRL_UD_CANCEL;
+                r = io_uring_submit(&ring);
+                if (r >= 0)
+                        r = ctrl_wait(&ring, 0, res);
+                /* Otherwise it was busy, could not be interrupted, and finished on its own. */
+                if (r >= 0 && (*res == -ECANCELED || *res == -EINTR))
+                        r = -ETIME;
         }
         io_uring_queue_exit(&ring);
         return r;
+}
+
+/*
+ * Sends one control command and returns its result.  START_DEV, rarely (seen on 7.2 under
+ * TCG, about once in a hundred starts), goes into the kernel and never comes back, with no
+ * thread of ours working on it; cancelling it and sending it again gets it done.  A START_DEV
+ * that was cancelled before it ran, or interrupted while it waited for the queues, changed
+ * nothing, so it is safe to repeat; one busy adding the disk cannot be interrupted and ends
+ * on its own.  Other commands are not repeated: DEL_DEV, for one, is done once interrupted.
+ */
+static int ctrl_submit(int fd, unsigned cmd_op, const struct ublksrv_ctrl_cmd *cmd)
+{
+        bool is_start = _IOC_NR(cmd_op) == UBLK_CMD_START_DEV;
+        int r, res = 0;
+
+        for (unsigned attempt = 0;; attempt++) {
+                r = ctrl_submit_once(fd, cmd_op, cmd, is_start ? start_dev_timeouts_sec[attempt] : 0, &res);
+                if (r != -ETIME)
+                        return r < 0 ? r : res;
+                log_warning("ublk device %u: START_DEV did not complete in %u s and was cancelled (%s); %s",
+                            cmd->dev_id, start_dev_timeouts_sec[attempt],
+                            res == -ECANCELED ? "it had not started" : "it was waiting for the queues",
+                            attempt + 1 < ELEMENTSOF(start_dev_timeouts_sec) ? "sending it again" : "giving up");
+                if (attempt + 1 >= ELEMENTSOF(start_dev_timeouts_sec))
+                        return -ETIMEDOUT;
+        }
 }
 
 static int ctrl_cmd(const struct ublk_ctrl *ctrl, struct ctrl_op op, struct ublksrv_ctrl_cmd *cmd)

@@ -12,6 +12,7 @@
 #include "queue.h"
 
 unsigned ublk_test_start_delay_ms;
+unsigned ublk_test_fetch_delay_ms;
 
 void ublk_dev_config_init(struct ublk_dev_config *config)
 {
@@ -165,6 +166,22 @@ static int dev_kernel_del(struct ublk_dev *dev)
         return 0;
 }
 
+/* The kernel starts a device only once: replace it with a fresh one under the same id. */
+static void dev_kernel_renew(struct ublk_dev *dev)
+{
+        int r;
+
+        r = dev_kernel_del(dev);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to delete ublk device %u from the kernel: %m", dev->id);
+                return;
+        }
+        r = dev_kernel_add(dev, dev->id);
+        if (r < 0)
+                log_warning_errno(r, "Failed to add ublk device %u to the kernel again (the next start "
+                                  "tries again): %m", dev->id);
+}
+
 int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, struct ublk_reason *reason,
                  struct ublk_dev **ret)
 {
@@ -244,8 +261,10 @@ int ublk_dev_start(struct ublk_dev *dev)
 
         snprintf(path, sizeof(path), "/dev/ublkc%u", dev->id);
         dev->cdev_fd = open(path, O_RDWR | O_CLOEXEC);
-        if (dev->cdev_fd < 0)
-                return log_debug_errno(negative_errno(), "Failed to open %s: %m", path);
+        if (dev->cdev_fd < 0) {
+                r = log_debug_errno(negative_errno(), "Failed to open %s: %m", path);
+                goto fail;
+        }
 
         dev->queues = calloc(dev->config.queues, sizeof(*dev->queues));
         if (!dev->queues) {
@@ -277,22 +296,49 @@ fail:
         (void) ublk_ctrl_stop_dev(dev->ctrl, dev->id);
         dev_join_queues(dev);
         dev->cdev_fd = safe_close(dev->cdev_fd);
+        /* Whether it got to START_DEV or not, the next start needs a fresh kernel device. */
+        if (dev->in_kernel)
+                dev_kernel_renew(dev);
         return r;
+}
+
+/* STOP_DEV, and the queue threads end once the kernel has aborted their tags. */
+static int dev_stop_queues(struct ublk_dev *dev)
+{
+        int r;
+
+        if (!dev->live)
+                return 0;
+        r = ublk_ctrl_stop_dev(dev->ctrl, dev->id);
+        if (r < 0)
+                return r;
+        dev_join_queues(dev);
+        /* DEL_DEV waits until the char device is released: close it first. */
+        dev->cdev_fd = safe_close(dev->cdev_fd);
+        dev->live = false;
+        return 0;
 }
 
 int ublk_dev_stop(struct ublk_dev *dev)
 {
         int r;
 
-        if (dev->live) {
-                r = ublk_ctrl_stop_dev(dev->ctrl, dev->id);
-                if (r < 0)
-                        return r;
-                dev_join_queues(dev);
-                /* DEL_DEV waits until the char device is released: close it first. */
-                dev->cdev_fd = safe_close(dev->cdev_fd);
-                dev->live = false;
-        }
+        if (!dev->live)
+                return 0;
+        r = dev_stop_queues(dev);
+        if (r < 0)
+                return r;
+        dev_kernel_renew(dev);
+        return 0;
+}
+
+int ublk_dev_remove(struct ublk_dev *dev)
+{
+        int r;
+
+        r = dev_stop_queues(dev);
+        if (r < 0)
+                return r;
         return dev_kernel_del(dev);
 }
 
@@ -302,7 +348,7 @@ void ublk_dev_free(struct ublk_dev *dev)
 
         if (!dev)
                 return;
-        r = ublk_dev_stop(dev);
+        r = ublk_dev_remove(dev);
         if (r < 0)
                 log_warning_errno(r, "Failed to remove ublk device %u from the kernel: %m", dev->id);
         if (dev->config.target->deinit)

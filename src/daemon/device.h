@@ -7,14 +7,16 @@
  *
  * Life cycle, each step undone by the next on any failure, so a failed call
  * leaves nothing behind in the kernel:
- *   ublk_dev_add()    target init, ADD_DEV, SET_PARAMS           -> stopped, in the kernel
- *   ublk_dev_start()  ADD_DEV + SET_PARAMS again if not in the kernel (same id),
- *                     open /dev/ublkcN, queue threads, START_DEV -> live
- *   ublk_dev_stop()   STOP_DEV, join queue threads, DEL_DEV      -> stopped, not in the kernel
- *   ublk_dev_free()   stop if live, DEL_DEV if in the kernel, free
- * A stopped device leaves the kernel because the kernel does not start a
- * device a second time (START_DEV after STOP_DEV fails); its id is asked for
- * again on the next start, so /dev/ublkbN keeps its number.
+ *   ublk_dev_add()    target init, ADD_DEV, SET_PARAMS           -> stopped
+ *   ublk_dev_start()  open /dev/ublkcN, queue threads, START_DEV -> live
+ *   ublk_dev_stop()   STOP_DEV, join queue threads, then DEL_DEV and ADD_DEV
+ *                     + SET_PARAMS with the same id               -> stopped
+ *   ublk_dev_remove() stop if live, DEL_DEV                      -> out of the kernel
+ *   ublk_dev_free()   ublk_dev_remove() if not done, free
+ * The kernel does not start a device twice (START_DEV after STOP_DEV fails),
+ * so a stop, or a failed start, renews the kernel device under the same id:
+ * the id stays taken, and /dev/ublkbN keeps its number.  Should the new
+ * ADD_DEV fail, the device is out of the kernel and the next start adds it.
  * These calls block (START_DEV waits for every queue to fetch its tags, DEL_DEV
  * for the char device to be released): the daemon makes them from a work
  * thread (work.h), one at a time per device, never from a queue thread.
@@ -79,6 +81,8 @@ struct ublk_dev {
 /* Tests only ($UBLKD_TEST_START_DELAY_MS): how long START_DEV waits, to show that a slow start
  * blocks no other caller. */
 extern unsigned ublk_test_start_delay_ms;
+/* Tests only ($UBLKD_TEST_FETCH_DELAY_MS): queue 0 fetches its tags this late, after START_DEV. */
+extern unsigned ublk_test_fetch_delay_ms;
 
 void ublk_dev_config_init(struct ublk_dev_config *config);
 /* Checks ranges that do not depend on the target; *reason names the fix. */
@@ -88,6 +92,8 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                  struct ublk_dev **ret);
 int ublk_dev_start(struct ublk_dev *dev);
 int ublk_dev_stop(struct ublk_dev *dev);
+int ublk_dev_remove(struct ublk_dev *dev);
+/* Does not block when ublk_dev_remove() was done. */
 void ublk_dev_free(struct ublk_dev *dev);
 /* -EBUSY when /dev/ublkbN is mounted or otherwise held open exclusively. */
 int ublk_dev_check_unused(const struct ublk_dev *dev);

@@ -86,6 +86,10 @@ static int run(struct manager *m)
         r = work_setup(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up device operations: %m");
+        /* WATCHDOG=1 pings at half of the unit's WatchdogSec=, when it has one. */
+        r = sd_event_set_watchdog(m->event, true);
+        if (r < 0)
+                return log_error_errno(r, "Failed to enable the watchdog: %m");
         r = sd_event_add_signal(m->event, NULL, SIGTERM, on_exit_signal, m);
         if (r >= 0)
                 r = sd_event_add_signal(m->event, NULL, SIGINT, on_exit_signal, m);
@@ -136,6 +140,9 @@ int main(int argc, char *argv[])
         e = getenv("UBLKD_TEST_START_DELAY_MS");
         if (e)
                 ublk_test_start_delay_ms = (unsigned) strtoul(e, NULL, 10);
+        e = getenv("UBLKD_TEST_FETCH_DELAY_MS");
+        if (e)
+                ublk_test_fetch_delay_ms = (unsigned) strtoul(e, NULL, 10);
         r = parse_argv(argc, argv);
         if (r <= 0)
                 return r < 0 ? 2 : 0;

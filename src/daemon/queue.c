@@ -193,6 +193,7 @@ static void queue_signal_setup(struct ublk_queue *q, int result)
 static void *queue_thread(void *arg)
 {
         struct ublk_queue *q = arg;
+        bool late = ublk_test_fetch_delay_ms && q->q_id == 0;
         char name[16];
         int r;
 
@@ -201,8 +202,15 @@ static void *queue_thread(void *arg)
         /* Our IO may be what frees memory: do not throttle us under reclaim. */
         (void) prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
 
+        if (late) {
+                /* Tests only: START_DEV goes out before queue 0 has fetched, and waits in the
+                 * kernel, as it would for a slow queue (see ctrl_submit()). */
+                queue_signal_setup(q, 0);
+                (void) usleep(ublk_test_fetch_delay_ms * 1000);
+        }
         r = queue_setup_ring(q);
-        queue_signal_setup(q, r);
+        if (!late)
+                queue_signal_setup(q, r);
         if (r < 0)
                 goto out;
 

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdint.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -44,9 +47,59 @@ static struct work *work_take(struct manager *m, bool any)
         return w;
 }
 
+/* Logs what every thread of ublkd is waiting for in the kernel (needs CAP_SYS_ADMIN). */
+static void log_thread_stacks(void)
+{
+        DIR *d = opendir("/proc/self/task");
+        struct dirent *de;
+
+        if (!d)
+                return;
+        while ((de = readdir(d))) {
+                char path[320], comm[32] = "", line[256];
+                FILE *f;
+
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
+                f = fopen(path, "re");
+                if (f) {
+                        if (fgets(comm, sizeof(comm), f))
+                                comm[strcspn(comm, "\n")] = 0;
+                        fclose(f);
+                }
+                snprintf(path, sizeof(path), "/proc/self/task/%s/stack", de->d_name);
+                f = fopen(path, "re");
+                if (!f)
+                        continue;
+                log_warning("  thread %s (%s):", de->d_name, comm);
+                for (int n = 0; n < 16 && fgets(line, sizeof(line), f); n++) {
+                        line[strcspn(line, "\n")] = 0;
+                        log_warning("    %s", line);
+                }
+                fclose(f);
+        }
+        closedir(d);
+}
+
+static int on_work_slow(sd_event_source *s, uint64_t usec, void *userdata)
+{
+        struct work *w = userdata;
+
+        w->slow_reports++;
+        log_warning("Still %s after %u s; the kernel stacks of ublkd's threads:", w->what,
+                    w->slow_reports * WORK_SLOW_SEC);
+        log_thread_stacks();
+        (void) sd_event_source_set_time_relative(s, WORK_SLOW_SEC * UINT64_C(1000000));
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
 static void work_complete(struct work *w)
 {
         pthread_join(w->thread, NULL);
+        w->slow_timer = sd_event_source_disable_unref(w->slow_timer);
+        if (w->slow_reports)
+                log_info("Done %s after all.", w->what);
         /* Set before finished was, under the lock; read after the join. */
         w->done(w, w->result);
 }
@@ -108,6 +161,10 @@ int work_start(struct manager *m, struct work *w)
         pthread_sigmask(SIG_BLOCK, &all, &old);
         r = -pthread_create(&w->thread, NULL, work_thread, w);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (r >= 0)
+                /* Not being told is no reason to fail the operation. */
+                (void) sd_event_add_time_relative(m->event, &w->slow_timer, CLOCK_MONOTONIC,
+                                                  WORK_SLOW_SEC * UINT64_C(1000000), UINT64_C(1000000), on_work_slow, w);
         if (r < 0) {
                 pthread_mutex_lock(&m->work_lock);
                 for (struct work **p = &m->works; *p; p = &(*p)->next)

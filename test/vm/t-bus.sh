@@ -46,7 +46,25 @@ fi
 if out=$("${B[@]}" get-property org.ublk.ublkd1 "$path" org.ublk.ublkd1.Device State 2>&1); then
 	fail "property of a removed device object readable"
 fi
-echo "busctl: Add, properties, GetDeviceByName, ListDevices, Remove; the removed object answers 'Unknown object'"
+# ... and Start, Stop and Recover, on a device added with start=false
+out=$("${B[@]}" call "${M[@]}" Add 'sa{sv}' null 2 size t 67108864 start b false)
+path=${out#* \"}
+path=${path%\"}
+D=(org.ublk.ublkd1 "$path" org.ublk.ublkd1.Device)
+id=${path##*/}
+[ "$("${B[@]}" get-property "${D[@]}" State BlockDevice CharDevice | paste -sd' ')" = "s \"stopped\" s \"\" s \"/dev/ublkc$id\"" ] \
+	|| fail "added with start=false: $("${B[@]}" get-property "${D[@]}" State BlockDevice CharDevice | paste -sd' ')"
+"${B[@]}" call "${D[@]}" Start || fail "Start"
+[ "$("${B[@]}" get-property "${D[@]}" State BlockDevice | paste -sd' ')" = "s \"live\" s \"/dev/ublkb$id\"" ] || fail "after Start"
+test -b /dev/ublkb"$id" || fail "no /dev/ublkb$id after Start"
+if out=$("${B[@]}" call "${D[@]}" Recover 2>&1); then fail "Recover of a live device succeeded"; fi
+[[ $out == *"not quiesced: there is nothing to recover"* ]] || fail "Recover: $out"
+"${B[@]}" call "${D[@]}" Stop || fail "Stop"
+[ "$("${B[@]}" get-property "${D[@]}" State BlockDevice CharDevice | paste -sd' ')" = "s \"stopped\" s \"\" s \"/dev/ublkc$id\"" ] \
+	|| fail "after Stop: $("${B[@]}" get-property "${D[@]}" State BlockDevice CharDevice | paste -sd' ')"
+"${B[@]}" call "${D[@]}" Start || fail "Start after Stop"
+"${B[@]}" call "${D[@]}" Remove || fail "Remove"
+echo "busctl: Add, properties, GetDeviceByName, ListDevices, Start, Stop, Recover, Remove; a removed object answers 'Unknown object'"
 
 # 4. bad input: each call fails with the expected message, and nothing changes
 ublkctl add null --size 64M --name keep > /dev/null

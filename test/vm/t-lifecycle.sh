@@ -49,17 +49,20 @@ mountpoint -q /mnt/life || fail "unmounted by a refused stop"
 cmp -s <(cd /mnt/life && sha256sum f*) "$sums" || fail "files changed by a refused stop"
 echo "mounted: stop and del refused with 'unmount it first', nothing changed"
 
-# 3. stop: the block device goes, the device stays with ublkd
+# 3. stop: the block device goes, the device stays with ublkd and keeps its id
 umount /mnt/life
 ublkctl stop life
 wait_until 5 test ! -e "$dev" || fail "$dev still exists after stop"
 ublkctl list | grep -Eq "^$id +life +loop +stopped +-$" || fail "list after stop: $(ublkctl list)"
 [ "$(prop BlockDevice)" = 's ""' ] || fail "BlockDevice of a stopped device: $(prop BlockDevice)"
+[ "$(prop CharDevice)" = "s \"/dev/ublkc$id\"" ] || fail "CharDevice of a stopped device: $(prop CharDevice)"
+other=$(ublkctl add null --size 16M --name other)
+[ "$other" != "$dev" ] || fail "a new device took the id of the stopped one"
 if out=$(ublkctl stop life 2>&1); then fail "stop of a stopped device succeeded"; fi
 [[ $out == *"is not live"* ]] || fail "stop of a stopped device: $out"
 if out=$(ublkctl recover life 2>&1); then fail "recover of a stopped device succeeded"; fi
 [[ $out == *"nothing to recover (use Start)"* ]] || fail "recover of a stopped device: $out"
-echo "stop: $dev gone, state stopped; a second stop and a recover refused"
+echo "stop: $dev gone, state stopped, its id kept (a new device got $other); a second stop and a recover refused"
 
 # 4. start: the same node, the same data
 ublkctl start life
@@ -70,16 +73,19 @@ mount "$dev" /mnt/life
 umount /mnt/life
 if out=$(ublkctl start life 2>&1); then fail "start of a live device succeeded"; fi
 [[ $out == *"is live already"* ]] || fail "start of a live device: $out"
+ublkctl del other
 echo "start: $dev back, fsck clean, 8 checksums equal"
 
 # 5. del, and the signals of the whole life
 ublkctl del life
 wait_until 5 test ! -e /sys/class/ublk-char/ublkc"$id" || fail "ublkc$id left after del"
-signals() { jq -c --arg p "$1" 'select(.type == "signal" and (.path == $p or .payload.data[0] == $p)) | .member' monitor.json | tr -d '"' | paste -sd' '; }
-has_removed() { [[ $(signals /org/ublk/ublkd1) == *InterfacesRemoved* ]]; }
-wait_until 5 has_removed || fail "no InterfacesRemoved: $(signals /org/ublk/ublkd1)"
-[ "$(signals /org/ublk/ublkd1)" = "InterfacesAdded InterfacesRemoved" ] \
-	|| fail "manager signals: $(signals /org/ublk/ublkd1)"
+om_signals() {          # the ObjectManager signals about device object $path
+	jq -c --arg p "$path" 'select(.type == "signal" and .payload.data[0] == $p) | .member' monitor.json \
+		| tr -d '"' | paste -sd' '
+}
+has_removed() { [[ $(om_signals) == *InterfacesRemoved* ]]; }
+wait_until 5 has_removed || fail "no InterfacesRemoved: $(om_signals)"
+[ "$(om_signals)" = "InterfacesAdded InterfacesRemoved" ] || fail "ObjectManager signals: $(om_signals)"
 states=$(jq -c --arg p "$path" 'select(.member == "PropertiesChanged" and .path == $p) | .payload.data[1].State.data' monitor.json | tr -d '"' | paste -sd' ')
 [ "$states" = "stopped live" ] || fail "PropertiesChanged State values: '$states', expected 'stopped live'"
 echo "signals: InterfacesAdded, PropertiesChanged State stopped then live, InterfacesRemoved"

@@ -3,7 +3,8 @@
 # and removed, twice; ublkd's fds come back to their baseline and its RSS settles. Then, with
 # every START_DEV made to take 3 s (UBLKD_TEST_START_DELAY_MS), a slow Add blocks no other
 # caller, a device busy starting refuses a second operation, and stopping ublkd mid-start
-# lets the start finish and answers its caller, then leaves nothing in the kernel.
+# lets the start finish and answers its caller, then leaves nothing in the kernel. A START_DEV
+# held up by a queue that fetches late (UBLKD_TEST_FETCH_DELAY_MS) is cancelled and sent again.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 start_ublkd
@@ -79,7 +80,24 @@ wait $starting || fail "start failed: $(cat start.out)"
 ublkctl list | grep -Eq ' slow +null +live ' || fail "not live after start"
 echo "busy: a device being started refuses del until the start is done"
 
-ublkctl stop slow
+# A START_DEV that waits too long (queue 0 fetching 3 s late) is cancelled after 2 s and sent
+# again, and the start succeeds.
+printf '[Service]\nEnvironment=UBLKD_TEST_FETCH_DELAY_MS=3000\n' > /run/systemd/system/ublkd.service.d/slow.conf
+systemctl daemon-reload
+systemctl restart ublkd
+t=$(date +%s%N)
+dev=$(ublkctl add null --size 16M --name late) || fail "add with a late queue failed"
+took=$(ms_since "$t")
+journalctl -b -u ublkd --no-pager | grep -q "START_DEV did not complete in 2 s and was cancelled (it was waiting for the queues); sending it again" \
+	|| fail "no START_DEV retry logged: $(journalctl -b -u ublkd --no-pager | tail -n 5)"
+dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct status=none || fail "read from $dev after a retried START_DEV failed"
+echo "late queue: START_DEV cancelled after 2 s and sent again; the Add took $took ms and $dev reads"
+ublkctl del late
+
+printf '[Service]\nEnvironment=UBLKD_TEST_START_DELAY_MS=3000\n' > /run/systemd/system/ublkd.service.d/slow.conf
+systemctl daemon-reload
+systemctl restart ublkd
+ublkctl add null --size 16M --name slow --no-start > /dev/null
 ublkctl start slow > start.out 2>&1 &
 starting=$!
 wait_until 2 busy || fail "del of a starting device: $out"

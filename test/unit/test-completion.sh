@@ -1,0 +1,225 @@
+#!/bin/bash
+# The bash completion of ublkctl (shell-completion/bash/ublkctl): sets COMP_WORDS & co. for
+# command lines, calls the completion function and checks COMPREPLY. Device names come from a
+# fake "ublkctl --json list" first in PATH. Runs without the bash-completion package; if it is
+# installed, the same cases run once more with its helpers (_init_completion, _filedir) loaded.
+#
+#     test-completion.sh [COMPLETION-FILE]
+# shellcheck disable=SC2034  # COMP_* are read by the sourced completion function
+set -u
+
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+completion=${1:-$src/shell-completion/bash/ublkctl}
+[ -r "$completion" ] || {
+	echo "FAIL: no completion file $completion"
+	exit 1
+}
+
+passed=0
+failed=0
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+
+# ok COND-STATUS DESCRIPTION
+ok()
+{
+	if [ "$1" -eq 0 ]; then
+		((++passed))
+	else
+		((++failed))
+		echo "FAIL [$pass]: $2"
+	fi
+}
+
+# comp WORD...: complete the last WORD (cursor at its end); result in COMPREPLY. A word "=" is
+# glued to its neighbours in COMP_LINE, as bash splits "--opt=value" into "--opt" "=" "value".
+comp()
+{
+	local w last=''
+
+	COMP_WORDS=("$@")
+	COMP_CWORD=$(($# - 1))
+	COMP_LINE=''
+	for w; do
+		[[ -z $COMP_LINE || $w == = || $last == = ]] || COMP_LINE+=' '
+		COMP_LINE+=$w
+		last=$w
+	done
+	COMP_POINT=${#COMP_LINE}
+	COMPREPLY=()
+	_ublkctl ublkctl "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+}
+
+# reply: COMPREPLY sorted, on one line
+reply()
+{
+	printf '%s\n' "${COMPREPLY[@]}" | sort | tr '\n' ' ' | sed 's/ $//'
+}
+
+# comp_line LINE: comp with the words of LINE (an empty last one if LINE ends with a blank)
+comp_line()
+{
+	local -a w
+
+	read -ra w <<<"$1"
+	[[ $1 == *' ' ]] && w+=('')
+	comp "${w[@]}"
+}
+
+# has LINE WORD...: completing LINE offers (at least) every WORD
+has()
+{
+	local line=$1 w missing=''
+	shift
+	comp_line "$line"
+	for w in "$@"; do
+		[[ " ${COMPREPLY[*]} " == *" $w "* ]] || missing+=" $w"
+	done
+	ok "$([ -z "$missing" ]; echo $?)" "'$line' lacks$missing (got: $(reply))"
+}
+
+# lacks LINE WORD...: completing LINE offers none of the WORDs
+lacks()
+{
+	local line=$1 w extra=''
+	shift
+	comp_line "$line"
+	for w in "$@"; do
+		[[ " ${COMPREPLY[*]} " == *" $w "* ]] && extra+=" $w"
+	done
+	ok "$([ -z "$extra" ]; echo $?)" "'$line' offers$extra (got: $(reply))"
+}
+
+# is LINE [WORD...]: completing LINE offers exactly the WORDs (in any order)
+is()
+{
+	local line=$1 want got
+	shift
+	comp_line "$line"
+	want=$(printf '%s\n' "$@" | sort | tr '\n' ' ' | sed 's/ $//')
+	got=$(reply)
+	ok "$([ "$got" = "$want" ]; echo $?)" "'$line' offers '$got', not '$want'"
+}
+
+# A ublkctl that answers "--json list" like a ublkd with four devices.
+mkdir "$tmp/bin" "$tmp/down" "$tmp/files"
+cat >"$tmp/bin/ublkctl" <<'EOF'
+#!/bin/sh
+[ "$*" = "--json list" ] || exit 2
+printf '%s' '[{"id":0,"name":"disk0","target":"loop","state":"live","block_device":"/dev/ublkb0"},'
+printf '%s' '{"id":1,"name":"scratch","target":"null","state":"stopped","block_device":""},'
+printf '%s' '{"id":7,"name":"","target":"null","state":"stopped","block_device":""},'
+printf '%s\n' '{"id":12,"name":"db.v2-x_y","target":"loop","state":"live","block_device":"/dev/ublkb12"}]'
+EOF
+# One with ublkd not running.
+cat >"$tmp/down/ublkctl" <<'EOF'
+#!/bin/sh
+echo "ublkctl: ublkd is not running: systemctl start ublkd" >&2
+exit 1
+EOF
+chmod +x "$tmp/bin/ublkctl" "$tmp/down/ublkctl"
+: >"$tmp/files/disk.img"
+: >"$tmp/files/data.raw"
+
+run_cases()
+{
+	local out=$tmp/out
+
+	# Global options and commands.
+	is 'ublkctl ' add list show start stop recover del features
+	is 'ublkctl s' show start stop
+	is 'ublkctl --js' --json
+	has 'ublkctl -' -h --help --version --json
+	has 'ublkctl --json ' add list show
+	is 'ublkctl --version '
+
+	# add
+	is 'ublkctl add ' null loop
+	is 'ublkctl add l' loop
+	is 'ublkctl add loop --dir' --direct-io
+	has 'ublkctl add loop --' --size --queues --depth --logical-block-size --name --read-only \
+		--no-start --offset --direct-io --zero-copy
+	has 'ublkctl add null --' --size --queues --depth --logical-block-size --name --read-only \
+		--no-start --zero-copy
+	lacks 'ublkctl add null --' --offset --direct-io
+	lacks 'ublkctl add --' --offset --direct-io
+	has 'ublkctl add null ' --size
+	lacks 'ublkctl add null --size 1G --' --offset
+	has 'ublkctl add --size 1G loop --' --offset --direct-io
+	has 'ublkctl add loop disk.img ' --offset --direct-io
+	is 'ublkctl add loop --direct-io ' auto on off
+	is 'ublkctl add loop --direct-io o' on off
+	is 'ublkctl add loop --dir o' on off
+	is 'ublkctl add null --zero-copy ' auto on off
+	is 'ublkctl add null --logical-block-size ' 512 1024 2048 4096
+	is 'ublkctl add null --size '
+	is 'ublkctl add loop --name '
+	# "--direct-io=o": bash splits the "=" off into a word of its own.
+	comp ublkctl add loop --direct-io = o
+	ok "$([ "$(reply)" = "off on" ]; echo $?)" "'--direct-io=o' offers '$(reply)', not 'off on'"
+	comp ublkctl add loop --direct-io =
+	ok "$([ "$(reply)" = "auto off on" ]; echo $?)" "'--direct-io=' offers '$(reply)'"
+	comp ublkctl add loop --offset = 1 "$tmp/files/d"
+	ok "$([ "$(reply)" = "$tmp/files/data.raw $tmp/files/disk.img" ]; echo $?)" \
+		"'--offset=1 FILE' offers '$(reply)'"
+	# The backing file of loop: file names.
+	is "ublkctl add loop $tmp/files/d" "$tmp/files/data.raw" "$tmp/files/disk.img"
+	is "ublkctl add --read-only loop --queues 2 $tmp/files/di" "$tmp/files/disk.img"
+	is "ublkctl add null $tmp/files/d"
+
+	# Devices, from the fake ublkctl.
+	local PATH=$tmp/bin:$PATH
+	is 'ublkctl start ' scratch 1 7
+	is 'ublkctl stop ' disk0 0 db.v2-x_y 12
+	is 'ublkctl del ' disk0 0 scratch 1 7 db.v2-x_y 12
+	is 'ublkctl recover ' disk0 0 scratch 1 7 db.v2-x_y 12
+	is 'ublkctl show ' disk0 0 scratch 1 7 db.v2-x_y 12
+	is 'ublkctl --json show d' disk0 db.v2-x_y
+	is 'ublkctl show --json 1' 1 12
+	is 'ublkctl show --j' --json
+	is 'ublkctl show disk0 '
+	is 'ublkctl del 1' 1 12
+	is 'ublkctl start s' scratch
+	is 'ublkctl stop s'
+	is 'ublkctl del disk0 '
+	is 'ublkctl features '
+	is 'ublkctl list ' --json
+	is 'ublkctl list --json '
+
+	# ublkd not running, or no ublkctl at all: nothing offered, nothing printed.
+	PATH=$tmp/down:$PATH
+	comp ublkctl del '' >"$out" 2>&1
+	ok "$([ ${#COMPREPLY[@]} -eq 0 ] && [ ! -s "$out" ]; echo $?)" \
+		"ublkd down: 'ublkctl del ' offers '$(reply)', prints '$(cat "$out")'"
+	PATH=$tmp/nonexistent comp ublkctl start '' >"$out" 2>&1
+	ok "$([ ${#COMPREPLY[@]} -eq 0 ] && [ ! -s "$out" ]; echo $?)" \
+		"no ublkctl: 'ublkctl start ' offers '$(reply)', prints '$(cat "$out")'"
+}
+
+# Pass 1: plain bash.
+pass=plain
+# shellcheck source=/dev/null
+. "$completion"
+[ "$(complete -p ublkctl 2>/dev/null)" = "complete -F _ublkctl ublkctl" ]
+ok $? "'complete -p ublkctl' is '$(complete -p ublkctl 2>/dev/null)'"
+run_cases
+
+# Pass 2: with bash-completion's helpers, if the package is installed.
+bash_completion=${BASH_COMPLETION_SCRIPT:-/usr/share/bash-completion/bash_completion}
+if [ -r "$bash_completion" ]; then
+	pass=bash-completion
+	# shellcheck source=/dev/null
+	. "$bash_completion"
+	# shellcheck source=/dev/null
+	. "$completion"
+	if declare -F _init_completion >/dev/null; then
+		run_cases
+	else
+		ok 1 "$bash_completion defines no _init_completion"
+	fi
+else
+	echo "(bash-completion not installed: only the plain-bash pass)"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
