@@ -17,6 +17,7 @@
 #include <string.h>
 #include <systemd/sd-bus.h>
 
+#include "conf.h"
 #include "config.h"
 #include "macro.h"
 #include "parse.h"
@@ -91,6 +92,8 @@ static void help(void)
                "  stop ID|NAME           Stop a device; its configuration stays with ublkd\n"
                "  recover ID|NAME        Recover a quiesced device\n"
                "  del ID|NAME            Stop and remove a device\n"
+               "  up NAME                Create (or start) the device of /etc/ublk/NAME.conf\n"
+               "  down NAME              Remove the device NAME if it exists\n"
                "  features               Show the kernel's ublk features\n\n"
                "Options:\n"
                "  -h --help              Show this help\n"
@@ -124,6 +127,94 @@ static int append_option(sd_bus_message *m, const char *key, const char *sig, ..
         return sd_bus_message_close_container(m);
 }
 
+/* What "add" sends, from the command line or from /etc/ublk/NAME.conf. */
+struct add_args {
+        const char *target;
+        const char *file;               /* loop: opened here and passed as "backing" */
+        uint64_t size, offset;
+        bool offset_given;
+        uint32_t queues, depth, lbs;
+        const char *name, *direct_io, *zero_copy;
+        bool read_only, start;
+};
+
+/* Opens the backing file, calls Add and prints the new device; returns an exit code. */
+static int add_device(const struct add_args *a)
+{
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_close_ int backing_fd = -1;
+        const char *path;
+        uint32_t id;
+        int r;
+
+        if (a->file) {
+                /* Opened here, with the caller's own rights; ublkd only sees the fd. */
+                backing_fd = open(a->file, (a->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
+                if (backing_fd < 0 && !a->read_only && (errno == EACCES || errno == EROFS)) {
+                        /* As losetup does: what we may only read becomes a read-only device. */
+                        backing_fd = open(a->file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                        if (backing_fd >= 0)
+                                fprintf(stderr, "ublkctl: %s is not writable: the device is read-only\n", a->file);
+                }
+                if (backing_fd < 0) {
+                        fprintf(stderr, "ublkctl: cannot open %s: %s\n", a->file, strerror(errno));
+                        return EXIT_FAILURE;
+                }
+        }
+
+        r = connect_bus(&bus);
+        if (r < 0)
+                return -r;
+        r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "Add");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", a->target);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && backing_fd >= 0)
+                r = append_option(m, "backing", "h", backing_fd);
+        if (r >= 0 && a->size)
+                r = append_option(m, "size", "t", a->size);
+        if (r >= 0 && a->queues)
+                r = append_option(m, "queues", "u", a->queues);
+        if (r >= 0 && a->depth)
+                r = append_option(m, "depth", "u", a->depth);
+        if (r >= 0 && a->lbs)
+                r = append_option(m, "logical-block-size", "u", a->lbs);
+        if (r >= 0 && a->name)
+                r = append_option(m, "name", "s", a->name);
+        if (r >= 0 && a->read_only)
+                r = append_option(m, "read-only", "b", 1);
+        if (r >= 0 && !a->start)
+                r = append_option(m, "start", "b", 0);
+        if (r >= 0 && a->offset_given)
+                r = append_option(m, "offset", "t", a->offset);
+        if (r >= 0 && a->direct_io)
+                r = append_option(m, "direct-io", "s", a->direct_io);
+        if (r >= 0 && a->zero_copy)
+                r = append_option(m, "zero-copy", "s", a->zero_copy);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return bus_failure(&error, r, "cannot build the request");
+
+        r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, &reply);
+        if (r < 0) {
+                r = bus_failure(&error, r, "add failed");
+                sd_bus_error_free(&error);
+                return r;
+        }
+        r = sd_bus_message_read(reply, "uo", &id, &path);
+        if (r < 0)
+                return bus_failure(&error, r, "unexpected reply from ublkd");
+        if (a->start)
+                printf("/dev/ublkb%" PRIu32 "\n", id);
+        else
+                printf("%" PRIu32 "\n", id);
+        return 0;
+}
+
 static int cmd_add(int argc, char *argv[])
 {
         enum { OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START,
@@ -141,133 +232,60 @@ static int cmd_add(int argc, char *argv[])
                 { "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
                 {}
         };
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        sd_bus_error error = SD_BUS_ERROR_NULL;
-        const char *target, *path;
-        uint64_t size = 0;
-        uint32_t queues = 0, depth = 0, lbs = 0, id;
-        const char *name = NULL, *direct_io = NULL, *zero_copy = NULL;
-        uint64_t offset = 0;
-        bool offset_given = false;
-        bool read_only = false, start = true;
-        _cleanup_close_ int backing_fd = -1;
-        int c, r;
+        struct add_args a = { .start = true };
+        int c;
 
         optind = 0;     /* 0, not 1: glibc then forgets the "+" ordering of the global parse */
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
                 switch (c) {
                 case OPT_SIZE:
-                        if (parse_size(optarg, &size) < 0 || size == 0)
+                        if (parse_size(optarg, &a.size) < 0 || a.size == 0)
                                 return usage_error("invalid size '%s': use a number of bytes, e.g. 1G or 512M", optarg);
                         break;
                 case OPT_QUEUES:
-                        if (parse_uint32(optarg, &queues) < 0 || queues == 0)
+                        if (parse_uint32(optarg, &a.queues) < 0 || a.queues == 0)
                                 return usage_error("invalid queue count '%s'", optarg);
                         break;
                 case OPT_DEPTH:
-                        if (parse_uint32(optarg, &depth) < 0 || depth == 0)
+                        if (parse_uint32(optarg, &a.depth) < 0 || a.depth == 0)
                                 return usage_error("invalid depth '%s'", optarg);
                         break;
                 case OPT_LBS:
-                        if (parse_uint32(optarg, &lbs) < 0)
+                        if (parse_uint32(optarg, &a.lbs) < 0)
                                 return usage_error("invalid logical block size '%s'", optarg);
                         break;
                 case OPT_NAME:
-                        name = optarg;
+                        a.name = optarg;
                         break;
                 case OPT_READ_ONLY:
-                        read_only = true;
+                        a.read_only = true;
                         break;
                 case OPT_NO_START:
-                        start = false;
+                        a.start = false;
                         break;
                 case OPT_OFFSET:
-                        if (parse_size(optarg, &offset) < 0)
+                        if (parse_size(optarg, &a.offset) < 0)
                                 return usage_error("invalid offset '%s': use a number of bytes, e.g. 1M", optarg);
-                        offset_given = true;
+                        a.offset_given = true;
                         break;
                 case OPT_DIRECT_IO:
                 case OPT_ZERO_COPY:
                         if (parse_auto_on_off(optarg) < 0)
                                 return usage_error("--%s takes auto, on or off, not '%s'",
                                                    c == OPT_DIRECT_IO ? "direct-io" : "zero-copy", optarg);
-                        *(c == OPT_DIRECT_IO ? &direct_io : &zero_copy) = optarg;
+                        *(c == OPT_DIRECT_IO ? &a.direct_io : &a.zero_copy) = optarg;
                         break;
                 default:
                         return EXIT_USAGE;
                 }
         if (optind >= argc)
                 return usage_error("add needs a target, e.g. 'ublkctl add loop disk.img' or 'ublkctl add null --size 1G'");
-        target = argv[optind++];
-        if (optind < argc && strcmp(target, "loop") == 0) {
-                const char *file = argv[optind++];
-
-                /* Opened here, with the caller's own rights; ublkd only sees the fd. */
-                backing_fd = open(file, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
-                if (backing_fd < 0 && !read_only && (errno == EACCES || errno == EROFS)) {
-                        /* As losetup does: what we may only read becomes a read-only device. */
-                        backing_fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-                        if (backing_fd >= 0)
-                                fprintf(stderr, "ublkctl: %s is not writable: the device is read-only\n", file);
-                }
-                if (backing_fd < 0) {
-                        fprintf(stderr, "ublkctl: cannot open %s: %s\n", file, strerror(errno));
-                        return EXIT_FAILURE;
-                }
-        }
+        a.target = argv[optind++];
+        if (optind < argc && strcmp(a.target, "loop") == 0)
+                a.file = argv[optind++];
         if (optind < argc)
                 return usage_error("unexpected argument '%s'", argv[optind]);
-
-        r = connect_bus(&bus);
-        if (r < 0)
-                return -r;
-        r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "Add");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "s", target);
-        if (r >= 0)
-                r = sd_bus_message_open_container(m, 'a', "{sv}");
-        if (r >= 0 && backing_fd >= 0)
-                r = append_option(m, "backing", "h", backing_fd);
-        if (r >= 0 && size)
-                r = append_option(m, "size", "t", size);
-        if (r >= 0 && queues)
-                r = append_option(m, "queues", "u", queues);
-        if (r >= 0 && depth)
-                r = append_option(m, "depth", "u", depth);
-        if (r >= 0 && lbs)
-                r = append_option(m, "logical-block-size", "u", lbs);
-        if (r >= 0 && name)
-                r = append_option(m, "name", "s", name);
-        if (r >= 0 && read_only)
-                r = append_option(m, "read-only", "b", 1);
-        if (r >= 0 && !start)
-                r = append_option(m, "start", "b", 0);
-        if (r >= 0 && offset_given)
-                r = append_option(m, "offset", "t", offset);
-        if (r >= 0 && direct_io)
-                r = append_option(m, "direct-io", "s", direct_io);
-        if (r >= 0 && zero_copy)
-                r = append_option(m, "zero-copy", "s", zero_copy);
-        if (r >= 0)
-                r = sd_bus_message_close_container(m);
-        if (r < 0)
-                return bus_failure(&error, r, "cannot build the request");
-
-        r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, &reply);
-        if (r < 0) {
-                r = bus_failure(&error, r, "add failed");
-                sd_bus_error_free(&error);
-                return r;
-        }
-        r = sd_bus_message_read(reply, "uo", &id, &path);
-        if (r < 0)
-                return bus_failure(&error, r, "unexpected reply from ublkd");
-        if (start)
-                printf("/dev/ublkb%" PRIu32 "\n", id);
-        else
-                printf("%" PRIu32 "\n", id);
-        return 0;
+        return add_device(&a);
 }
 
 /* Resolves "7" or "name" to a device object path. */
@@ -498,6 +516,146 @@ static int cmd_del(int argc, char *argv[])
         return call_device_method(argc, argv, "Remove");
 }
 
+/* NAME as used in /etc/ublk/NAME.conf and ublk@NAME.service: no path tricks. */
+static bool conf_name_is_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-')
+                return false;
+        return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+/* The object path and state of the device named name; 0 if there is none. */
+static int find_by_name(sd_bus *bus, const char *name, char **ret_path, char **ret_state)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        const char *path;
+        int r;
+
+        r = sd_bus_call_method(bus, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "GetDeviceByName",
+                               &error, &reply, "s", name);
+        if (r < 0) {
+                if (sd_bus_error_has_name(&error, UBLKD_ERROR_NO_SUCH_DEVICE)) {
+                        sd_bus_error_free(&error);
+                        return 0;
+                }
+                r = bus_failure(&error, r, "cannot look up the device");
+                sd_bus_error_free(&error);
+                return -r;
+        }
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0 || !(*ret_path = strdup(path)))
+                return -EXIT_FAILURE;
+        r = sd_bus_get_property_string(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, "State", &error, ret_state);
+        if (r < 0) {
+                r = bus_failure(&error, r, "cannot read the device's state");
+                sd_bus_error_free(&error);
+                return -r;
+        }
+        return 1;
+}
+
+static int call_on_path(sd_bus *bus, const char *path, const char *method, const char *what)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, method);
+        if (r >= 0)
+                r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, NULL);
+        if (r < 0) {
+                r = bus_failure(&error, r, what);
+                sd_bus_error_free(&error);
+                return r;
+        }
+        return 0;
+}
+
+/* ublk@NAME.service's ExecStart: the device of /etc/ublk/NAME.conf, created or started. */
+static int cmd_up(int argc, char *argv[])
+{
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *path = NULL, *state = NULL;
+        struct ublk_conf conf;
+        struct add_args a;
+        char fname[128], err[256];
+        FILE *f;
+        int r;
+
+        if (argc != 2)
+                return usage_error("up needs a NAME (it reads %s/NAME.conf)", UBLK_CONF_DIR);
+        if (!conf_name_is_valid(argv[1]))
+                return usage_error("invalid name '%s': use A-Z a-z 0-9 - _ . (not first: - .)", argv[1]);
+        snprintf(fname, sizeof(fname), "%s/%s.conf", UBLK_CONF_DIR, argv[1]);
+        f = fopen(fname, "re");
+        if (!f) {
+                fprintf(stderr, "ublkctl: cannot open %s: %s\n", fname, strerror(errno));
+                return EXIT_FAILURE;
+        }
+        r = ublk_conf_parse(f, fname, &conf, err, sizeof(err));
+        fclose(f);
+        if (r < 0) {
+                fprintf(stderr, "ublkctl: %s\n", err);
+                return EXIT_FAILURE;
+        }
+
+        r = connect_bus(&bus);
+        if (r >= 0)
+                r = find_by_name(bus, argv[1], &path, &state);
+        if (r > 0) {
+                /* Added by hand, or stopped: the configuration file does not override it. */
+                ublk_conf_free(&conf);
+                if (strcmp(state, "live") == 0)
+                        return 0;
+                return call_on_path(bus, path, "Start", "up failed");
+        }
+        if (r < 0) {
+                ublk_conf_free(&conf);
+                return -r;
+        }
+
+        a = (struct add_args) {
+                .target = conf.target,
+                .file = conf.backing,
+                .size = conf.size,
+                .offset = conf.offset,
+                .offset_given = conf.has_offset,
+                .queues = conf.queues,
+                .depth = conf.depth,
+                .lbs = conf.logical_block_size,
+                .name = argv[1],
+                .direct_io = conf.direct_io,
+                .zero_copy = conf.zero_copy,
+                .read_only = conf.read_only,
+                .start = true,
+        };
+        r = add_device(&a);
+        ublk_conf_free(&conf);
+        return r;
+}
+
+/* ublk@NAME.service's ExecStop: removes the device named NAME if there is one. */
+static int cmd_down(int argc, char *argv[])
+{
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *path = NULL, *state = NULL;
+        int r;
+
+        if (argc != 2)
+                return usage_error("down needs a NAME");
+        if (!conf_name_is_valid(argv[1]))
+                return usage_error("invalid name '%s': use A-Z a-z 0-9 - _ . (not first: - .)", argv[1]);
+        r = connect_bus(&bus);
+        if (r >= 0)
+                r = find_by_name(bus, argv[1], &path, &state);
+        if (r <= 0)
+                return -r;
+        return call_on_path(bus, path, "Remove", "down failed");
+}
+
 static int cmd_features(int argc, char *argv[])
 {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -541,6 +699,8 @@ int main(int argc, char *argv[])
                 { "stop", cmd_stop },
                 { "recover", cmd_recover },
                 { "del", cmd_del },
+                { "up", cmd_up },
+                { "down", cmd_down },
                 { "features", cmd_features },
         };
         int c;

@@ -7,9 +7,12 @@
 #include <unistd.h>
 
 #include "device.h"
+#include "devinfo.h"
 #include "log.h"
 #include "macro.h"
 #include "queue.h"
+
+#define UDEV_WAIT_MS 10000
 
 unsigned ublk_test_start_delay_ms;
 unsigned ublk_test_fetch_delay_ms;
@@ -281,14 +284,26 @@ int ublk_dev_start(struct ublk_dev *dev)
                 }
         }
 
+        /* Before START_DEV: udev reads it when the block device appears. */
+        r = devinfo_write(dev->id, dev->config.name, dev->config.target->name);
+        if (r < 0)
+                log_warning_errno(r, "Failed to write %s/ublkb%u, udev gets no name for it: %m", DEVINFO_DIR, dev->id);
+
         if (ublk_test_start_delay_ms)
                 (void) usleep(ublk_test_start_delay_ms * 1000);
         r = ublk_ctrl_start_dev(dev->ctrl, dev->id, getpid());
         if (r < 0) {
                 log_debug_errno(r, "START_DEV for ublk device %u failed: %m", dev->id);
+                devinfo_remove(dev->id);
                 goto fail;
         }
         dev->live = true;
+
+        /* Whoever asked for the device finds it as udev leaves it: symlinks, ownership. */
+        r = devinfo_wait_udev(dev->id, UDEV_WAIT_MS);
+        if (r < 0)
+                log_warning_errno(r, "udev has not handled /dev/ublkb%u after %u ms; going on without it: %m",
+                                  dev->id, UDEV_WAIT_MS);
         return 0;
 
 fail:
@@ -312,6 +327,7 @@ static int dev_stop_queues(struct ublk_dev *dev)
         r = ublk_ctrl_stop_dev(dev->ctrl, dev->id);
         if (r < 0)
                 return r;
+        devinfo_remove(dev->id);
         dev_join_queues(dev);
         /* DEL_DEV waits until the char device is released: close it first. */
         dev->cdev_fd = safe_close(dev->cdev_fd);

@@ -1,7 +1,8 @@
 #!/bin/bash
 # The bash completion of ublkctl (shell-completion/bash/ublkctl): sets COMP_WORDS & co. for
 # command lines, calls the completion function and checks COMPREPLY. Device names come from a
-# fake "ublkctl --json list" first in PATH. Runs without the bash-completion package; if it is
+# fake "ublkctl --json list" first in PATH, the NAMEs of "up" from a directory of NAME.conf files
+# put in place of /etc/ublk. Runs without the bash-completion package; if it is
 # installed, the same cases run once more with its helpers (_init_completion, _filedir) loaded.
 #
 #     test-completion.sh [COMPLETION-FILE]
@@ -102,7 +103,7 @@ is()
 }
 
 # A ublkctl that answers "--json list" like a ublkd with four devices.
-mkdir "$tmp/bin" "$tmp/down" "$tmp/files"
+mkdir "$tmp/bin" "$tmp/down" "$tmp/files" "$tmp/conf" "$tmp/conf-empty"
 cat >"$tmp/bin/ublkctl" <<'EOF'
 #!/bin/sh
 [ "$*" = "--json list" ] || exit 2
@@ -120,14 +121,24 @@ EOF
 chmod +x "$tmp/bin/ublkctl" "$tmp/down/ublkctl"
 : >"$tmp/files/disk.img"
 : >"$tmp/files/data.raw"
+# /etc/ublk for "up": valid NAMEs, and files "ublkctl up" would not take.
+long64=$(printf 'n%.0s' {1..64})
+for f in data db.v2-x_y scratch 7 "$long64" .hidden -x "bad name" "${long64}x"; do
+	echo 'target = null' >"$tmp/conf/$f.conf"
+done
+mkdir "$tmp/conf/dir.conf"
+: >"$tmp/conf/notes.txt"
+: >"$tmp/conf/data.conf.bak"
 
 run_cases()
 {
 	local out=$tmp/out
 
 	# Global options and commands.
-	is 'ublkctl ' add list show start stop recover del features
+	is 'ublkctl ' add list show start stop recover del up down features
 	is 'ublkctl s' show start stop
+	is 'ublkctl u' up
+	is 'ublkctl d' del down
 	is 'ublkctl --js' --json
 	has 'ublkctl -' -h --help --version --json
 	has 'ublkctl --json ' add list show
@@ -167,6 +178,33 @@ run_cases()
 	is "ublkctl add --read-only loop --queues 2 $tmp/files/di" "$tmp/files/disk.img"
 	is "ublkctl add null $tmp/files/d"
 
+	# up: the NAMEs of /etc/ublk/NAME.conf, without asking ublkd (no ublkctl in PATH).
+	[ "$__ublkctl_conf_dir" = /etc/ublk ]
+	ok $? "the completion reads '$__ublkctl_conf_dir', not /etc/ublk"
+	local __ublkctl_conf_dir=$tmp/conf
+	local want
+	PATH=$tmp/nonexistent comp ublkctl up ''
+	want=$(printf '%s\n' data db.v2-x_y scratch 7 "$long64" | sort | tr '\n' ' ' | sed 's/ $//')
+	ok "$([ "$(reply)" = "$want" ]; echo $?)" "'ublkctl up ' offers '$(reply)', not '$want'"
+	is 'ublkctl up d' data db.v2-x_y
+	is 'ublkctl --json up s' scratch
+	is 'ublkctl up data '
+	is 'ublkctl up -'
+	is 'ublkctl up .'
+	__ublkctl_conf_dir=$tmp/conf-empty
+	is 'ublkctl up '
+	# A missing directory, with the user's failglob on: nothing offered, nothing printed, and
+	# the glob options left as they were.
+	__ublkctl_conf_dir=$tmp/nonexistent
+	shopt -s failglob
+	comp ublkctl up '' >"$out" 2>&1
+	ok "$([ ${#COMPREPLY[@]} -eq 0 ] && [ ! -s "$out" ]; echo $?)" \
+		"no conf dir: 'ublkctl up ' offers '$(reply)', prints '$(cat "$out")'"
+	shopt -q failglob && ! shopt -q nullglob
+	ok $? "glob options after 'ublkctl up ': $(shopt -p failglob nullglob | tr '\n' ' ')"
+	shopt -u failglob
+	__ublkctl_conf_dir=$tmp/conf
+
 	# Devices, from the fake ublkctl.
 	local PATH=$tmp/bin:$PATH
 	is 'ublkctl start ' scratch 1 7
@@ -183,6 +221,11 @@ run_cases()
 	is 'ublkctl stop s'
 	is 'ublkctl del disk0 '
 	is 'ublkctl features '
+	# down: names only (the unnamed device 7 has none), whatever the state.
+	is 'ublkctl down ' disk0 scratch db.v2-x_y
+	is 'ublkctl down d' disk0 db.v2-x_y
+	is 'ublkctl down 1'
+	is 'ublkctl down disk0 '
 	is 'ublkctl list ' --json
 	is 'ublkctl list --json '
 
@@ -191,6 +234,9 @@ run_cases()
 	comp ublkctl del '' >"$out" 2>&1
 	ok "$([ ${#COMPREPLY[@]} -eq 0 ] && [ ! -s "$out" ]; echo $?)" \
 		"ublkd down: 'ublkctl del ' offers '$(reply)', prints '$(cat "$out")'"
+	comp ublkctl down '' >"$out" 2>&1
+	ok "$([ ${#COMPREPLY[@]} -eq 0 ] && [ ! -s "$out" ]; echo $?)" \
+		"ublkd down: 'ublkctl down ' offers '$(reply)', prints '$(cat "$out")'"
 	PATH=$tmp/nonexistent comp ublkctl start '' >"$out" 2>&1
 	ok "$([ ${#COMPREPLY[@]} -eq 0 ] && [ ! -s "$out" ]; echo $?)" \
 		"no ublkctl: 'ublkctl start ' offers '$(reply)', prints '$(cat "$out")'"

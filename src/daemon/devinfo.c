@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <errno.h>
+#include <fcntl.h>
+#include <libudev.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "devinfo.h"
+#include "log.h"
+#include "macro.h"
+
+static int mkdir_p(const char *path)
+{
+        char buf[sizeof(DEVINFO_DIR)];
+
+        snprintf(buf, sizeof(buf), "%s", path);
+        for (char *p = buf + 1; *p; p++)
+                if (*p == '/') {
+                        *p = 0;
+                        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                                return negative_errno();
+                        *p = '/';
+                }
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                return negative_errno();
+        return 0;
+}
+
+int devinfo_write(uint32_t id, const char *name, const char *target)
+{
+        char path[64], tmp[72];
+        FILE *f;
+        int r;
+
+        r = mkdir_p(DEVINFO_DIR);
+        if (r < 0)
+                return r;
+        snprintf(path, sizeof(path), DEVINFO_DIR "/ublkb%u", id);
+        snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+        f = fopen(tmp, "we");
+        if (!f)
+                return negative_errno();
+        /* Names are [A-Za-z0-9._-] (checked by Add): nothing here needs quoting. */
+        if (*name)
+                fprintf(f, "UBLK_NAME=%s\n", name);
+        fprintf(f, "UBLK_TARGET=%s\n", target);
+        if (fclose(f) != 0 || rename(tmp, path) < 0) {
+                r = negative_errno();
+                (void) unlink(tmp);
+                return r;
+        }
+        return 0;
+}
+
+void devinfo_remove(uint32_t id)
+{
+        char path[64];
+
+        snprintf(path, sizeof(path), DEVINFO_DIR "/ublkb%u", id);
+        (void) unlink(path);
+}
+
+int devinfo_wait_udev(uint32_t id, unsigned timeout_ms)
+{
+        struct udev *udev = udev_new();
+        char sysname[32];
+        unsigned waited = 0, step = 5;
+
+        if (!udev)
+                return -ENOMEM;
+        snprintf(sysname, sizeof(sysname), "ublkb%u", id);
+        for (;;) {
+                struct udev_device *d = udev_device_new_from_subsystem_sysname(udev, "block", sysname);
+                int initialized = d ? udev_device_get_is_initialized(d) : 0;
+
+                udev_device_unref(d);
+                if (initialized > 0)
+                        break;
+                if (waited >= timeout_ms) {
+                        udev_unref(udev);
+                        return -ETIMEDOUT;
+                }
+                (void) usleep(step * 1000);
+                waited += step;
+                if (step < 50)
+                        step *= 2;
+        }
+        udev_unref(udev);
+        return 0;
+}

@@ -1,0 +1,20 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#pragma once
+
+/*
+ * What udev needs to know about a device that only ublkd knows: its name.  For each device
+ * with a block device, ublkd keeps /run/ublkd/devices/ublkbN with KEY=VALUE lines
+ * (UBLK_NAME, UBLK_TARGET), written before START_DEV, so that the add event of the block
+ * device finds it; udev/60-ublk.rules imports it and makes /dev/ublk/by-name/NAME.
+ * devinfo_wait_udev() then waits until udev has handled the block device, so that the
+ * caller of Add or Start finds the symlink (and, later, the ownership) in place.
+ */
+
+#include <stdint.h>
+
+#define DEVINFO_DIR "/run/ublkd/devices"
+
+int devinfo_write(uint32_t id, const char *name, const char *target);
+void devinfo_remove(uint32_t id);
+/* 0 once udev has initialized /dev/ublkbN, -ETIMEDOUT after timeout_ms. */
+int devinfo_wait_udev(uint32_t id, unsigned timeout_ms);

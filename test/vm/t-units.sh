@@ -1,0 +1,75 @@
+#!/bin/bash
+# Named devices and devices from /etc/ublk: /dev/ublk/by-name/NAME exists as soon as ublkctl
+# returns and goes with the device; `systemctl start ublk@NAME` creates the device of
+# /etc/ublk/NAME.conf and stop removes it; a mount from fstab on /dev/ublk/by-name/NAME with
+# x-systemd.requires=ublk@NAME.service pulls the device in; a bad config file fails the unit
+# with the file, line and problem in the journal, and creates nothing.
+set -euo pipefail
+. "$UBLKD_SRC/test/vm/lib.sh"
+require_cmd mkfs.ext4
+start_ublkd
+
+# 1. by-name symlinks
+dev=$(ublkctl add null --size 64M --name blue)
+[ "$(readlink -f /dev/ublk/by-name/blue)" = "$dev" ] || fail "/dev/ublk/by-name/blue -> '$(readlink -f /dev/ublk/by-name/blue)' right after add, expected $dev"
+anon=$(ublkctl add null --size 64M)
+[ -z "$(find /dev/ublk/by-name -lname "*${anon##*/}")" ] || fail "an unnamed device got a by-name link"
+ublkctl stop blue
+wait_until 5 test ! -e /dev/ublk/by-name/blue || fail "by-name link left after stop"
+ublkctl start blue
+[ "$(readlink -f /dev/ublk/by-name/blue)" = "$dev" ] || fail "no by-name link right after start"
+ublkctl del blue
+ublkctl del "${anon#/dev/ublkb}"
+wait_until 5 test ! -e /dev/ublk/by-name/blue || fail "by-name link left after del"
+[ -z "$(ls /run/ublkd/devices 2> /dev/null)" ] || fail "left in /run/ublkd/devices: $(ls /run/ublkd/devices)"
+echo "by-name: the link is there when add and start return, and goes with stop and del"
+
+# 2. ublk@NAME.service from /etc/ublk/NAME.conf
+scratch_ext4 /mnt/scratch 1G
+truncate -s 128M /mnt/scratch/data.img
+mkfs.ext4 -q -L ublkdata /mnt/scratch/data.img
+mkdir -p /etc/ublk
+defer "rm -rf /etc/ublk"
+cat > /etc/ublk/data.conf <<EOT
+# the data disk
+target = loop
+backing = /mnt/scratch/data.img
+queues = 2
+EOT
+systemctl start ublk@data
+link=$(readlink -f /dev/ublk/by-name/data)
+[ -b "$link" ] || fail "no /dev/ublk/by-name/data after systemctl start ublk@data"
+[ "$(blkid -o value -s LABEL /dev/ublk/by-name/data)" = ublkdata ] || fail "not the data image behind the link"
+ublkctl show data | grep -Eq '^Queues +2$' || fail "queues = 2 not applied: $(ublkctl show data)"
+systemctl restart ublk@data             # down, then up again
+[ -b "$(readlink -f /dev/ublk/by-name/data)" ] || fail "no device after systemctl restart ublk@data"
+ublkctl stop data
+ublkctl up data                         # what ExecStart runs: starts a stopped device of that name
+ublkctl list | grep -Eq ' data +loop +live ' || fail "up did not start the stopped device: $(ublkctl list)"
+systemctl stop ublk@data
+wait_until 5 test ! -e /dev/ublk/by-name/data || fail "device left after systemctl stop ublk@data"
+echo "ublk@data: start creates $link from /etc/ublk/data.conf, restart makes it again, stop removes it"
+
+# 3. fstab: the mount pulls the device in
+mkdir -p /mnt/data
+cp /etc/fstab fstab.orig
+defer "cp '$PWD/fstab.orig' /etc/fstab; systemctl daemon-reload"
+echo "/dev/ublk/by-name/data /mnt/data ext4 nofail,x-systemd.requires=ublk@data.service 0 0" >> /etc/fstab
+systemctl daemon-reload
+systemctl start mnt-data.mount || fail "mnt-data.mount failed: $(systemctl status mnt-data.mount --no-pager | tail -n 5)"
+mountpoint -q /mnt/data || fail "/mnt/data not mounted"
+systemctl is-active -q ublk@data || fail "ublk@data not active under the mount"
+echo hello > /mnt/data/hello
+systemctl stop mnt-data.mount
+systemctl stop ublk@data
+echo "fstab: mnt-data.mount started ublk@data and mounted /dev/ublk/by-name/data"
+
+# 4. a bad config file
+printf 'target = loop\ncolour = red\n' > /etc/ublk/bad.conf
+if systemctl start ublk@bad 2> /dev/null; then fail "ublk@bad started"; fi
+journalctl -b -u ublk@bad --no-pager | grep -q "ublkctl: /etc/ublk/bad.conf:2: unknown key 'colour' (see ublk.conf(5))" \
+	|| fail "no clear error in the journal: $(journalctl -b -u ublk@bad --no-pager | tail -n 3)"
+[ -z "$(ls /sys/class/ublk-char)" ] || fail "a device was created: $(ls /sys/class/ublk-char)"
+systemctl reset-failed ublk@bad
+echo "bad config: ublk@bad failed with the file, line and key in the journal; nothing created"
+echo ok
