@@ -516,16 +516,6 @@ static int cmd_del(int argc, char *argv[])
         return call_device_method(argc, argv, "Remove");
 }
 
-/* NAME as used in /etc/ublk/NAME.conf and ublk@NAME.service: no path tricks. */
-static bool conf_name_is_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > 64 || s[0] == '.' || s[0] == '-')
-                return false;
-        return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
 /* The object path and state of the device named name; 0 if there is none. */
 static int find_by_name(sd_bus *bus, const char *name, char **ret_path, char **ret_state)
 {
@@ -587,7 +577,7 @@ static int cmd_up(int argc, char *argv[])
 
         if (argc != 2)
                 return usage_error("up needs a NAME (it reads %s/NAME.conf)", UBLK_CONF_DIR);
-        if (!conf_name_is_valid(argv[1]))
+        if (!device_name_is_valid(argv[1]))
                 return usage_error("invalid name '%s': use A-Z a-z 0-9 - _ . (not first: - .)", argv[1]);
         snprintf(fname, sizeof(fname), "%s/%s.conf", UBLK_CONF_DIR, argv[1]);
         f = fopen(fname, "re");
@@ -646,7 +636,7 @@ static int cmd_down(int argc, char *argv[])
 
         if (argc != 2)
                 return usage_error("down needs a NAME");
-        if (!conf_name_is_valid(argv[1]))
+        if (!device_name_is_valid(argv[1]))
                 return usage_error("invalid name '%s': use A-Z a-z 0-9 - _ . (not first: - .)", argv[1]);
         r = connect_bus(&bus);
         if (r >= 0)

@@ -54,7 +54,7 @@ static int device_enumerate(sd_bus *bus, const char *path, void *userdata, char 
         for (struct managed_dev *d = m->devices; d; d = d->next) {
                 if (!d->dev)
                         continue;
-                l[i] = bus_device_path(d->dev->id);
+                l[i] = bus_device_path(d->id);
                 if (!l[i]) {
                         while (i > 0)
                                 free(l[--i]);
@@ -91,6 +91,9 @@ struct device_work {
         struct managed_dev *md;
         struct ublk_dev *dev;
         sd_bus_message *call;
+        /* Results. */
+        bool in_use;            /* refused: the block device is held open exclusively */
+        bool live, in_kernel;
 };
 
 static int device_run(struct work *w)
@@ -100,16 +103,29 @@ static int device_run(struct work *w)
 
         switch (d->op) {
         case OP_START:
-                return ublk_dev_start(d->dev);
+                r = ublk_dev_start(d->dev);
+                break;
         case OP_STOP:
         case OP_REMOVE:
                 /* Pulling a mounted filesystem's device loses its dirty data: refuse. */
                 r = ublk_dev_check_unused(d->dev);
-                if (r < 0)
-                        return r;
-                return d->op == OP_STOP ? ublk_dev_stop(d->dev) : ublk_dev_remove(d->dev);
+                if (r < 0) {
+                        d->in_use = true;
+                        break;
+                }
+                r = d->op == OP_STOP ? ublk_dev_stop(d->dev) : ublk_dev_remove(d->dev);
+                break;
+        default:
+                r = -EINVAL;
         }
-        return -EINVAL;
+        d->live = d->dev->live;
+        d->in_kernel = d->dev->in_kernel;
+        if (d->op == OP_REMOVE && r >= 0) {
+                /* Here, not on the event loop: closing the backing file may flush it. */
+                ublk_dev_free(d->dev);
+                d->dev = NULL;
+        }
+        return r;
 }
 
 static void device_done(struct work *w, int r)
@@ -117,14 +133,14 @@ static void device_done(struct work *w, int r)
         struct device_work *d = (struct device_work *) w;
         struct managed_dev *md = d->md;
         struct manager *m = md->manager;
-        uint32_t id = d->dev->id;
+        uint32_t id = md->id;
         enum managed_state old_state = md->state;
         bool old_in_kernel = md->in_kernel;
 
         md->busy = NULL;
-        md->state = d->dev->live ? MANAGED_LIVE : MANAGED_STOPPED;
-        md->in_kernel = d->dev->in_kernel;
-        if (r == -EBUSY && d->op != OP_START) {
+        md->state = d->live ? MANAGED_LIVE : MANAGED_STOPPED;
+        md->in_kernel = d->in_kernel;
+        if (d->in_use) {
                 _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 
                 sd_bus_error_setf(&error, UBLKD_ERROR_BUSY,
@@ -134,15 +150,16 @@ static void device_done(struct work *w, int r)
                 _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 
                 /* Only ADD_DEV asking for this id gives EEXIST. */
-                log_warning("ublk device %u cannot start: another ublk server took its id.", id);
+                log_warning("ublk device %u cannot start: its id was taken while it was out of the kernel.", id);
                 sd_bus_error_setf(&error, UBLKD_ERROR_BUSY,
-                                  "Device id %u was taken by another ublk server while the device was stopped: "
+                                  "Device id %u was taken by another device while this one was out of the kernel: "
                                   "remove this device and add it again", id);
                 (void) sd_bus_reply_method_error(d->call, &error);
         } else if (r < 0) {
                 log_error_errno(r, "%s (ublk device %u): %m", device_ops[d->op].failed, id);
                 (void) bus_reply_errno(d->call, r, device_ops[d->op].failed);
         } else if (d->op == OP_REMOVE) {
+                md->dev = NULL;         /* freed by the work */
                 manager_free_device(m, md);
                 log_info("Removed ublk device %u.", id);
                 (void) bus_device_emit_removed(m, id);
@@ -171,11 +188,11 @@ static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum dev
                 return r;
         if (md->busy)
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is %s: try again when that is done",
-                                         md->dev->id, md->busy);
+                                         md->id, md->busy);
         if (op == OP_START && md->state == MANAGED_LIVE)
-                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is live already", md->dev->id);
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is live already", md->id);
         if (op == OP_STOP && md->state != MANAGED_LIVE)
-                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is not live", md->dev->id);
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is not live", md->id);
 
         d = calloc(1, sizeof(*d));
         if (!d)
@@ -186,7 +203,7 @@ static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum dev
         d->call = sd_bus_message_ref(msg);
         d->work.run = device_run;
         d->work.done = device_done;
-        snprintf(d->work.what, sizeof(d->work.what), "%s ublk device %u", device_ops[op].doing, md->dev->id);
+        snprintf(d->work.what, sizeof(d->work.what), "%s ublk device %u", device_ops[op].doing, md->id);
         md->busy = device_ops[op].busy;
         r = work_start(md->manager, &d->work);
         if (r < 0) {
@@ -224,7 +241,7 @@ static int method_recover(sd_bus_message *msg, void *userdata, sd_bus_error *err
         /* Only a quiesced device (its server gone, IO held) can be recovered, and this ublkd
          * creates none yet: every device it serves is stopped or live. */
         return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is %s, not quiesced: there is nothing to recover%s",
-                                 md->dev->id, managed_state_to_string(md->state),
+                                 md->id, managed_state_to_string(md->state),
                                  md->state == MANAGED_STOPPED ? " (use Start)" : "");
 }
 
@@ -239,7 +256,7 @@ static int method_recover(sd_bus_message *msg, void *userdata, sd_bus_error *err
         }
 
 /* A busy device's struct ublk_dev belongs to its work: read only what no work changes. */
-DEV_PROP_GETTER(property_get_id, "u", dev->id)
+DEV_PROP_GETTER(property_get_id, "u", md->id)
 DEV_PROP_GETTER(property_get_name, "s", md->name)
 DEV_PROP_GETTER(property_get_target, "s", dev->config.target->name)
 DEV_PROP_GETTER(property_get_state, "s", managed_state_to_string(md->state))
@@ -264,7 +281,7 @@ static int property_get_node(sd_bus *bus, const char *path, const char *interfac
 
         if (strcmp(property, "CharDevice") == 0 ? md->in_kernel : md->state == MANAGED_LIVE)
                 snprintf(node, sizeof(node), "/dev/ublk%c%u", strcmp(property, "CharDevice") == 0 ? 'c' : 'b',
-                         md->dev->id);
+                         md->id);
         return sd_bus_message_append(reply, "s", node);
 }
 
@@ -308,7 +325,7 @@ int bus_device_register(struct manager *m)
 
 int bus_device_emit_added(struct manager *m, struct managed_dev *md)
 {
-        _cleanup_free_ char *path = bus_device_path(md->dev->id);
+        _cleanup_free_ char *path = bus_device_path(md->id);
 
         if (!path)
                 return -ENOMEM;
@@ -327,7 +344,7 @@ int bus_device_emit_removed(struct manager *m, uint32_t id)
 
 int bus_device_emit_state_changed(struct manager *m, struct managed_dev *md)
 {
-        _cleanup_free_ char *path = bus_device_path(md->dev->id);
+        _cleanup_free_ char *path = bus_device_path(md->id);
 
         if (!path)
                 return -ENOMEM;

@@ -39,22 +39,7 @@ int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
         }
 }
 
-static bool device_name_is_valid(const char *s)
-{
-        size_t n = strlen(s);
-
-        if (n == 0 || n > UBLK_DEV_NAME_MAX || s[0] == '.' || s[0] == '-')
-                return false;
-        for (size_t i = 0; i < n; i++) {
-                char c = s[i];
-
-                if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                      c == '-' || c == '_' || c == '.'))
-                        return false;
-        }
-        return true;
-}
-
+_Static_assert(DEVICE_NAME_MAX == UBLK_DEV_NAME_MAX, "one name length for the bus and the files");
 _Static_assert(UBLK_DIRECT_IO_AUTO == 0 && UBLK_DIRECT_IO_ON == 1 && UBLK_DIRECT_IO_OFF == 2 &&
                UBLK_ZERO_COPY_AUTO == 0 && UBLK_ZERO_COPY_ON == 1 && UBLK_ZERO_COPY_OFF == 2,
                "parse_auto_on_off() values are cast to these enums");
@@ -315,19 +300,20 @@ static void add_done(struct work *w, int r)
         }
 
         md->dev = a->dev;
+        md->id = md->dev->id;
         md->name = md->dev->config.name;
         md->state = md->dev->live ? MANAGED_LIVE : MANAGED_STOPPED;
         md->in_kernel = md->dev->in_kernel;
         md->backing = TAKE_PTR(a->backing);
         md->busy = NULL;
         manager_update_status(m);
-        log_info("Added %s device %u%s%s%s (%s).", md->dev->config.target->name, md->dev->id,
+        log_info("Added %s device %u%s%s%s (%s).", md->dev->config.target->name, md->id,
                  *md->name ? " \"" : "", md->name, *md->name ? "\"" : "", managed_state_to_string(md->state));
         (void) bus_device_emit_added(m, md);
 
-        path = bus_device_path(md->dev->id);
+        path = bus_device_path(md->id);
         if (path)
-                (void) sd_bus_reply_method_return(a->call, "uo", md->dev->id, path);
+                (void) sd_bus_reply_method_return(a->call, "uo", md->id, path);
         else
                 (void) bus_reply_errno(a->call, -ENOMEM, "Adding the device failed");
 out:
@@ -420,7 +406,7 @@ static int reply_device_path(sd_bus_message *msg, struct managed_dev *md, sd_bus
 
         if (!md || !md->dev)
                 return sd_bus_error_setf(error, UBLKD_ERROR_NO_SUCH_DEVICE, "No such device: %s", what);
-        path = bus_device_path(md->dev->id);
+        path = bus_device_path(md->id);
         if (!path)
                 return -ENOMEM;
         return sd_bus_reply_method_return(msg, "o", path);
@@ -470,11 +456,11 @@ static int method_list_devices(sd_bus_message *msg, void *userdata, sd_bus_error
 
                 if (!d->dev)
                         continue;       /* still being added */
-                path = bus_device_path(d->dev->id);
+                path = bus_device_path(d->id);
                 if (!path)
                         return -ENOMEM;
-                snprintf(blk, sizeof(blk), "/dev/ublkb%u", d->dev->id);
-                r = sd_bus_message_append(reply, "(usssso)", d->dev->id, d->name, d->dev->config.target->name,
+                snprintf(blk, sizeof(blk), "/dev/ublkb%u", d->id);
+                r = sd_bus_message_append(reply, "(usssso)", d->id, d->name, d->dev->config.target->name,
                                           managed_state_to_string(d->state), d->state == MANAGED_LIVE ? blk : "",
                                           path);
                 if (r < 0)

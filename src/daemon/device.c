@@ -138,7 +138,8 @@ static int dev_kernel_add(struct ublk_dev *dev, uint32_t want_id)
         r = ublk_ctrl_add_dev(dev->ctrl, &dev->info);
         if (r < 0)
                 return log_debug_errno(r, "ADD_DEV failed: %m");
-        dev->id = dev->info.dev_id;
+        if (want_id == (uint32_t) -1)
+                dev->id = dev->info.dev_id;
         if (dev->info.nr_hw_queues != dev->config.queues) {
                 log_notice("ublk device %u: the kernel granted %u queues of %u asked for.",
                            dev->id, dev->info.nr_hw_queues, dev->config.queues);
@@ -251,6 +252,7 @@ static void dev_join_queues(struct ublk_dev *dev)
 
 int ublk_dev_start(struct ublk_dev *dev)
 {
+        uint64_t started_usec;
         char path[64];
         int r;
 
@@ -291,6 +293,7 @@ int ublk_dev_start(struct ublk_dev *dev)
 
         if (ublk_test_start_delay_ms)
                 (void) usleep(ublk_test_start_delay_ms * 1000);
+        started_usec = devinfo_now_usec();
         r = ublk_ctrl_start_dev(dev->ctrl, dev->id, getpid());
         if (r < 0) {
                 log_debug_errno(r, "START_DEV for ublk device %u failed: %m", dev->id);
@@ -300,7 +303,7 @@ int ublk_dev_start(struct ublk_dev *dev)
         dev->live = true;
 
         /* Whoever asked for the device finds it as udev leaves it: symlinks, ownership. */
-        r = devinfo_wait_udev(dev->id, UDEV_WAIT_MS);
+        r = devinfo_wait_udev(dev->id, started_usec, UDEV_WAIT_MS);
         if (r < 0)
                 log_warning_errno(r, "udev has not handled /dev/ublkb%u after %u ms; going on without it: %m",
                                   dev->id, UDEV_WAIT_MS);

@@ -75,7 +75,6 @@ struct ublk_dev {
         bool zero_copy;
         struct ublk_queue *queues;
         void *target_data;
-        void *owner;            /* the manager that serves it */
 };
 
 /* Tests only ($UBLKD_TEST_START_DELAY_MS): how long START_DEV waits, to show that a slow start

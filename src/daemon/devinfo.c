@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libudev.h>
@@ -54,6 +55,19 @@ int devinfo_write(uint32_t id, const char *name, const char *target)
         return 0;
 }
 
+void devinfo_clear(void)
+{
+        DIR *d = opendir(DEVINFO_DIR);
+        struct dirent *de;
+
+        if (!d)
+                return;
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.')
+                        (void) unlinkat(dirfd(d), de->d_name, 0);
+        closedir(d);
+}
+
 void devinfo_remove(uint32_t id)
 {
         char path[64];
@@ -62,7 +76,15 @@ void devinfo_remove(uint32_t id)
         (void) unlink(path);
 }
 
-int devinfo_wait_udev(uint32_t id, unsigned timeout_ms)
+uint64_t devinfo_now_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+int devinfo_wait_udev(uint32_t id, uint64_t since_usec, unsigned timeout_ms)
 {
         struct udev *udev = udev_new();
         char sysname[32];
@@ -73,7 +95,10 @@ int devinfo_wait_udev(uint32_t id, unsigned timeout_ms)
         snprintf(sysname, sizeof(sysname), "ublkb%u", id);
         for (;;) {
                 struct udev_device *d = udev_device_new_from_subsystem_sysname(udev, "block", sysname);
-                int initialized = d ? udev_device_get_is_initialized(d) : 0;
+                /* A stopped and restarted device has the same devnum: the udev database may still
+                 * hold the old one's entry until udev has handled its removal. */
+                int initialized = d && udev_device_get_is_initialized(d) > 0 &&
+                        udev_device_get_usec_since_initialized(d) <= devinfo_now_usec() - since_usec;
 
                 udev_device_unref(d);
                 if (initialized > 0)

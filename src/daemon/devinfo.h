@@ -16,5 +16,9 @@
 
 int devinfo_write(uint32_t id, const char *name, const char *target);
 void devinfo_remove(uint32_t id);
-/* 0 once udev has initialized /dev/ublkbN, -ETIMEDOUT after timeout_ms. */
-int devinfo_wait_udev(uint32_t id, unsigned timeout_ms);
+/* CLOCK_MONOTONIC, as udev's initialization times. */
+uint64_t devinfo_now_usec(void);
+/* 0 once udev has initialized /dev/ublkbN, at since_usec or later; -ETIMEDOUT after timeout_ms. */
+int devinfo_wait_udev(uint32_t id, uint64_t since_usec, unsigned timeout_ms);
+/* At start: no device is ours yet, whatever a crashed predecessor left. */
+void devinfo_clear(void);

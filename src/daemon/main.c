@@ -13,6 +13,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "config.h"
+#include "devinfo.h"
 #include "log.h"
 #include "manager.h"
 #include "ublkd-bus.h"
@@ -83,6 +84,7 @@ static int run(struct manager *m)
         r = sd_event_default(&m->event);
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate event loop: %m");
+        devinfo_clear();
         r = work_setup(m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up device operations: %m");

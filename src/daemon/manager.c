@@ -27,7 +27,7 @@ const char *managed_state_to_string(enum managed_state state)
 struct managed_dev *manager_find_device(struct manager *m, uint32_t id)
 {
         for (struct managed_dev *d = m->devices; d; d = d->next)
-                if (d->dev && d->dev->id == id)
+                if (d->dev && d->id == id)
                         return d;
         return NULL;
 }
@@ -76,7 +76,7 @@ void manager_remove_all(struct manager *m)
 {
         while (m->devices) {
                 struct managed_dev *md = m->devices;
-                uint32_t id = md->dev ? md->dev->id : (uint32_t) -1;
+                uint32_t id = md->id;
 
                 manager_free_device(m, md);
                 log_info("Removed ublk device %u.", id);

@@ -29,6 +29,7 @@ enum managed_state {
 
 struct managed_dev {
         struct ublk_dev *dev;           /* NULL until the Add's work has created it */
+        uint32_t id;                    /* the kernel id: fixed once dev is set (dev->id is the work's) */
         struct manager *manager;
         const char *name;               /* reserved while adding; dev->config.name after */
         enum managed_state state;

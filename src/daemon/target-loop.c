@@ -94,6 +94,11 @@ static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ub
         flags = fcntl(c->backing_fd, F_GETFL);
         if (flags < 0)
                 return -errno;
+        if (flags & O_PATH) {
+                /* Reopening it through /proc would grant what the caller could not open itself. */
+                REASON("The backing fd is an O_PATH descriptor: open the file for reading and writing");
+                return -EBADFD;
+        }
         if ((flags & O_ACCMODE) == O_WRONLY) {
                 REASON("The backing fd is open write-only: open it read-write (or read-only for a read-only device)");
                 return -EBADFD;

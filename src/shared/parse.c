@@ -104,3 +104,12 @@ const char *format_size(uint64_t bytes, char *buf, size_t len)
         snprintf(buf, len, "%" PRIu64, bytes);
         return buf;
 }
+
+bool device_name_is_valid(const char *s)
+{
+        size_t n = strlen(s);
+
+        if (n == 0 || n > DEVICE_NAME_MAX || s[0] == '.' || s[0] == '-')
+                return false;
+        return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}

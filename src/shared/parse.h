@@ -7,6 +7,7 @@
  * (malformed) / -ERANGE (does not fit).
  */
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* "4096", "512K", "1M", "10G", "1T" (binary units, optional "iB"/"B"). */
@@ -18,3 +19,8 @@ int parse_auto_on_off(const char *s);
 
 /* Formats a byte count for humans ("1G", "1.5G", "512M", "4096"); returns buf. */
 const char *format_size(uint64_t bytes, char *buf, size_t len);
+
+/* A device name (Add's "name", /etc/ublk/NAME.conf): 1-64 of A-Z a-z 0-9 - _ ., not starting
+ * with '-' or '.'.  Safe as a file name, a udev value and a symlink. */
+#define DEVICE_NAME_MAX 64
+bool device_name_is_valid(const char *s);

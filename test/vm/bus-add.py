@@ -1,13 +1,15 @@
 #!/usr/bin/python3
 """Call org.ublk.ublkd1.Manager.Add with a backing fd, as a real client other than ublkctl.
 
-usage: bus-add.py TARGET [--fd N | --socket] [KEY=SIG:VALUE ...]
+usage: bus-add.py TARGET [--fd N | --socket | --opath PATH] [KEY=SIG:VALUE ...]
   --fd N      pass inherited fd N as option "backing" (open it in the shell: 3<file, 3>file, 3<dir)
   --socket    pass one end of a fresh socketpair as "backing"
+  --opath P   pass an O_PATH descriptor of P as "backing"
   KEY=SIG:VALUE  another option, SIG one of t u b s (b: true/false)
 Prints "ID PATH" on success; on failure the D-Bus error name and message on one line, exit 1.
 busctl cannot pass file descriptors; this can (python3-dbus).
 """
+import os
 import socket
 import sys
 
@@ -20,6 +22,8 @@ while args:
     a = args.pop(0)
     if a == "--fd":
         opts["backing"] = dbus.types.UnixFd(int(args.pop(0)))
+    elif a == "--opath":
+        opts["backing"] = dbus.types.UnixFd(os.open(args.pop(0), os.O_PATH))
     elif a == "--socket":
         keep = socket.socketpair()
         opts["backing"] = dbus.types.UnixFd(keep[0].fileno())

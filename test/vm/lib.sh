@@ -152,12 +152,25 @@ load_ublk_driver() {
 }
 
 # start_ublkd: the usual start of a ublkd test: driver loaded, build installed, ublkd.service
-# running and answering on the bus.
+# running and answering on the bus; stopped again (removing every device) when the test exits.
 start_ublkd() {
 	load_ublk_driver
 	install_ublkd
 	systemctl start ublkd || fail "start_ublkd: systemctl start ublkd failed: $(journalctl -b -u ublkd --no-pager | tail -n 5)"
+	# Whatever the test leaves, pass or fail, goes with ublkd: the next test starts clean.
+	defer "systemctl stop ublkd"
 	ublkctl list >/dev/null || fail "start_ublkd: ublkd does not answer on the bus"
+}
+
+# threads_of PID: PID's threads, without io_uring's own workers (iou-wrk-*, iou-sqp-*), which the
+# kernel starts and ends on its own (an idle one goes after 5 s)
+threads_of() {
+	local t n=0 comm
+	for t in /proc/"$1"/task/*; do
+		read -r comm < "$t/comm" 2> /dev/null || continue
+		[[ $comm == iou-* ]] || n=$((n + 1))
+	done
+	echo "$n"
 }
 
 # ublkd_pid: the main PID of ublkd.service

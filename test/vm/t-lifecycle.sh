@@ -3,7 +3,8 @@
 # file system; stop and del refuse while it is mounted; stop, start and del round-trip with the
 # data intact and the same /dev/ublkbN; each change is signalled (InterfacesAdded,
 # PropertiesChanged, InterfacesRemoved). A client other than ublkctl passing a directory, a
-# socket or a write-only fd is refused by name; callers other than root may look but not touch.
+# socket, a write-only or an O_PATH fd is refused by name; callers other than root may look
+# but not touch.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 require_cmd jq mkfs.ext4 fsck.ext4 setpriv
@@ -104,6 +105,7 @@ refused_fd() {          # refused_fd EXPECTED ARGS...: bus-add.py must fail with
 refused_fd "InvalidArgs: The backing fd is neither a regular file nor a block device" loop --fd 3 3< /mnt/scratch
 refused_fd "InvalidArgs: The backing fd is neither a regular file nor a block device" loop --socket
 refused_fd "InvalidArgs: The backing fd is open write-only" loop --fd 3 3>> /mnt/scratch/disk.img
+refused_fd "InvalidArgs: The backing fd is an O_PATH descriptor" loop --opath /mnt/scratch/disk.img
 refused_fd "InvalidArgs: Option 'backing' must be of type 'h', not 's'" loop backing=s:/mnt/scratch/disk.img
 out=$("$UBLKD_SRC"/test/vm/bus-add.py loop --fd 3 name=s:viafd 3< /mnt/scratch/disk.img) || fail "read-only fd: $out"
 [ "$(busctl --system get-property org.ublk.ublkd1 "${out#* }" org.ublk.ublkd1.Device ReadOnly)" = "b true" ] \

@@ -8,7 +8,7 @@ set -euo pipefail
 start_ublkd
 pid=$(ublkd_pid)
 
-threads() { ls /proc/"$pid"/task | wc -l; }
+threads() { threads_of "$pid"; }
 fds() { ls /proc/"$pid"/fd | wc -l; }
 rings() { find /proc/"$pid"/fd -lname 'anon_inode:\[io_uring\]' | wc -l; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/"$pid"/status; }

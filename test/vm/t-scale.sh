@@ -55,14 +55,16 @@ systemctl daemon-reload
 systemctl restart ublkd
 
 ublkctl add null --size 16M --name idle --no-start > /dev/null
+pid=$(ublkd_pid)
+base_threads=$(threads_of "$pid")
 t=$(date +%s%N)
 ublkctl add null --size 16M --name slow > slow.out 2>&1 &
 slow=$!
-# The name is taken at once, though the device appears on the bus only when it exists.
-name_taken() {
-	! out=$(ublkctl add null --size 16M --name slow 2>&1) && [[ $out == *"'slow' exists already"* ]]
-}
-wait_until 2 name_taken || fail "the name of a device being added is not reserved"
+# Once the Add's thread runs, its name is taken, though the device is not on the bus yet.
+add_running() { [ "$(threads_of "$pid")" -gt "$base_threads" ]; }
+wait_until 3 add_running || fail "no operation thread for the slow Add"
+out=$(ublkctl add null --size 16M --name slow 2>&1) && fail "a second Add with the name of a device being added succeeded"
+[[ $out == *"'slow' exists already"* ]] || fail "the name of a device being added is not reserved: $out"
 t1=$(date +%s%N)
 ublkctl list > list.out
 ublkctl show idle > /dev/null
@@ -79,11 +81,14 @@ echo "slow start: list, show and del answered in $quick ms while an Add took $to
 ublkctl stop slow
 ublkctl start slow > start.out 2>&1 &
 starting=$!
-busy() { ! out=$(ublkctl del slow 2>&1) && [[ $out == *"is starting: try again when that is done"* ]]; }
-wait_until 2 busy || fail "del of a starting device: $out"
+# "stop" changes nothing before the start begins ("is not live") nor during it ("is starting").
+busy() { ! out=$(ublkctl stop slow 2>&1) && [[ $out == *"is starting: try again when that is done"* ]]; }
+wait_until 2 busy || fail "stop of a starting device: $out"
+out=$(ublkctl del slow 2>&1) && fail "del of a starting device succeeded"
+[[ $out == *"is starting: try again when that is done"* ]] || fail "del of a starting device: $out"
 wait $starting || fail "start failed: $(cat start.out)"
 ublkctl list | grep -Eq ' slow +null +live ' || fail "not live after start"
-echo "busy: a device being started refuses del until the start is done"
+echo "busy: a device being started refuses stop and del until the start is done"
 
 # A START_DEV that waits too long (queue 0 fetching 3 s late) is cancelled after 2 s and sent
 # again, and the start succeeds.
@@ -93,8 +98,10 @@ systemctl restart ublkd
 t=$(date +%s%N)
 dev=$(ublkctl add null --size 16M --name late) || fail "add with a late queue failed"
 took=$(ms_since "$t")
-journalctl -b -u ublkd --no-pager | grep -q "START_DEV did not complete in 2 s and was cancelled (it was waiting for the queues); sending it again" \
-	|| fail "no START_DEV retry logged: $(journalctl -b -u ublkd --no-pager | tail -n 5)"
+journalctl --sync
+this_ublkd=(journalctl --no-pager _SYSTEMD_INVOCATION_ID="$(systemctl show -P InvocationID ublkd)")
+"${this_ublkd[@]}" | grep -q "START_DEV did not complete in 2 s and was cancelled (it was waiting for the queues); sending it again" \
+	|| fail "no START_DEV retry logged: $("${this_ublkd[@]}" | tail -n 5)"
 dd if="$dev" of=/dev/null bs=64k count=16 iflag=direct status=none || fail "read from $dev after a retried START_DEV failed"
 echo "late queue: START_DEV cancelled after 2 s and sent again; the Add took $took ms and $dev reads"
 ublkctl del late
@@ -105,7 +112,7 @@ systemctl restart ublkd
 ublkctl add null --size 16M --name slow --no-start > /dev/null
 ublkctl start slow > start.out 2>&1 &
 starting=$!
-wait_until 2 busy || fail "del of a starting device: $out"
+wait_until 2 busy || fail "stop of a starting device: $out"
 t=$(date +%s%N)
 systemctl stop ublkd
 wait $starting || fail "the start under way when ublkd was stopped failed: $(cat start.out)"

@@ -36,19 +36,24 @@ target = loop
 backing = /mnt/scratch/data.img
 queues = 2
 EOT
+defer "systemctl stop mnt-data.mount ublk@data ublk@bad 2> /dev/null; systemctl reset-failed 'ublk@*' 2> /dev/null || true"
 systemctl start ublk@data
 link=$(readlink -f /dev/ublk/by-name/data)
 [ -b "$link" ] || fail "no /dev/ublk/by-name/data after systemctl start ublk@data"
 [ "$(blkid -o value -s LABEL /dev/ublk/by-name/data)" = ublkdata ] || fail "not the data image behind the link"
 ublkctl show data | grep -Eq '^Queues +2$' || fail "queues = 2 not applied: $(ublkctl show data)"
+ublkctl down data                       # what ExecStop runs
+ublkctl list | grep -q ' data ' && fail "down left the device: $(ublkctl list)"
+ublkctl down data || fail "down of a device that is not there failed"
 systemctl restart ublk@data             # down, then up again
-[ -b "$(readlink -f /dev/ublk/by-name/data)" ] || fail "no device after systemctl restart ublk@data"
+ublkctl list | grep -Eq ' data +loop +live ' || fail "no live device after systemctl restart ublk@data: $(ublkctl list)"
+[ -b "$(readlink -f /dev/ublk/by-name/data)" ] || fail "no by-name link after systemctl restart ublk@data"
 ublkctl stop data
 ublkctl up data                         # what ExecStart runs: starts a stopped device of that name
 ublkctl list | grep -Eq ' data +loop +live ' || fail "up did not start the stopped device: $(ublkctl list)"
 systemctl stop ublk@data
 wait_until 5 test ! -e /dev/ublk/by-name/data || fail "device left after systemctl stop ublk@data"
-echo "ublk@data: start creates $link from /etc/ublk/data.conf, restart makes it again, stop removes it"
+echo "ublk@data: start creates $link from /etc/ublk/data.conf; down removes it (twice: no error); restart makes it again; stop removes it"
 
 # 3. fstab: the mount pulls the device in
 mkdir -p /mnt/data
@@ -67,6 +72,7 @@ echo "fstab: mnt-data.mount started ublk@data and mounted /dev/ublk/by-name/data
 # 4. a bad config file
 printf 'target = loop\ncolour = red\n' > /etc/ublk/bad.conf
 if systemctl start ublk@bad 2> /dev/null; then fail "ublk@bad started"; fi
+journalctl --sync
 journalctl -b -u ublk@bad --no-pager | grep -q "ublkctl: /etc/ublk/bad.conf:2: unknown key 'colour' (see ublk.conf(5))" \
 	|| fail "no clear error in the journal: $(journalctl -b -u ublk@bad --no-pager | tail -n 3)"
 [ -z "$(ls /sys/class/ublk-char)" ] || fail "a device was created: $(ls /sys/class/ublk-char)"
