@@ -466,13 +466,29 @@ static int cmd_show(int argc, char *argv[])
         return 0;
 }
 
-/* start, stop, recover and del: one method call on one device. */
+/* One method call on the device object at path; returns an exit code. */
+static int call_on_path(sd_bus *bus, const char *path, const char *method, const char *what)
+{
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, method);
+        if (r >= 0)
+                r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, NULL);
+        if (r < 0) {
+                r = bus_failure(&error, r, what);
+                sd_bus_error_free(&error);
+                return r;
+        }
+        return 0;
+}
+
+/* start, stop, recover and del: one method call on one device, by ID or name. */
 static int call_device_method(int argc, char *argv[], const char *method)
 {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         _cleanup_free_ char *path = NULL;
-        sd_bus_error error = SD_BUS_ERROR_NULL;
         char what[64];
         int r;
 
@@ -484,16 +500,8 @@ static int call_device_method(int argc, char *argv[], const char *method)
         r = resolve_device(bus, argv[1], &path);
         if (r < 0)
                 return -r;
-        r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, method);
-        if (r >= 0)
-                r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, NULL);
-        if (r < 0) {
-                snprintf(what, sizeof(what), "%s failed", argv[0]);
-                r = bus_failure(&error, r, what);
-                sd_bus_error_free(&error);
-                return r;
-        }
-        return 0;
+        snprintf(what, sizeof(what), "%s failed", argv[0]);
+        return call_on_path(bus, path, method, what);
 }
 
 static int cmd_start(int argc, char *argv[])
@@ -545,23 +553,6 @@ static int find_by_name(sd_bus *bus, const char *name, char **ret_path, char **r
                 return -r;
         }
         return 1;
-}
-
-static int call_on_path(sd_bus *bus, const char *path, const char *method, const char *what)
-{
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
-        sd_bus_error error = SD_BUS_ERROR_NULL;
-        int r;
-
-        r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, method);
-        if (r >= 0)
-                r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, NULL);
-        if (r < 0) {
-                r = bus_failure(&error, r, what);
-                sd_bus_error_free(&error);
-                return r;
-        }
-        return 0;
 }
 
 /* ublk@NAME.service's ExecStart: the device of /etc/ublk/NAME.conf, created or started. */
