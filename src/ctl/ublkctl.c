@@ -21,6 +21,7 @@
 #include "config.h"
 #include "macro.h"
 #include "parse.h"
+#include "polkit-agent.h"
 #include "ublkd-bus.h"
 
 #define EXIT_USAGE 2
@@ -28,7 +29,12 @@
  * removing a device waits until nobody has its char device open. */
 #define OPERATION_TIMEOUT_USEC (120 * UINT64_C(1000000))
 
+/* ublkd waits up to 5 minutes for a password typed into a polkit agent. */
+#define AUTHORIZATION_TIMEOUT_USEC (300 * UINT64_C(1000000))
+
 static bool arg_json;
+static bool arg_ask_password = true;
+static uint64_t op_timeout_usec = OPERATION_TIMEOUT_USEC;
 
 static int usage_error(const char *fmt, ...) _printf_(1, 2);
 static int usage_error(const char *fmt, ...)
@@ -67,6 +73,21 @@ static int connect_bus(sd_bus **ret)
         return 0;
 }
 
+/* For the calls that polkit may gate: on a terminal, an agent there, and the call lets polkit
+ * ask the user through it. */
+static int connect_bus_for_change(sd_bus **ret)
+{
+        int r = connect_bus(ret);
+
+        if (r < 0)
+                return r;
+        if (arg_ask_password && polkit_agent_open()) {
+                (void) sd_bus_set_allow_interactive_authorization(*ret, true);
+                op_timeout_usec = OPERATION_TIMEOUT_USEC + AUTHORIZATION_TIMEOUT_USEC;
+        }
+        return 0;
+}
+
 static void help(void)
 {
         printf("Usage: ublkctl [OPTIONS] COMMAND ...\n\n"
@@ -98,7 +119,8 @@ static void help(void)
                "Options:\n"
                "  -h --help              Show this help\n"
                "     --version           Show the version\n"
-               "     --json              JSON output for list and show\n\n"
+               "     --json              JSON output for list and show\n"
+               "     --no-ask-password   Do not ask for a password (polkit) on the terminal\n\n"
                "Targets: null, loop. See ublkctl(8).\n");
 }
 
@@ -164,7 +186,7 @@ static int add_device(const struct add_args *a)
                 }
         }
 
-        r = connect_bus(&bus);
+        r = connect_bus_for_change(&bus);
         if (r < 0)
                 return -r;
         r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "Add");
@@ -199,7 +221,7 @@ static int add_device(const struct add_args *a)
         if (r < 0)
                 return bus_failure(&error, r, "cannot build the request");
 
-        r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, &reply);
+        r = sd_bus_call(bus, m, op_timeout_usec, &error, &reply);
         if (r < 0) {
                 r = bus_failure(&error, r, "add failed");
                 sd_bus_error_free(&error);
@@ -434,6 +456,16 @@ static int cmd_show(int argc, char *argv[])
                                         &reply, sig);
                 if (r >= 0)
                         r = sd_bus_message_read(reply, sig, &v);    /* already inside the variant */
+                if (r < 0 && strcmp(props[i].name, "Backing") == 0 &&
+                    sd_bus_error_has_name(&error, SD_BUS_ERROR_ACCESS_DENIED)) {
+                        /* Only root and the owner may see where a device's data lives. */
+                        sd_bus_error_free(&error);
+                        if (arg_json)
+                                printf(",\"Backing\":null");
+                        else
+                                printf("%-17s (hidden: not your device)\n", props[i].name);
+                        continue;
+                }
                 if (r < 0) {
                         r = bus_failure(&error, r, "show failed");
                         sd_bus_error_free(&error);
@@ -475,7 +507,7 @@ static int call_on_path(sd_bus *bus, const char *path, const char *method, const
 
         r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, method);
         if (r >= 0)
-                r = sd_bus_call(bus, m, OPERATION_TIMEOUT_USEC, &error, NULL);
+                r = sd_bus_call(bus, m, op_timeout_usec, &error, NULL);
         if (r < 0) {
                 r = bus_failure(&error, r, what);
                 sd_bus_error_free(&error);
@@ -494,7 +526,7 @@ static int call_device_method(int argc, char *argv[], const char *method)
 
         if (argc != 2)
                 return usage_error("%s needs one device ID or name", argv[0]);
-        r = connect_bus(&bus);
+        r = connect_bus_for_change(&bus);
         if (r < 0)
                 return -r;
         r = resolve_device(bus, argv[1], &path);
@@ -583,7 +615,7 @@ static int cmd_up(int argc, char *argv[])
                 return EXIT_FAILURE;
         }
 
-        r = connect_bus(&bus);
+        r = connect_bus_for_change(&bus);
         if (r >= 0)
                 r = find_by_name(bus, argv[1], &path, &state);
         if (r > 0) {
@@ -629,7 +661,7 @@ static int cmd_down(int argc, char *argv[])
                 return usage_error("down needs a NAME");
         if (!device_name_is_valid(argv[1]))
                 return usage_error("invalid name '%s': use A-Z a-z 0-9 - _ . (not first: - .)", argv[1]);
-        r = connect_bus(&bus);
+        r = connect_bus_for_change(&bus);
         if (r >= 0)
                 r = find_by_name(bus, argv[1], &path, &state);
         if (r <= 0)
@@ -662,11 +694,12 @@ static int cmd_features(int argc, char *argv[])
 
 int main(int argc, char *argv[])
 {
-        enum { OPT_VERSION = 0x100, OPT_JSON };
+        enum { OPT_VERSION = 0x100, OPT_JSON, OPT_NO_ASK_PASSWORD };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, OPT_VERSION },
                 { "json", no_argument, NULL, OPT_JSON },
+                { "no-ask-password", no_argument, NULL, OPT_NO_ASK_PASSWORD },
                 {}
         };
         static const struct {
@@ -698,6 +731,9 @@ int main(int argc, char *argv[])
                 case OPT_JSON:
                         arg_json = true;
                         break;
+                case OPT_NO_ASK_PASSWORD:
+                        arg_ask_password = false;
+                        break;
                 default:
                         return EXIT_USAGE;
                 }
@@ -705,7 +741,10 @@ int main(int argc, char *argv[])
                 return usage_error("missing command");
 
         for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[optind], commands[i].name) == 0)
-                        return commands[i].fn(argc - optind, argv + optind);
+                if (strcmp(argv[optind], commands[i].name) == 0) {
+                        c = commands[i].fn(argc - optind, argv + optind);
+                        polkit_agent_close();
+                        return c;
+                }
         return usage_error("unknown command '%s'", argv[optind]);
 }

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "manager.h"
 #include "parse.h"
+#include "polkit.h"
 #include "ublkd-bus.h"
 
 char *bus_device_path(uint32_t id)
@@ -72,17 +73,19 @@ enum device_op {
         OP_START,
         OP_STOP,
         OP_REMOVE,
+        OP_RECOVER,
 };
 
 static const struct {
-        const char *verb;       /* for "Only root may ..." and logs */
+        const char *verb;       /* for "Not authorized to ..." */
         const char *busy;       /* what the device is doing meanwhile */
         const char *doing;      /* for the log */
         const char *failed;
 } device_ops[] = {
-        [OP_START]  = { "start devices", "starting", "starting", "Starting the device failed" },
-        [OP_STOP]   = { "stop devices", "stopping", "stopping", "Stopping the device failed" },
-        [OP_REMOVE] = { "remove devices", "being removed", "removing", "Removing the device failed" },
+        [OP_START]   = { "start", "starting", "starting", "Starting the device failed" },
+        [OP_STOP]    = { "stop", "stopping", "stopping", "Stopping the device failed" },
+        [OP_REMOVE]  = { "remove", "being removed", "removing", "Removing the device failed" },
+        [OP_RECOVER] = { "recover", "recovering", "recovering", "Recovering the device failed" },
 };
 
 struct device_work {
@@ -178,14 +181,14 @@ out:
         free(d);
 }
 
-static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum device_op op, sd_bus_error *error)
+/* Authorized: check the state, then run the operation as a work. */
+static int device_op_begin(sd_bus_message *msg, struct managed_dev *md, enum device_op op, sd_bus_error *error)
 {
         struct device_work *d;
         int r;
 
-        r = bus_check_caller_is_root(msg, error, device_ops[op].verb);
-        if (r < 0 || sd_bus_error_is_set(error))
-                return r;
+        if (md->manager->exiting)
+                return bus_error_from_errno(error, -ESHUTDOWN, device_ops[op].failed);
         if (md->busy)
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is %s: try again when that is done",
                                          md->id, md->busy);
@@ -193,6 +196,13 @@ static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum dev
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is live already", md->id);
         if (op == OP_STOP && md->state != MANAGED_LIVE)
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is not live", md->id);
+        /* Only a quiesced device (its server gone, IO held) can be recovered, and this ublkd
+         * creates none yet: every device it serves is stopped or live. */
+        if (op == OP_RECOVER)
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY,
+                                         "Device %u is %s, not quiesced: there is nothing to recover%s",
+                                         md->id, managed_state_to_string(md->state),
+                                         md->state == MANAGED_STOPPED ? " (use Start)" : "");
 
         d = calloc(1, sizeof(*d));
         if (!d)
@@ -215,6 +225,63 @@ static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum dev
         return 1;
 }
 
+struct device_auth {
+        struct manager *manager;
+        uint32_t id;
+        enum device_op op;
+};
+
+static void device_op_authorized(sd_bus_message *msg, int r, const sd_bus_error *auth_error, void *userdata)
+{
+        _cleanup_free_ struct device_auth *da = userdata;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        struct managed_dev *md;
+
+        if (r <= 0) {
+                (void) sd_bus_reply_method_error(msg, auth_error);
+                return;
+        }
+        /* polkit may have taken minutes: the device may be gone. */
+        md = manager_find_device(da->manager, da->id);
+        if (!md)
+                sd_bus_error_setf(&error, UBLKD_ERROR_NO_SUCH_DEVICE, "No such device: %u (it was removed)", da->id);
+        else
+                r = device_op_begin(msg, md, da->op, &error);
+        if (r < 0 && !sd_bus_error_is_set(&error))
+                bus_error_from_errno(&error, r, device_ops[da->op].failed);
+        if (sd_bus_error_is_set(&error))
+                (void) sd_bus_reply_method_error(msg, &error);
+}
+
+/*
+ * Root, and a device's owner, act on it without asking; anyone else needs polkit's
+ * manage-other-devices.
+ */
+static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum device_op op, sd_bus_error *error)
+{
+        struct device_auth *da;
+        char what[64], id[16];
+        uid_t uid;
+        int r;
+
+        r = bus_caller_uid(msg, &uid, error);
+        if (r < 0)
+                return r;
+        if (uid == 0 || (md->owner_uid != 0 && uid == md->owner_uid))
+                return device_op_begin(msg, md, op, error);
+
+        da = calloc(1, sizeof(*da));
+        if (!da)
+                return -ENOMEM;
+        *da = (struct device_auth) { .manager = md->manager, .id = md->id, .op = op };
+        snprintf(what, sizeof(what), "%s device %u of uid %u", device_ops[op].verb, md->id, (unsigned) md->owner_uid);
+        snprintf(id, sizeof(id), "%u", md->id);
+        r = bus_authorize(md->manager, msg, POLKIT_ACTION_MANAGE_OTHER, what, id, device_op_authorized, da, error);
+        if (r != 0)
+                free(da);       /* refused now (root was handled above) */
+        return r < 0 ? r : 1;
+}
+
 static int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         return device_op_start(msg, userdata, OP_START, error);
@@ -232,17 +299,7 @@ static int method_remove(sd_bus_message *msg, void *userdata, sd_bus_error *erro
 
 static int method_recover(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
-        struct managed_dev *md = userdata;
-        int r;
-
-        r = bus_check_caller_is_root(msg, error, "recover devices");
-        if (r < 0 || sd_bus_error_is_set(error))
-                return r;
-        /* Only a quiesced device (its server gone, IO held) can be recovered, and this ublkd
-         * creates none yet: every device it serves is stopped or live. */
-        return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is %s, not quiesced: there is nothing to recover%s",
-                                 md->id, managed_state_to_string(md->state),
-                                 md->state == MANAGED_STOPPED ? " (use Start)" : "");
+        return device_op_start(msg, userdata, OP_RECOVER, error);
 }
 
 #define DEV_PROP_GETTER(fn, sig, expr)                                                                   \
@@ -269,9 +326,25 @@ DEV_PROP_GETTER(property_get_direct_io, "b", (int) dev->config.direct_io_active)
 DEV_PROP_GETTER(property_get_zero_copy, "b", (int) dev->zero_copy)
 DEV_PROP_GETTER(property_get_owner_uid, "u", (uint32_t) md->owner_uid)
 DEV_PROP_GETTER(property_get_owner_gid, "u", (uint32_t) md->owner_gid)
-DEV_PROP_GETTER(property_get_flags, "t", (uint64_t) dev->add_info.flags)
-DEV_PROP_GETTER(property_get_backing, "s", md->backing ? md->backing : "")
+DEV_PROP_GETTER(property_get_flags, "t", md->flags)
 DEV_PROP_GETTER(property_get_recovery, "s", "none")
+
+/* A path names a user's files: only root and the device's owner may read it. */
+static int property_get_backing(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error)
+{
+        const struct managed_dev *md = userdata;
+        uid_t uid;
+        int r;
+
+        r = bus_caller_uid(sd_bus_get_current_message(bus), &uid, error);
+        if (r < 0)
+                return r;
+        if (uid != 0 && uid != md->owner_uid)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                         "Only root and the device's owner may read its Backing");
+        return sd_bus_message_append(reply, "s", md->backing ? md->backing : "");
+}
 
 static int property_get_node(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
@@ -303,7 +376,9 @@ static const sd_bus_vtable device_vtable[] = {
         SD_BUS_PROPERTY("OwnerUID", "u", property_get_owner_uid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("OwnerGID", "u", property_get_owner_gid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Flags", "t", property_get_flags, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Backing", "s", property_get_backing, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        /* Explicit: not in GetAll() or InterfacesAdded, which anyone may receive. */
+        SD_BUS_PROPERTY("Backing", "s", property_get_backing, 0,
+                        SD_BUS_VTABLE_PROPERTY_CONST | SD_BUS_VTABLE_PROPERTY_EXPLICIT),
         SD_BUS_PROPERTY("Recovery", "s", property_get_recovery, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD("Start", "", "", method_start, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),

@@ -2,6 +2,10 @@
 /* The org.ublk.ublkd1.Manager object: creating and finding devices. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,6 +14,7 @@
 #include "log.h"
 #include "manager.h"
 #include "parse.h"
+#include "polkit.h"
 #include "ublkd-bus.h"
 
 int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
@@ -198,28 +203,6 @@ static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bu
         return sd_bus_message_exit_container(msg);
 }
 
-int bus_check_caller_is_root(sd_bus_message *msg, sd_bus_error *error, const char *action)
-{
-        _cleanup_(sd_bus_creds_unrefp) sd_bus_creds *creds = NULL;
-        uid_t uid;
-        int r;
-
-        /* From the bus daemon, which has it from the caller's socket: never augmented from /proc,
-         * which a caller could race. */
-        r = sd_bus_query_sender_creds(msg, SD_BUS_CREDS_EUID, &creds);
-        if (r >= 0 && (sd_bus_creds_get_augmented_mask(creds) & SD_BUS_CREDS_EUID))
-                r = -EPERM;
-        if (r >= 0)
-                r = sd_bus_creds_get_euid(creds, &uid);
-        if (r < 0)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                         "Cannot tell who the caller is (%s): refused", strerror(-r));
-        if (uid != 0)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
-                                         "Only root may %s (this ublkd has no polkit support yet): use sudo", action);
-        return 0;
-}
-
 int bus_reply_errno(sd_bus_message *msg, int r, const char *what)
 {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -230,6 +213,7 @@ int bus_reply_errno(sd_bus_message *msg, int r, const char *what)
 
 struct add_work {
         struct work work;
+        struct manager *manager;
         struct managed_dev *md;
         sd_bus_message *call;
         const struct ublk_ctrl *ctrl;
@@ -240,6 +224,45 @@ struct add_work {
         const char *failed;
         char *backing;
 };
+
+/*
+ * A user's device is owned by their uid and their primary group (the kernel lets only that
+ * pair open it), and its name starts with their user name and a dash: no user can take a
+ * name (and its /dev/ublk/by-name/ link) that root, or another user, means to use.
+ * In the work thread: a user database lookup may go over the network.
+ */
+static int resolve_owner(struct ublk_dev_config *config, struct ublk_reason *why)
+{
+        struct passwd pw, *found = NULL;
+        char buf[4096];
+        size_t n;
+        int r;
+
+        r = getpwuid_r(config->owner_uid, &pw, buf, sizeof(buf), &found);
+        if (r != 0 || !found) {
+                snprintf(why->text, sizeof(why->text), "uid %u has no entry in the user database (%s)",
+                         (unsigned) config->owner_uid, r ? strerror(r) : "not found");
+                return -EINVAL;
+        }
+        config->owner_gid = pw.pw_gid;
+        n = strlen(pw.pw_name);
+        if (config->name[0] && (strncmp(config->name, pw.pw_name, n) != 0 || config->name[n] != '-' ||
+                                config->name[n + 1] == 0)) {
+                snprintf(why->text, sizeof(why->text),
+                         "Names of %s's devices start with '%s-' (e.g. %s-disk), so that no user takes a name "
+                         "meant for root or another user", pw.pw_name, pw.pw_name, pw.pw_name);
+                return -EINVAL;
+        }
+        return 0;
+}
+
+static void add_work_free(struct add_work *a)
+{
+        if (!a)
+                return;
+        safe_close(a->req.config.backing_fd);
+        free(a);
+}
 
 static int add_run(struct work *w)
 {
@@ -256,6 +279,14 @@ static int add_run(struct work *w)
                 if (n > 0) {
                         buf[n] = 0;
                         a->backing = strdup(buf);
+                }
+        }
+
+        if (a->req.config.owner_uid != 0) {
+                r = resolve_owner(&a->req.config, &a->why);
+                if (r < 0) {
+                        a->failed = "Adding the device failed";
+                        return r;
                 }
         }
 
@@ -305,6 +336,8 @@ static void add_done(struct work *w, int r)
         md->state = md->dev->live ? MANAGED_LIVE : MANAGED_STOPPED;
         md->in_kernel = md->dev->in_kernel;
         md->backing = TAKE_PTR(a->backing);
+        md->owner_gid = md->dev->config.owner_gid;
+        md->flags = md->dev->info.flags;
         md->busy = NULL;
         manager_update_status(m);
         log_info("Added %s device %u%s%s%s (%s).", md->dev->config.target->name, md->id,
@@ -318,68 +351,60 @@ static void add_done(struct work *w, int r)
                 (void) bus_reply_errno(a->call, -ENOMEM, "Adding the device failed");
 out:
         sd_bus_message_unref(a->call);
-        safe_close(a->req.config.backing_fd);
         free(a->backing);
-        free(a);
+        add_work_free(a);
 }
 
-static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+/* After authorization: the limits, the name, then the work. */
+static int add_begin(struct manager *m, struct add_work *a, sd_bus_message *msg, sd_bus_error *error)
 {
-        struct manager *m = userdata;
-        _cleanup_free_ struct add_work *a = NULL;
-        struct add_request *req;
-        const char *target_name, *reason;
+        struct add_request *req = &a->req;
+        uint64_t queue_bytes, user_bytes;
+        unsigned user_devices;
+        uid_t uid;
         int r;
 
-        r = bus_check_caller_is_root(msg, error, "add devices");
-        if (r < 0 || sd_bus_error_is_set(error))
-                return r;
-
-        a = calloc(1, sizeof(*a));
-        if (!a)
-                return -ENOMEM;
-        req = &a->req;
-        req->start = true;
-        ublk_dev_config_init(&req->config);
-
-        r = sd_bus_message_read(msg, "s", &target_name);
+        if (m->exiting)
+                return bus_error_from_errno(error, -ESHUTDOWN, "Adding the device failed");
+        r = bus_caller_uid(msg, &uid, error);
         if (r < 0)
                 return r;
-        req->config.target = target_find(target_name);
-        if (!req->config.target)
-                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                         "Unknown target '%.64s' (the Targets property lists them)", target_name);
-
-        r = parse_add_options(msg, req, error);
-        if (r < 0 || sd_bus_error_is_set(error))
-                goto fail;
-
-        if (ublk_dev_config_validate(&req->config, &reason) < 0) {
-                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Invalid options: %s", reason);
-                goto fail;
+        queue_bytes = (uint64_t) req->config.queues * req->config.depth * UBLK_DEV_MAX_IO_BYTES;
+        if (uid != 0) {
+                req->config.owner_uid = uid;
+                user_devices = manager_count_user_devices(m, uid, &user_bytes);
+                if (user_devices >= m->user_max_devices)
+                        return sd_bus_error_setf(error, UBLKD_ERROR_LIMIT_EXCEEDED,
+                                                 "uid %u has %u device(s), the most ublkd allows a user (%u, "
+                                                 "ublkd --user-max-devices): remove one first",
+                                                 (unsigned) uid, user_devices, m->user_max_devices);
+                if (user_bytes + queue_bytes > m->user_max_queue_bytes)
+                        return sd_bus_error_setf(error, UBLKD_ERROR_LIMIT_EXCEEDED,
+                                                 "This device's queues need %" PRIu64 " MiB of IO buffers; uid %u "
+                                                 "has %" PRIu64 " MiB of the %" PRIu64 " MiB ublkd allows a user "
+                                                 "(ublkd --user-max-queue-memory): use fewer queues or a "
+                                                 "smaller depth, or remove a device",
+                                                 queue_bytes >> 20, (unsigned) uid, user_bytes >> 20,
+                                                 m->user_max_queue_bytes >> 20);
         }
-        if (manager_find_device_by_name(m, req->config.name)) {
-                r = sd_bus_error_setf(error, UBLKD_ERROR_EXISTS,
-                                      "A device named '%s' exists already (remove it or pick another name)",
-                                      req->config.name);
-                goto fail;
-        }
+        if (manager_find_device_by_name(m, req->config.name))
+                return sd_bus_error_setf(error, UBLKD_ERROR_EXISTS,
+                                         "A device named '%s' exists already (remove it or pick another name)",
+                                         req->config.name);
 
         if (m->ctrl.fd < 0) {
                 r = ublk_ctrl_open(&m->ctrl);
-                if (r < 0) {
-                        r = bus_error_from_errno(error, r, "Cannot open /dev/ublk-control");
-                        goto fail;
-                }
+                if (r < 0)
+                        return bus_error_from_errno(error, r, "Cannot open /dev/ublk-control");
         }
 
         /* The name is taken from here on, though the device is not on the bus until it exists. */
         a->md = manager_new_device(m, req->config.name);
-        if (!a->md) {
-                r = -ENOMEM;
-                goto fail;
-        }
+        if (!a->md)
+                return -ENOMEM;
         a->md->busy = "being added";
+        a->md->owner_uid = uid;
+        a->md->queue_bytes = queue_bytes;
         a->ctrl = &m->ctrl;
         a->call = sd_bus_message_ref(msg);
         a->work.run = add_run;
@@ -387,16 +412,75 @@ static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         snprintf(a->work.what, sizeof(a->work.what), "adding a %s device", req->config.target->name);
         r = work_start(m, &a->work);
         if (r < 0) {
-                sd_bus_message_unref(a->call);
+                a->call = sd_bus_message_unref(a->call);
                 manager_free_device(m, a->md);
-                r = bus_error_from_errno(error, r, "Adding the device failed");
+                a->md = NULL;
+                return bus_error_from_errno(error, r, "Adding the device failed");
+        }
+        return 1;       /* answered by add_done(), which frees a */
+}
+
+static void add_authorized(sd_bus_message *msg, int r, const sd_bus_error *auth_error, void *userdata)
+{
+        struct add_work *a = userdata;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+        if (r > 0) {
+                r = add_begin(a->manager, a, msg, &error);
+                if (r > 0)
+                        return;
+                if (!sd_bus_error_is_set(&error))
+                        bus_error_from_errno(&error, r, "Adding the device failed");
+                (void) sd_bus_reply_method_error(msg, &error);
+        } else
+                (void) sd_bus_reply_method_error(msg, auth_error);
+        add_work_free(a);
+}
+
+static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
+{
+        struct manager *m = userdata;
+        struct add_work *a = NULL;
+        struct add_request *req;
+        const char *target_name, *reason;
+        int r;
+
+        a = calloc(1, sizeof(*a));
+        if (!a)
+                return -ENOMEM;
+        a->manager = m;
+        req = &a->req;
+        req->start = true;
+        ublk_dev_config_init(&req->config);
+
+        r = sd_bus_message_read(msg, "s", &target_name);
+        if (r < 0)
+                goto fail;
+        req->config.target = target_find(target_name);
+        if (!req->config.target) {
+                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                      "Unknown target '%.64s' (the Targets property lists them)", target_name);
                 goto fail;
         }
-        TAKE_PTR(a);
-        return 1;       /* answered by add_done() */
 
+        r = parse_add_options(msg, req, error);
+        if (r < 0 || sd_bus_error_is_set(error))
+                goto fail;
+        if (ublk_dev_config_validate(&req->config, &reason) < 0) {
+                r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Invalid options: %s", reason);
+                goto fail;
+        }
+
+        r = bus_authorize(m, msg, POLKIT_ACTION_ADD_DEVICE, "add devices", "", add_authorized, a, error);
+        if (r < 0 || sd_bus_error_is_set(error))
+                goto fail;
+        if (r == 0)
+                return 1;       /* add_authorized() goes on */
+        r = add_begin(m, a, msg, error);
+        if (r > 0)
+                return 1;
 fail:
-        safe_close(req->config.backing_fd);
+        add_work_free(a);
         return r;
 }
 

@@ -2,8 +2,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ctrl.h"
@@ -162,65 +166,124 @@ int ublk_ctrl_add_dev(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info
         return ctrl_cmd(ctrl, CTRL_OP(ADD_DEV), &cmd);
 }
 
-int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id)
-{
-        struct ublksrv_ctrl_cmd cmd = { .dev_id = dev_id, .queue_id = (uint16_t) -1 };
+struct add_as_user {
+        const struct ublk_ctrl *ctrl;
+        struct ublksrv_ctrl_dev_info *info;
+        uid_t uid;
+        gid_t gid;
+        int r;
+};
 
-        return ctrl_cmd(ctrl, CTRL_OP(DEL_DEV), &cmd);
+static void *add_as_user_thread(void *p)
+{
+        struct add_as_user *a = p;
+
+        /* Raw syscalls: glibc's wrappers would change the credentials of every thread of the
+         * process.  All three ids, so the thread keeps no capability and cannot get one back:
+         * the kernel makes the device unprivileged and owned by the real uid and gid. */
+        if (syscall(SYS_setgroups, 0, NULL) < 0 ||
+            syscall(SYS_setresgid, a->gid, a->gid, a->gid) < 0 ||
+            syscall(SYS_setresuid, a->uid, a->uid, a->uid) < 0) {
+                a->r = negative_errno();
+                return NULL;
+        }
+        a->r = ublk_ctrl_add_dev(a->ctrl, a->info);
+        return NULL;
 }
 
-int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, pid_t server_pid)
+int ublk_ctrl_add_dev_as(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info, uid_t uid, gid_t gid)
 {
-        struct ublksrv_ctrl_cmd cmd = { .dev_id = dev_id, .queue_id = (uint16_t) -1 };
+        struct add_as_user a = { .ctrl = ctrl, .info = info, .uid = uid, .gid = gid };
+        pthread_t t;
+        int r;
 
-        cmd.data[0] = (uint64_t) server_pid;
-        return ctrl_cmd(ctrl, CTRL_OP(START_DEV), &cmd);
+        if (uid == 0)
+                return -EINVAL;         /* a root-owned device is a privileged one */
+        info->flags |= UBLK_F_UNPRIVILEGED_DEV;
+        r = -pthread_create(&t, NULL, add_as_user_thread, &a);
+        if (r < 0)
+                return r;
+        (void) pthread_join(t, NULL);
+        return a.r;
 }
 
-int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id)
-{
-        struct ublksrv_ctrl_cmd cmd = { .dev_id = dev_id, .queue_id = (uint16_t) -1 };
-
-        return ctrl_cmd(ctrl, CTRL_OP(STOP_DEV), &cmd);
-}
-
-int ublk_ctrl_set_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublk_params *params)
+/*
+ * A command on one device.  Those on an unprivileged device carry the path of its char device
+ * first in the buffer, before the command's own data: the kernel checks the sender's access to
+ * that file.  GET_DEV_INFO2 carries it for every device.
+ */
+static int ctrl_dev_cmd(const struct ublk_ctrl *ctrl, struct ctrl_op op, uint32_t dev_id, bool with_path,
+                        void *data, uint32_t len, uint64_t data0)
 {
         struct ublksrv_ctrl_cmd cmd = {
                 .dev_id = dev_id,
                 .queue_id = (uint16_t) -1,
-                .addr = (uintptr_t) params,
-                .len = sizeof(*params),
+                .addr = (uintptr_t) data,
+                .len = len,
         };
+        _cleanup_free_ char *buf = NULL;
+        char path[32];
+        int n, r;
 
+        cmd.data[0] = data0;
+        if (!with_path)
+                return ctrl_cmd(ctrl, op, &cmd);
+
+        n = snprintf(path, sizeof(path), "/dev/ublkc%u", dev_id);
+        buf = malloc((size_t) n + len);
+        if (!buf)
+                return -ENOMEM;
+        memcpy(buf, path, (size_t) n);
+        if (len)
+                memcpy(buf + n, data, len);
+        cmd.dev_path_len = (uint16_t) n;
+        cmd.addr = (uintptr_t) buf;
+        cmd.len = (uint32_t) n + len;
+        r = ctrl_cmd(ctrl, op, &cmd);
+        if (r >= 0 && len)
+                memcpy(data, buf + n, len);
+        return r;
+}
+
+int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged)
+{
+        return ctrl_dev_cmd(ctrl, CTRL_OP(DEL_DEV), dev_id, unprivileged, NULL, 0, 0);
+}
+
+int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid)
+{
+        return ctrl_dev_cmd(ctrl, CTRL_OP(START_DEV), dev_id, unprivileged, NULL, 0, (uint64_t) server_pid);
+}
+
+int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged)
+{
+        return ctrl_dev_cmd(ctrl, CTRL_OP(STOP_DEV), dev_id, unprivileged, NULL, 0, 0);
+}
+
+int ublk_ctrl_set_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
+                         struct ublk_params *params)
+{
         params->len = sizeof(*params);
-        return ctrl_cmd(ctrl, CTRL_OP(SET_PARAMS), &cmd);
+        return ctrl_dev_cmd(ctrl, CTRL_OP(SET_PARAMS), dev_id, unprivileged, params, sizeof(*params), 0);
 }
 
-int ublk_ctrl_get_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublk_params *params)
+int ublk_ctrl_get_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
+                         struct ublk_params *params)
 {
-        struct ublksrv_ctrl_cmd cmd = {
-                .dev_id = dev_id,
-                .queue_id = (uint16_t) -1,
-                .addr = (uintptr_t) params,
-                .len = sizeof(*params),
-        };
-
         memset(params, 0, sizeof(*params));
         params->len = sizeof(*params);
-        return ctrl_cmd(ctrl, CTRL_OP(GET_PARAMS), &cmd);
+        return ctrl_dev_cmd(ctrl, CTRL_OP(GET_PARAMS), dev_id, unprivileged, params, sizeof(*params), 0);
 }
 
-int ublk_ctrl_get_dev_info(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info)
+int ublk_ctrl_get_dev_info(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
+                           struct ublksrv_ctrl_dev_info *info)
 {
-        struct ublksrv_ctrl_cmd cmd = {
-                .dev_id = dev_id,
-                .queue_id = (uint16_t) -1,
-                .addr = (uintptr_t) info,
-                .len = sizeof(*info),
-        };
+        return ctrl_dev_cmd(ctrl, CTRL_OP(GET_DEV_INFO), dev_id, unprivileged, info, sizeof(*info), 0);
+}
 
-        return ctrl_cmd(ctrl, CTRL_OP(GET_DEV_INFO), &cmd);
+int ublk_ctrl_get_dev_info2(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info)
+{
+        return ctrl_dev_cmd(ctrl, CTRL_OP(GET_DEV_INFO2), dev_id, true, info, sizeof(*info), 0);
 }
 
 const char *ublk_dev_state_to_string(int state)

@@ -30,11 +30,20 @@ void ublk_ctrl_close(struct ublk_ctrl *ctrl);
 
 /* info->dev_id is an input (-1 = let the kernel choose) and an output. */
 int ublk_ctrl_add_dev(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info);
-int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id);
-int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, pid_t server_pid);
-int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id);
-int ublk_ctrl_set_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublk_params *params);
-int ublk_ctrl_get_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublk_params *params);
-int ublk_ctrl_get_dev_info(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info);
+/* The same from a thread with only the credentials of uid and gid (not 0): an unprivileged
+ * device that they own (UBLK_F_UNPRIVILEGED_DEV). */
+int ublk_ctrl_add_dev_as(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info, uid_t uid, gid_t gid);
+/* unprivileged: the device has UBLK_F_UNPRIVILEGED_DEV, so the commands name its char device. */
+int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);
+int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid);
+int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);
+int ublk_ctrl_set_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
+                         struct ublk_params *params);
+int ublk_ctrl_get_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
+                         struct ublk_params *params);
+int ublk_ctrl_get_dev_info(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
+                           struct ublksrv_ctrl_dev_info *info);
+/* Works for any device, privileged or not, given access to /dev/ublkcN (Linux 6.5+). */
+int ublk_ctrl_get_dev_info2(const struct ublk_ctrl *ctrl, uint32_t dev_id, struct ublksrv_ctrl_dev_info *info);
 
 const char *ublk_dev_state_to_string(int state);

@@ -113,6 +113,14 @@ static int dev_choose_zero_copy(struct ublk_dev *dev, struct ublk_reason *reason
 {
         const struct ublk_target_ops *ops = dev->config.target;
 
+        /* The kernel lends no pages to the server of an unprivileged device. */
+        if (dev->unprivileged) {
+                if (dev->config.zero_copy != UBLK_ZERO_COPY_ON)
+                        return 0;
+                snprintf(reason->text, sizeof(reason->text),
+                         "zero-copy=on is not available for devices of users other than root");
+                return -EOPNOTSUPP;
+        }
         if (dev->config.zero_copy != UBLK_ZERO_COPY_OFF && ops->zero_copy &&
             (dev->ctrl->features & UBLK_F_AUTO_BUF_REG)) {
                 dev->info.flags |= UBLK_F_AUTO_BUF_REG;
@@ -135,7 +143,11 @@ static int dev_kernel_add(struct ublk_dev *dev, uint32_t want_id)
 
         dev->info = dev->add_info;
         dev->info.dev_id = want_id;
-        r = ublk_ctrl_add_dev(dev->ctrl, &dev->info);
+        dev->added_usec = devinfo_now_usec();
+        if (dev->unprivileged)
+                r = ublk_ctrl_add_dev_as(dev->ctrl, &dev->info, dev->config.owner_uid, dev->config.owner_gid);
+        else
+                r = ublk_ctrl_add_dev(dev->ctrl, &dev->info);
         if (r < 0)
                 return log_debug_errno(r, "ADD_DEV failed: %m");
         if (want_id == (uint32_t) -1)
@@ -147,10 +159,10 @@ static int dev_kernel_add(struct ublk_dev *dev, uint32_t want_id)
                 dev->add_info.nr_hw_queues = dev->info.nr_hw_queues;
         }
 
-        r = ublk_ctrl_set_params(dev->ctrl, dev->id, &dev->params);
+        r = ublk_ctrl_set_params(dev->ctrl, dev->id, dev->unprivileged, &dev->params);
         if (r < 0) {
                 log_debug_errno(r, "SET_PARAMS for ublk device %u failed: %m", dev->id);
-                (void) ublk_ctrl_del_dev(dev->ctrl, dev->id);
+                (void) ublk_ctrl_del_dev(dev->ctrl, dev->id, dev->unprivileged);
                 return r;
         }
         dev->in_kernel = true;
@@ -163,7 +175,7 @@ static int dev_kernel_del(struct ublk_dev *dev)
 
         if (!dev->in_kernel)
                 return 0;
-        r = ublk_ctrl_del_dev(dev->ctrl, dev->id);
+        r = ublk_ctrl_del_dev(dev->ctrl, dev->id, dev->unprivileged);
         if (r < 0)
                 return r;
         dev->in_kernel = false;
@@ -200,6 +212,7 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         dev->config = *config;
         config->backing_fd = -1;        /* ownership moved to dev */
         dev->cdev_fd = -1;
+        dev->unprivileged = dev->config.owner_uid != 0;
         dev->add_info = (struct ublksrv_ctrl_dev_info) {
                 .nr_hw_queues = (uint16_t) dev->config.queues,
                 .queue_depth = (uint16_t) dev->config.depth,
@@ -210,7 +223,13 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         /* ublk_params_set_basic() reads it before ADD_DEV. */
         dev->info = dev->add_info;
 
-        r = dev_choose_zero_copy(dev, reason);
+        if (dev->unprivileged && !(ctrl->features & UBLK_F_UNPRIVILEGED_DEV)) {
+                snprintf(reason->text, sizeof(reason->text),
+                         "This kernel's ublk driver has no devices for users other than root "
+                         "(UBLK_F_UNPRIVILEGED_DEV, Linux 6.5 or later): ask root to add it");
+                r = -EOPNOTSUPP;
+        } else
+                r = dev_choose_zero_copy(dev, reason);
         if (r >= 0) {
                 dev->add_info.flags = dev->info.flags;
                 r = ops->init(dev, &dev->params, reason);
@@ -294,7 +313,7 @@ int ublk_dev_start(struct ublk_dev *dev)
         if (ublk_test_start_delay_ms)
                 (void) usleep(ublk_test_start_delay_ms * 1000);
         started_usec = devinfo_now_usec();
-        r = ublk_ctrl_start_dev(dev->ctrl, dev->id, getpid());
+        r = ublk_ctrl_start_dev(dev->ctrl, dev->id, dev->unprivileged, getpid());
         if (r < 0) {
                 log_debug_errno(r, "START_DEV for ublk device %u failed: %m", dev->id);
                 devinfo_remove(dev->id);
@@ -302,16 +321,22 @@ int ublk_dev_start(struct ublk_dev *dev)
         }
         dev->live = true;
 
-        /* Whoever asked for the device finds it as udev leaves it: symlinks, ownership. */
-        r = devinfo_wait_udev(dev->id, started_usec, UDEV_WAIT_MS);
+        /* Whoever asked for the device finds it as udev leaves it: symlinks, ownership (of the
+         * char device too, for a user who sends control commands). */
+        snprintf(path, sizeof(path), "ublkb%u", dev->id);
+        r = devinfo_wait_udev("block", path, started_usec, UDEV_WAIT_MS);
+        if (r >= 0 && dev->unprivileged) {
+                snprintf(path, sizeof(path), "ublkc%u", dev->id);
+                r = devinfo_wait_udev("ublk-char", path, dev->added_usec, UDEV_WAIT_MS);
+        }
         if (r < 0)
-                log_warning_errno(r, "udev has not handled /dev/ublkb%u after %u ms; going on without it: %m",
-                                  dev->id, UDEV_WAIT_MS);
+                log_warning_errno(r, "udev has not handled %s after %u ms; going on without it: %m",
+                                  path, UDEV_WAIT_MS);
         return 0;
 
 fail:
         /* STOP_DEV aborts the tags the queues fetched, so their threads end. */
-        (void) ublk_ctrl_stop_dev(dev->ctrl, dev->id);
+        (void) ublk_ctrl_stop_dev(dev->ctrl, dev->id, dev->unprivileged);
         dev_join_queues(dev);
         dev->cdev_fd = safe_close(dev->cdev_fd);
         /* Whether it got to START_DEV or not, the next start needs a fresh kernel device. */
@@ -327,7 +352,7 @@ static int dev_stop_queues(struct ublk_dev *dev)
 
         if (!dev->live)
                 return 0;
-        r = ublk_ctrl_stop_dev(dev->ctrl, dev->id);
+        r = ublk_ctrl_stop_dev(dev->ctrl, dev->id, dev->unprivileged);
         if (r < 0)
                 return r;
         devinfo_remove(dev->id);

@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "ctrl.h"
 #include "target.h"
@@ -56,6 +57,9 @@ struct ublk_dev_config {
                 UBLK_ZERO_COPY_ON,
                 UBLK_ZERO_COPY_OFF,
         } zero_copy;
+        /* Not 0: an unprivileged device of this user (see ublk_ctrl_add_dev_as()). */
+        uid_t owner_uid;
+        gid_t owner_gid;
 };
 
 struct ublk_queue;
@@ -68,6 +72,8 @@ struct ublk_dev {
         int cdev_fd;
         bool in_kernel;         /* ADD_DEV done, DEL_DEV not yet */
         bool live;              /* START_DEV done, STOP_DEV not yet */
+        bool unprivileged;      /* UBLK_F_UNPRIVILEGED_DEV: config.owner_uid's */
+        uint64_t added_usec;    /* CLOCK_MONOTONIC of the last ADD_DEV (devinfo_wait_udev()) */
         struct ublksrv_ctrl_dev_info add_info;  /* what ADD_DEV is sent again with */
         struct ublk_params params;
         /* UBLK_F_AUTO_BUF_REG: the kernel lends each request's pages to the queue ring as

@@ -84,18 +84,16 @@ uint64_t devinfo_now_usec(void)
         return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
 }
 
-int devinfo_wait_udev(uint32_t id, uint64_t since_usec, unsigned timeout_ms)
+int devinfo_wait_udev(const char *subsystem, const char *sysname, uint64_t since_usec, unsigned timeout_ms)
 {
         struct udev *udev = udev_new();
-        char sysname[32];
         unsigned waited = 0, step = 5;
 
         if (!udev)
                 return -ENOMEM;
-        snprintf(sysname, sizeof(sysname), "ublkb%u", id);
         for (;;) {
-                struct udev_device *d = udev_device_new_from_subsystem_sysname(udev, "block", sysname);
-                /* A stopped and restarted device has the same devnum: the udev database may still
+                struct udev_device *d = udev_device_new_from_subsystem_sysname(udev, subsystem, sysname);
+                /* A device removed and added again has the same devnum: the udev database may still
                  * hold the old one's entry until udev has handled its removal. */
                 int initialized = d && udev_device_get_is_initialized(d) > 0 &&
                         udev_device_get_usec_since_initialized(d) <= devinfo_now_usec() - since_usec;

@@ -7,7 +7,7 @@
  * (UBLK_NAME, UBLK_TARGET), written before START_DEV, so that the add event of the block
  * device finds it; udev/60-ublk.rules imports it and makes /dev/ublk/by-name/NAME.
  * devinfo_wait_udev() then waits until udev has handled the block device, so that the
- * caller of Add or Start finds the symlink (and, later, the ownership) in place.
+ * caller of Add or Start finds the symlink and the ownership in place.
  */
 
 #include <stdint.h>
@@ -18,7 +18,8 @@ int devinfo_write(uint32_t id, const char *name, const char *target);
 void devinfo_remove(uint32_t id);
 /* CLOCK_MONOTONIC, as udev's initialization times. */
 uint64_t devinfo_now_usec(void);
-/* 0 once udev has initialized /dev/ublkbN, at since_usec or later; -ETIMEDOUT after timeout_ms. */
-int devinfo_wait_udev(uint32_t id, uint64_t since_usec, unsigned timeout_ms);
+/* 0 once udev has initialized the device (e.g. "block", "ublkb0"), at since_usec or later;
+ * -ETIMEDOUT after timeout_ms. */
+int devinfo_wait_udev(const char *subsystem, const char *sysname, uint64_t since_usec, unsigned timeout_ms);
 /* At start: no device is ours yet, whatever a crashed predecessor left. */
 void devinfo_clear(void);

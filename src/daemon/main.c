@@ -16,7 +16,13 @@
 #include "devinfo.h"
 #include "log.h"
 #include "manager.h"
+#include "parse.h"
+#include "polkit.h"
 #include "ublkd-bus.h"
+
+/* A default device (1 queue of depth 128, 512 KiB per request) has 64 MiB of IO buffers. */
+#define USER_MAX_DEVICES_DEFAULT 16u
+#define USER_MAX_QUEUE_BYTES_DEFAULT (1024ULL << 20)
 
 static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
@@ -34,19 +40,27 @@ static void help(void)
                "Serve ublk block devices, controlled over the system bus (%s).\n\n"
                "  -h --help       Show this help\n"
                "     --version    Show the version\n"
-               "  -d --debug      Log debug messages\n\n"
-               "See ublkd(8).\n", UBLKD_BUS_NAME);
+               "  -d --debug      Log debug messages\n"
+               "     --user-max-devices=N\n"
+               "                  Devices one user other than root may have (default %u)\n"
+               "     --user-max-queue-memory=SIZE\n"
+               "                  IO buffer space of one user's devices (default %llu MiB)\n\n"
+               "See ublkd(8).\n", UBLKD_BUS_NAME, USER_MAX_DEVICES_DEFAULT,
+               (unsigned long long) (USER_MAX_QUEUE_BYTES_DEFAULT >> 20));
 }
 
-static int parse_argv(int argc, char *argv[])
+static int parse_argv(struct manager *m, int argc, char *argv[])
 {
-        enum { ARG_VERSION = 0x100 };
+        enum { ARG_VERSION = 0x100, ARG_USER_MAX_DEVICES, ARG_USER_MAX_QUEUE_MEMORY };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, ARG_VERSION },
                 { "debug", no_argument, NULL, 'd' },
+                { "user-max-devices", required_argument, NULL, ARG_USER_MAX_DEVICES },
+                { "user-max-queue-memory", required_argument, NULL, ARG_USER_MAX_QUEUE_MEMORY },
                 {}
         };
+        uint32_t n;
         int c;
 
         while ((c = getopt_long(argc, argv, "hd", options, NULL)) >= 0)
@@ -59,6 +73,19 @@ static int parse_argv(int argc, char *argv[])
                         return 0;
                 case 'd':
                         log_set_max_level(LOG_DEBUG);
+                        break;
+                case ARG_USER_MAX_DEVICES:
+                        if (parse_uint32(optarg, &n) < 0) {
+                                log_error("Invalid --user-max-devices '%s': a number (0: no devices for users)", optarg);
+                                return -EINVAL;
+                        }
+                        m->user_max_devices = n;
+                        break;
+                case ARG_USER_MAX_QUEUE_MEMORY:
+                        if (parse_size(optarg, &m->user_max_queue_bytes) < 0) {
+                                log_error("Invalid --user-max-queue-memory '%s': a size such as 512M or 2G", optarg);
+                                return -EINVAL;
+                        }
                         break;
                 default:
                         return -EINVAL;
@@ -134,7 +161,12 @@ static int run(struct manager *m)
 
 int main(int argc, char *argv[])
 {
-        struct manager m = { .ctrl = { .fd = -1 }, .work_efd = -1 };
+        struct manager m = {
+                .ctrl = { .fd = -1 },
+                .work_efd = -1,
+                .user_max_devices = USER_MAX_DEVICES_DEFAULT,
+                .user_max_queue_bytes = USER_MAX_QUEUE_BYTES_DEFAULT,
+        };
         const char *e;
         int r;
 
@@ -145,12 +177,13 @@ int main(int argc, char *argv[])
         e = getenv("UBLKD_TEST_FETCH_DELAY_MS");
         if (e)
                 ublk_test_fetch_delay_ms = (unsigned) strtoul(e, NULL, 10);
-        r = parse_argv(argc, argv);
+        r = parse_argv(&m, argc, argv);
         if (r <= 0)
                 return r < 0 ? 2 : 0;
 
         r = run(&m);
 
+        bus_authorize_cancel_all(&m);
         work_finish_all(&m);
         manager_remove_all(&m);
         work_teardown(&m);

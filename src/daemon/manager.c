@@ -6,6 +6,7 @@
 
 #include "log.h"
 #include "manager.h"
+#include "polkit.h"
 
 /* What "systemctl status ublkd" shows on its Status: line. */
 void manager_update_status(struct manager *m)
@@ -83,9 +84,25 @@ void manager_remove_all(struct manager *m)
         }
 }
 
+unsigned manager_count_user_devices(struct manager *m, uid_t uid, uint64_t *ret_queue_bytes)
+{
+        uint64_t bytes = 0;
+        unsigned n = 0;
+
+        for (struct managed_dev *d = m->devices; d; d = d->next)
+                if (d->owner_uid == uid) {
+                        n++;
+                        bytes += d->queue_bytes;
+                }
+        *ret_queue_bytes = bytes;
+        return n;
+}
+
 int manager_begin_exit(struct manager *m)
 {
         m->exiting = true;
+        /* Callers waiting for polkit get their answer while the bus is up. */
+        bus_authorize_cancel_all(m);
         if (work_running(m))
                 return 0;       /* on_work_finished() exits when the last one ends */
         return sd_event_exit(m->event, 0);

@@ -27,6 +27,8 @@ enum managed_state {
         MANAGED_LIVE,
 };
 
+struct auth_pending;
+
 struct managed_dev {
         struct ublk_dev *dev;           /* NULL until the Add's work has created it */
         uint32_t id;                    /* the kernel id: fixed once dev is set (dev->id is the work's) */
@@ -35,8 +37,10 @@ struct managed_dev {
         enum managed_state state;
         bool in_kernel;                 /* /dev/ublkcN exists (see device.h) */
         const char *busy;               /* the operation in progress ("adding", ...), or NULL */
-        uid_t owner_uid;
+        uid_t owner_uid;                /* 0: root's (a privileged device) */
         gid_t owner_gid;
+        uint64_t queue_bytes;           /* IO buffer space of its queues (per-user limit) */
+        uint64_t flags;                 /* UBLK_F_* as the kernel granted them */
         char *backing;                  /* informational: the backing file as ublkd sees it */
         struct managed_dev *next;
 };
@@ -48,6 +52,14 @@ struct manager {
         struct managed_dev *devices;
         unsigned n_devices;
         bool exiting;                   /* no new operations; exit when the running ones end */
+
+        /* What one user other than root may have (main.c options). */
+        unsigned user_max_devices;
+        uint64_t user_max_queue_bytes;
+
+        /* polkit.c */
+        struct auth_pending *auth_pending;
+        unsigned n_auth_pending;
 
         /* work.c */
         pthread_mutex_t work_lock;
@@ -63,6 +75,8 @@ struct managed_dev *manager_find_device_by_name(struct manager *m, const char *n
 struct managed_dev *manager_new_device(struct manager *m, const char *name);
 void manager_free_device(struct manager *m, struct managed_dev *md);
 void manager_remove_all(struct manager *m);
+/* Devices of uid (added or being added) and their queue_bytes. */
+unsigned manager_count_user_devices(struct manager *m, uid_t uid, uint64_t *ret_queue_bytes);
 const char *managed_state_to_string(enum managed_state state);
 /* Refuses new operations and leaves the event loop once the running ones have ended. */
 int manager_begin_exit(struct manager *m);
@@ -73,8 +87,6 @@ void manager_update_status(struct manager *m);
 int bus_manager_register(struct manager *m);
 /* Maps a kernel/daemon errno to a named D-Bus error with a message that names the fix. */
 int bus_error_from_errno(sd_bus_error *error, int r, const char *what);
-/* Only root may change anything for now (polkit comes with unprivileged users). */
-int bus_check_caller_is_root(sd_bus_message *msg, sd_bus_error *error, const char *action);
 int bus_reply_errno(sd_bus_message *msg, int r, const char *what);
 
 /* bus-device.c */
