@@ -19,13 +19,18 @@ static pid_t agent_pid;
 bool polkit_agent_open(void)
 {
         char notify_fd[16], process[32];
-        int fds[2];
+        int fds[2], tty;
         pid_t pid;
 
         if (agent_pid > 0)
                 return true;
         if (geteuid() == 0 || !isatty(STDIN_FILENO) || !isatty(STDERR_FILENO) || access(PKTTYAGENT, X_OK) < 0)
                 return false;
+        /* The agent talks to the controlling terminal, which "su -c" and runuser take away. */
+        tty = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (tty < 0)
+                return false;
+        close(tty);
         if (pipe2(fds, O_CLOEXEC) < 0)
                 return false;
 
@@ -41,8 +46,9 @@ bool polkit_agent_open(void)
                         _exit(EXIT_FAILURE);
                 snprintf(notify_fd, sizeof(notify_fd), "%d", fds[1]);
                 snprintf(process, sizeof(process), "%d", (int) getppid());
-                execl(PKTTYAGENT, PKTTYAGENT, "--notify-fd", notify_fd, "--fallback", "--process", process,
-                      (char *) NULL);
+                /* For this process only, so not --fallback: polkitd ignores a fallback agent when
+                 * the caller has no login session (su, sudo -u, cron). */
+                execl(PKTTYAGENT, PKTTYAGENT, "--notify-fd", notify_fd, "--process", process, (char *) NULL);
                 _exit(127);
         }
         close(fds[1]);

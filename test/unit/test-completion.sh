@@ -140,7 +140,9 @@ run_cases()
 	is 'ublkctl u' up
 	is 'ublkctl d' del down
 	is 'ublkctl --js' --json
-	has 'ublkctl -' -h --help --version --json
+	has 'ublkctl -' -h --help --version --json --no-ask-password
+	is 'ublkctl --no' --no-ask-password
+	has 'ublkctl --no-ask-password ' add del stop
 	has 'ublkctl --json ' add list show
 	is 'ublkctl --version '
 

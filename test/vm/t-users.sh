@@ -6,7 +6,8 @@
 # stop, remove or see its backing file; root can. A user polkit does not authorize is refused
 # and nothing is created; the per-user limits of ublkd (--user-max-devices,
 # --user-max-queue-memory) refuse the next Add by name; a user's device names start with
-# "USER-". /dev/ublk-control stays root's.
+# "USER-". On a terminal, ublkctl runs a polkit agent that asks for a password.
+# /dev/ublk-control stays root's.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 require_cmd fio mkfs.ext4 fsck.ext4 useradd runuser jq
@@ -123,7 +124,25 @@ if out=$(as carol ublkctl add loop /home/carol/img 2>&1); then fail "carol could
 [ "$(n_devices)" = "$before" ] || fail "carol's refused add left a device"
 echo "carol: refused ($out)"
 
-# 9. root removes alice's device; udev and /run keep nothing of it
+# 9. on a terminal, ublkctl runs a polkit text agent: carol types the administrator's password
+cp /etc/shadow shadow.saved
+defer "cp shadow.saved /etc/shadow"
+echo 'root:ublk-test-pw' | chpasswd
+cat > /etc/polkit-1/rules.d/10-ublk-test-admin.rules <<'EOT'
+polkit.addAdminRule(function(action, subject) { return ["unix-user:root"]; });
+EOT
+defer "rm -f /etc/polkit-1/rules.d/10-ublk-test-admin.rules"
+systemctl restart polkit
+out=$("$UBLKD_SRC"/test/vm/pty-answer.py "Password:" ublk-test-pw 60 \
+	setpriv --reuid=carol --regid=carol --init-groups ublkctl add null --size 16M --name carol-tty) || fail "carol on a terminal (rc $?): $out"
+# (setpriv, not runuser: "runuser -u" starts a new session, without the terminal.)
+[[ $out == *"AUTHENTICATING FOR org.ublk.ublkd1.add-device"* ]] || fail "no polkit prompt on carol's terminal: $out"
+dev3=$(grep -o '/dev/ublkb[0-9]*' <<< "$out" | tail -n 1)
+[ "$(stat -c '%U %a' "$dev3")" = "carol 600" ] || fail "$dev3 after an interactive add: $(stat -c '%U %a' "$dev3")"
+ublkctl del carol-tty
+echo "carol on a terminal: pkttyagent asked for root's password, the device is carol's"
+
+# 10. root removes alice's device; udev and /run keep nothing of it
 ublkctl del alice-disk
 wait_until 5 test ! -e "$dev" || fail "$dev left after del"
 [ "$(n_devices)" = 0 ] || fail "devices left: $(ublkctl list)"
