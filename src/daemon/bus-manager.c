@@ -44,6 +44,22 @@ int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
         }
 }
 
+/*
+ * A caller's string, made fit for an error message: at most 64 characters of printable ASCII,
+ * anything else as '?'.  Cutting UTF-8 at a byte count could leave half a character, and
+ * sd-bus does not send a message with invalid UTF-8: the caller would get no answer at all.
+ */
+#define PRINTABLE_MAX 64
+static const char *printable(const char *s, char buf[static PRINTABLE_MAX + 4])
+{
+        size_t i;
+
+        for (i = 0; s[i] && i < PRINTABLE_MAX; i++)
+                buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+        strcpy(buf + i, s[i] ? "..." : "");
+        return buf;
+}
+
 _Static_assert(DEVICE_NAME_MAX == UBLK_DEV_NAME_MAX, "one name length for the bus and the files");
 _Static_assert(UBLK_DIRECT_IO_AUTO == 0 && UBLK_DIRECT_IO_ON == 1 && UBLK_DIRECT_IO_OFF == 2 &&
                UBLK_ZERO_COPY_AUTO == 0 && UBLK_ZERO_COPY_ON == 1 && UBLK_ZERO_COPY_OFF == 2,
@@ -153,6 +169,7 @@ static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bu
 {
         const struct ublk_target_ops *target = req->config.target;
         bool seen[_OPT_MAX] = {};
+        char buf[PRINTABLE_MAX + 4];
         int r;
 
         r = sd_bus_message_enter_container(msg, 'a', "{sv}");
@@ -170,7 +187,8 @@ static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bu
                                 break;
                 if (opt == _OPT_MAX)
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                                 "Unknown option '%.64s' (see ublkd(8) for the options of Add)", key);
+                                                 "Unknown option '%s' (see ublkd(8) for the options of Add)",
+                                                 printable(key, buf));
                 if (seen[opt])
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
                 if (add_options[opt].target_opt && !(target->options & add_options[opt].target_opt))
@@ -443,6 +461,7 @@ static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         struct add_work *a = NULL;
         struct add_request *req;
         const char *target_name, *reason;
+        char buf[PRINTABLE_MAX + 4];
         int r;
 
         a = calloc(1, sizeof(*a));
@@ -459,7 +478,8 @@ static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         req->config.target = target_find(target_name);
         if (!req->config.target) {
                 r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                      "Unknown target '%.64s' (the Targets property lists them)", target_name);
+                                      "Unknown target '%s' (the Targets property lists them)",
+                                      printable(target_name, buf));
                 goto fail;
         }
 
@@ -512,13 +532,13 @@ static int method_get_device(sd_bus_message *msg, void *userdata, sd_bus_error *
 static int method_get_device_by_name(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         const char *name;
-        char what[UBLK_DEV_NAME_MAX + 3];
+        char buf[PRINTABLE_MAX + 4], what[PRINTABLE_MAX + 6];
         int r;
 
         r = sd_bus_message_read(msg, "s", &name);
         if (r < 0)
                 return r;
-        snprintf(what, sizeof(what), "'%.*s'", UBLK_DEV_NAME_MAX, name);
+        snprintf(what, sizeof(what), "'%s'", printable(name, buf));
         return reply_device_path(msg, manager_find_device_by_name(userdata, name), error, what);
 }
 

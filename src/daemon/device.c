@@ -306,7 +306,7 @@ int ublk_dev_start(struct ublk_dev *dev)
         }
 
         /* Before START_DEV: udev reads it when the block device appears. */
-        r = devinfo_write(dev->id, dev->config.name, dev->config.target->name);
+        r = devinfo_write(dev->id, dev->config.name, dev->config.target->name, dev->unprivileged);
         if (r < 0)
                 log_warning_errno(r, "Failed to write %s/ublkb%u, udev gets no name for it: %m", DEVINFO_DIR, dev->id);
 

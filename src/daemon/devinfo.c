@@ -29,7 +29,7 @@ static int mkdir_p(const char *path)
         return 0;
 }
 
-int devinfo_write(uint32_t id, const char *name, const char *target)
+int devinfo_write(uint32_t id, const char *name, const char *target, bool unprivileged)
 {
         char path[64], tmp[72];
         FILE *f;
@@ -47,6 +47,7 @@ int devinfo_write(uint32_t id, const char *name, const char *target)
         if (*name)
                 fprintf(f, "UBLK_NAME=%s\n", name);
         fprintf(f, "UBLK_TARGET=%s\n", target);
+        fprintf(f, "UBLK_UNPRIVILEGED=%d\n", unprivileged);
         if (fclose(f) != 0 || rename(tmp, path) < 0) {
                 r = negative_errno();
                 (void) unlink(tmp);
