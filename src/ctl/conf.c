@@ -43,6 +43,7 @@ enum conf_key {
         KEY_OFFSET,
         KEY_DIRECT_IO,
         KEY_ZERO_COPY,
+        KEY_RECOVERY,
         _KEY_MAX,
 };
 
@@ -57,6 +58,7 @@ static const char *const key_names[_KEY_MAX] = {
         [KEY_OFFSET] = "offset",
         [KEY_DIRECT_IO] = "direct-io",
         [KEY_ZERO_COPY] = "zero-copy",
+        [KEY_RECOVERY] = "recovery",
 };
 
 /* Returns NULL when the value is fine, else what is wrong with it. */
@@ -92,6 +94,11 @@ static const char *conf_set(struct ublk_conf *c, enum conf_key key, const char *
                 if (parse_auto_on_off(v) < 0)
                         return "must be auto, on or off";
                 s = key == KEY_DIRECT_IO ? &c->direct_io : &c->zero_copy;
+                break;
+        case KEY_RECOVERY:
+                if (strcmp(v, "reissue") != 0 && strcmp(v, "fail-io") != 0 && strcmp(v, "none") != 0)
+                        return "must be reissue, fail-io or none";
+                s = &c->recovery;
                 break;
         default:
                 return "is not handled";
@@ -177,5 +184,6 @@ void ublk_conf_free(struct ublk_conf *conf)
         free(conf->backing);
         free(conf->direct_io);
         free(conf->zero_copy);
+        free(conf->recovery);
         *conf = (struct ublk_conf) {};
 }

@@ -7,7 +7,8 @@
  * One "key = value" per line; blank lines and lines starting with '#' are ignored; spaces
  * around key and value are not significant.  Keys are those of "ublkctl add":
  *   target (required), backing (a path, for loop), size, queues, depth,
- *   logical-block-size, read-only (yes/no), offset, direct-io and zero-copy (auto/on/off).
+ *   logical-block-size, read-only (yes/no), offset, direct-io and zero-copy (auto/on/off),
+ *   recovery (reissue/fail-io/none).
  * An unknown key, a key given twice, a bad value or an over-long line is an error naming the
  * file and line.  The file is read by ublkctl, as whoever runs it (root for the unit): ublkd
  * never sees the path, only the backing file's descriptor.
@@ -29,6 +30,7 @@ struct ublk_conf {
         uint64_t offset;
         char *direct_io;        /* "auto", "on", "off" or NULL */
         char *zero_copy;
+        char *recovery;         /* "reissue", "fail-io", "none" or NULL */
 };
 
 /* Parses f (named fname in messages).  On error, returns a negative errno and puts one line

@@ -107,11 +107,14 @@ static void help(void)
                "      --offset BYTES       loop: where the device starts in FILE (default 0)\n"
                "      --direct-io auto|on|off  loop: O_DIRECT on FILE (default auto: when it can)\n"
                "      --zero-copy auto|on|off  no copy of request data (default auto: when the kernel can)\n"
+               "      --recovery reissue|fail-io|none\n"
+               "                          IO while ublkd restarts: waits and is reissued (default),\n"
+               "                          fails, or the device stops\n"
                "  list                   List devices\n"
                "  show ID|NAME           Show one device\n"
                "  start ID|NAME          Start a stopped device\n"
                "  stop ID|NAME           Stop a device; its configuration stays with ublkd\n"
-               "  recover ID|NAME        Recover a quiesced device\n"
+               "  recover ID|NAME        Serve a quiesced device again (its IO resumes)\n"
                "  del ID|NAME            Stop and remove a device\n"
                "  up NAME                Create (or start) the device of /etc/ublk/NAME.conf\n"
                "  down NAME              Remove the device NAME if it exists\n"
@@ -156,7 +159,7 @@ struct add_args {
         uint64_t size, offset;
         bool offset_given;
         uint32_t queues, depth, lbs;
-        const char *name, *direct_io, *zero_copy;
+        const char *name, *direct_io, *zero_copy, *recovery;
         bool read_only, start;
 };
 
@@ -216,6 +219,8 @@ static int add_device(const struct add_args *a)
                 r = append_option(m, "direct-io", "s", a->direct_io);
         if (r >= 0 && a->zero_copy)
                 r = append_option(m, "zero-copy", "s", a->zero_copy);
+        if (r >= 0 && a->recovery)
+                r = append_option(m, "recovery", "s", a->recovery);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
@@ -240,7 +245,7 @@ static int add_device(const struct add_args *a)
 static int cmd_add(int argc, char *argv[])
 {
         enum { OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START,
-               OPT_OFFSET, OPT_DIRECT_IO, OPT_ZERO_COPY };
+               OPT_OFFSET, OPT_DIRECT_IO, OPT_ZERO_COPY, OPT_RECOVERY };
         static const struct option options[] = {
                 { "size", required_argument, NULL, OPT_SIZE },
                 { "queues", required_argument, NULL, OPT_QUEUES },
@@ -252,6 +257,7 @@ static int cmd_add(int argc, char *argv[])
                 { "offset", required_argument, NULL, OPT_OFFSET },
                 { "direct-io", required_argument, NULL, OPT_DIRECT_IO },
                 { "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
+                { "recovery", required_argument, NULL, OPT_RECOVERY },
                 {}
         };
         struct add_args a = { .start = true };
@@ -296,6 +302,12 @@ static int cmd_add(int argc, char *argv[])
                                 return usage_error("--%s takes auto, on or off, not '%s'",
                                                    c == OPT_DIRECT_IO ? "direct-io" : "zero-copy", optarg);
                         *(c == OPT_DIRECT_IO ? &a.direct_io : &a.zero_copy) = optarg;
+                        break;
+                case OPT_RECOVERY:
+                        if (strcmp(optarg, "reissue") != 0 && strcmp(optarg, "fail-io") != 0 &&
+                            strcmp(optarg, "none") != 0)
+                                return usage_error("--recovery takes reissue, fail-io or none, not '%s'", optarg);
+                        a.recovery = optarg;
                         break;
                 default:
                         return EXIT_USAGE;
@@ -642,6 +654,7 @@ static int cmd_up(int argc, char *argv[])
                 .name = argv[1],
                 .direct_io = conf.direct_io,
                 .zero_copy = conf.zero_copy,
+                .recovery = conf.recovery,
                 .read_only = conf.read_only,
                 .start = true,
         };

@@ -8,6 +8,7 @@
 #include "manager.h"
 #include "parse.h"
 #include "polkit.h"
+#include "state.h"
 #include "ublkd-bus.h"
 
 char *bus_device_path(uint32_t id)
@@ -96,8 +97,11 @@ struct device_work {
         sd_bus_message *call;
         /* Results. */
         bool in_use;            /* refused: the block device is held open exclusively */
-        bool live, in_kernel;
+        bool live, in_kernel, quiesced;
 };
+
+/* A recovery by hand waits this long for the kernel to let go of the old server. */
+#define RECOVER_TIMEOUT_MS 15000
 
 static int device_run(struct work *w)
 {
@@ -118,15 +122,22 @@ static int device_run(struct work *w)
                 }
                 r = d->op == OP_STOP ? ublk_dev_stop(d->dev) : ublk_dev_remove(d->dev);
                 break;
+        case OP_RECOVER:
+                r = ublk_dev_recover(d->dev, RECOVER_TIMEOUT_MS);
+                break;
         default:
                 r = -EINVAL;
         }
         d->live = d->dev->live;
         d->in_kernel = d->dev->in_kernel;
+        d->quiesced = d->dev->quiesced;
         if (d->op == OP_REMOVE && r >= 0) {
+                uint32_t id = d->dev->id;
+
                 /* Here, not on the event loop: closing the backing file may flush it. */
                 ublk_dev_free(d->dev);
                 d->dev = NULL;
+                state_forget(id);
         }
         return r;
 }
@@ -141,7 +152,7 @@ static void device_done(struct work *w, int r)
         bool old_in_kernel = md->in_kernel;
 
         md->busy = NULL;
-        md->state = d->live ? MANAGED_LIVE : MANAGED_STOPPED;
+        md->state = d->live ? MANAGED_LIVE : d->quiesced ? MANAGED_QUIESCED : MANAGED_STOPPED;
         md->in_kernel = d->in_kernel;
         if (d->in_use) {
                 _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -192,13 +203,17 @@ static int device_op_begin(sd_bus_message *msg, struct managed_dev *md, enum dev
         if (md->busy)
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is %s: try again when that is done",
                                          md->id, md->busy);
+        if ((op == OP_START || op == OP_STOP) && md->state == MANAGED_QUIESCED)
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY,
+                                         "Device %u is quiesced (its IO waits for a server): Recover it, or "
+                                         "Remove it (its IO fails)", md->id);
         if (op == OP_START && md->state == MANAGED_LIVE)
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is live already", md->id);
         if (op == OP_STOP && md->state != MANAGED_LIVE)
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "Device %u is not live", md->id);
-        /* Only a quiesced device (its server gone, IO held) can be recovered, and this ublkd
-         * creates none yet: every device it serves is stopped or live. */
-        if (op == OP_RECOVER)
+        /* Only a quiesced device (its server gone, IO held) can be recovered: one a previous
+         * ublkd left that was not recovered when this one took it over. */
+        if (op == OP_RECOVER && md->state != MANAGED_QUIESCED)
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY,
                                          "Device %u is %s, not quiesced: there is nothing to recover%s",
                                          md->id, managed_state_to_string(md->state),
@@ -327,7 +342,7 @@ DEV_PROP_GETTER(property_get_zero_copy, "b", (int) dev->zero_copy)
 DEV_PROP_GETTER(property_get_owner_uid, "u", (uint32_t) md->owner_uid)
 DEV_PROP_GETTER(property_get_owner_gid, "u", (uint32_t) md->owner_gid)
 DEV_PROP_GETTER(property_get_flags, "t", md->flags)
-DEV_PROP_GETTER(property_get_recovery, "s", "none")
+DEV_PROP_GETTER(property_get_recovery, "s", ublk_recovery_to_string(md->flags))
 
 /* A path names a user's files: only root and the device's owner may read it. */
 static int property_get_backing(sd_bus *bus, const char *path, const char *interface, const char *property,

@@ -15,6 +15,7 @@
 #include "manager.h"
 #include "parse.h"
 #include "polkit.h"
+#include "state.h"
 #include "ublkd-bus.h"
 
 int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
@@ -82,6 +83,7 @@ enum add_option {
         OPT_OFFSET,
         OPT_DIRECT_IO,
         OPT_ZERO_COPY,
+        OPT_RECOVERY,
         _OPT_MAX,
 };
 
@@ -101,6 +103,7 @@ static const struct {
         [OPT_OFFSET]    = { "offset", "t", TARGET_OPT_OFFSET },
         [OPT_DIRECT_IO] = { "direct-io", "s", TARGET_OPT_DIRECT_IO },
         [OPT_ZERO_COPY] = { "zero-copy", "s" },
+        [OPT_RECOVERY]  = { "recovery", "s" },
 };
 
 static int read_option(sd_bus_message *msg, enum add_option opt, struct add_request *req, sd_bus_error *error)
@@ -150,6 +153,14 @@ static int read_option(sd_bus_message *msg, enum add_option opt, struct add_requ
                         req->config.direct_io = (enum ublk_direct_io) r;
                 else
                         req->config.zero_copy = (enum ublk_zero_copy) r;
+                return 0;
+        case OPT_RECOVERY:
+                r = sd_bus_message_read(msg, "s", &s);
+                if (r < 0)
+                        return r;
+                if (ublk_recovery_from_string(s, &req->config.recovery) < 0)
+                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                                 "Option 'recovery' must be 'reissue', 'fail-io' or 'none'");
                 return 0;
         case OPT_BACKING:
                 r = sd_bus_message_read(msg, "h", &fd);
@@ -313,12 +324,20 @@ static int add_run(struct work *w)
                 a->failed = "Adding the device failed";
                 return r;
         }
+        /* Before it is started: a crash from here on leaves a device the next ublkd can serve. */
+        r = state_save(a->dev, a->backing);
+        if (r < 0)
+                log_warning_errno(r, "Failed to save the state of ublk device %u: a restarted ublkd will "
+                                  "remove it: %m", a->dev->id);
         if (a->req.start) {
                 r = ublk_dev_start(a->dev);
                 if (r < 0) {
+                        uint32_t id = a->dev->id;
+
                         a->failed = "Starting the device failed";
                         ublk_dev_free(a->dev);
                         a->dev = NULL;
+                        state_forget(id);
                         return r;
                 }
         }

@@ -260,6 +260,16 @@ int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unpri
         return ctrl_dev_cmd(ctrl, CTRL_OP(STOP_DEV), dev_id, unprivileged, NULL, 0, 0);
 }
 
+int ublk_ctrl_start_user_recovery(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged)
+{
+        return ctrl_dev_cmd(ctrl, CTRL_OP(START_USER_RECOVERY), dev_id, unprivileged, NULL, 0, 0);
+}
+
+int ublk_ctrl_end_user_recovery(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid)
+{
+        return ctrl_dev_cmd(ctrl, CTRL_OP(END_USER_RECOVERY), dev_id, unprivileged, NULL, 0, (uint64_t) server_pid);
+}
+
 int ublk_ctrl_set_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
                          struct ublk_params *params)
 {

@@ -37,6 +37,10 @@ int ublk_ctrl_add_dev_as(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_i
 int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);
 int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid);
 int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);
+/* A device whose server went away (quiesced, or failing IO): START, then the new queues fetch
+ * their tags, then END, which waits for them like START_DEV. */
+int ublk_ctrl_start_user_recovery(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);
+int ublk_ctrl_end_user_recovery(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid);
 int ublk_ctrl_set_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
                          struct ublk_params *params);
 int ublk_ctrl_get_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,

@@ -136,6 +136,76 @@ static int dev_choose_zero_copy(struct ublk_dev *dev, struct ublk_reason *reason
         return -EOPNOTSUPP;
 }
 
+const char *ublk_recovery_to_string(uint64_t flags)
+{
+        if (!(flags & UBLK_F_USER_RECOVERY))
+                return "none";
+        if (flags & UBLK_F_USER_RECOVERY_FAIL_IO)
+                return "fail-io";
+        if (flags & UBLK_F_USER_RECOVERY_REISSUE)
+                return "reissue";
+        return "requeue";       /* not one ublkd creates: a device left by another server */
+}
+
+int ublk_recovery_from_string(const char *s, enum ublk_recovery *ret)
+{
+        static const char *const names[] = {
+                [UBLK_RECOVERY_REISSUE] = "reissue",
+                [UBLK_RECOVERY_FAIL_IO] = "fail-io",
+                [UBLK_RECOVERY_NONE] = "none",
+        };
+
+        for (unsigned i = UBLK_RECOVERY_REISSUE; i < ELEMENTSOF(names); i++)
+                if (strcmp(s, names[i]) == 0) {
+                        *ret = (enum ublk_recovery) i;
+                        return 0;
+                }
+        return -EINVAL;
+}
+
+/* Sets the recovery flags ADD_DEV asks for. */
+static int dev_choose_recovery(struct ublk_dev *dev, struct ublk_reason *reason)
+{
+        uint64_t features = dev->ctrl->features;
+
+        switch (dev->config.recovery) {
+        case UBLK_RECOVERY_DEFAULT:
+                /* The kernel does not let an unprivileged device be recovered. */
+                if (!dev->unprivileged && (features & UBLK_F_USER_RECOVERY_REISSUE))
+                        dev->info.flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+                return 0;
+        case UBLK_RECOVERY_NONE:
+                return 0;
+        case UBLK_RECOVERY_REISSUE:
+        case UBLK_RECOVERY_FAIL_IO:
+                break;
+        }
+        if (dev->unprivileged) {
+                snprintf(reason->text, sizeof(reason->text),
+                         "recovery=%s is not available for devices of users other than root (the kernel "
+                         "does not recover them): use recovery=none",
+                         dev->config.recovery == UBLK_RECOVERY_REISSUE ? "reissue" : "fail-io");
+                return -EOPNOTSUPP;
+        }
+        if (dev->config.recovery == UBLK_RECOVERY_REISSUE) {
+                if (!(features & UBLK_F_USER_RECOVERY_REISSUE)) {
+                        snprintf(reason->text, sizeof(reason->text),
+                                 "recovery=reissue needs a kernel with UBLK_F_USER_RECOVERY_REISSUE (Linux 6.0 or later)");
+                        return -EOPNOTSUPP;
+                }
+                dev->info.flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+                return 0;
+        }
+        if (!(features & UBLK_F_USER_RECOVERY_FAIL_IO)) {
+                snprintf(reason->text, sizeof(reason->text),
+                         "recovery=fail-io needs a kernel with UBLK_F_USER_RECOVERY_FAIL_IO (Linux 6.13 or later): "
+                         "use recovery=reissue or none");
+                return -EOPNOTSUPP;
+        }
+        dev->info.flags |= UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_FAIL_IO;
+        return 0;
+}
+
 /* ADD_DEV asking for want_id ((uint32_t) -1: any), then SET_PARAMS. */
 static int dev_kernel_add(struct ublk_dev *dev, uint32_t want_id)
 {
@@ -198,6 +268,21 @@ static void dev_kernel_renew(struct ublk_dev *dev)
                                   "tries again): %m", dev->id);
 }
 
+/* A device of config, which gives its backing fd to it. */
+static struct ublk_dev *dev_new(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config)
+{
+        struct ublk_dev *dev = calloc(1, sizeof(*dev));
+
+        if (!dev)
+                return NULL;
+        dev->ctrl = ctrl;
+        dev->config = *config;
+        config->backing_fd = -1;
+        dev->cdev_fd = -1;
+        dev->unprivileged = dev->config.owner_uid != 0;
+        return dev;
+}
+
 int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, struct ublk_reason *reason,
                  struct ublk_dev **ret)
 {
@@ -205,20 +290,16 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         struct ublk_dev *dev;
         int r;
 
-        dev = calloc(1, sizeof(*dev));
+        dev = dev_new(ctrl, config);
         if (!dev)
                 return -ENOMEM;
-        dev->ctrl = ctrl;
-        dev->config = *config;
-        config->backing_fd = -1;        /* ownership moved to dev */
-        dev->cdev_fd = -1;
-        dev->unprivileged = dev->config.owner_uid != 0;
         dev->add_info = (struct ublksrv_ctrl_dev_info) {
                 .nr_hw_queues = (uint16_t) dev->config.queues,
                 .queue_depth = (uint16_t) dev->config.depth,
                 .max_io_buf_bytes = UBLK_DEV_MAX_IO_BYTES,
                 .ublksrv_pid = getpid(),
                 .flags = ctrl->ioctl_encode ? UBLK_F_CMD_IOCTL_ENCODE : 0,
+                .ublksrv_flags = UBLKD_SERVER_MARK,
         };
         /* ublk_params_set_basic() reads it before ADD_DEV. */
         dev->info = dev->add_info;
@@ -230,6 +311,8 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                 r = -EOPNOTSUPP;
         } else
                 r = dev_choose_zero_copy(dev, reason);
+        if (r >= 0)
+                r = dev_choose_recovery(dev, reason);
         if (r >= 0) {
                 dev->add_info.flags = dev->info.flags;
                 r = ops->init(dev, &dev->params, reason);
@@ -269,46 +352,42 @@ static void dev_join_queues(struct ublk_dev *dev)
         dev->queues = NULL;
 }
 
-int ublk_dev_start(struct ublk_dev *dev)
+/* Queue threads on a device in the kernel, then START_DEV, or END_USER_RECOVERY when recovering. */
+static int dev_serve(struct ublk_dev *dev, bool recovering)
 {
         uint64_t started_usec;
         char path[64];
         int r;
 
-        if (dev->live)
-                return -EALREADY;
-        if (!dev->in_kernel) {
-                r = dev_kernel_add(dev, dev->id);
-                if (r < 0)
-                        return r;
-        }
-
         snprintf(path, sizeof(path), "/dev/ublkc%u", dev->id);
         dev->cdev_fd = open(path, O_RDWR | O_CLOEXEC);
-        if (dev->cdev_fd < 0) {
-                r = log_debug_errno(negative_errno(), "Failed to open %s: %m", path);
-                goto fail;
-        }
+        if (dev->cdev_fd < 0)
+                return log_debug_errno(negative_errno(), "Failed to open %s: %m", path);
 
         dev->queues = calloc(dev->config.queues, sizeof(*dev->queues));
-        if (!dev->queues) {
-                r = -ENOMEM;
-                goto fail;
-        }
+        if (!dev->queues)
+                return -ENOMEM;
         for (unsigned i = 0; i < dev->config.queues; i++) {
                 dev->queues[i].dev = dev;
                 dev->queues[i].q_id = i;
                 r = queue_start(&dev->queues[i]);
-                if (r < 0) {
-                        log_debug_errno(r, "Failed to start queue %u of ublk device %u: %m", i, dev->id);
-                        goto fail;
-                }
+                if (r < 0)
+                        return log_debug_errno(r, "Failed to start queue %u of ublk device %u: %m", i, dev->id);
         }
 
         /* Before START_DEV: udev reads it when the block device appears. */
         r = devinfo_write(dev->id, dev->config.name, dev->config.target->name, dev->unprivileged);
         if (r < 0)
                 log_warning_errno(r, "Failed to write %s/ublkb%u, udev gets no name for it: %m", DEVINFO_DIR, dev->id);
+
+        if (recovering) {
+                r = ublk_ctrl_end_user_recovery(dev->ctrl, dev->id, dev->unprivileged, getpid());
+                if (r < 0)
+                        return log_debug_errno(r, "END_USER_RECOVERY for ublk device %u failed: %m", dev->id);
+                dev->live = true;
+                dev->quiesced = false;
+                return 0;       /* the block device stayed: udev has nothing to do */
+        }
 
         if (ublk_test_start_delay_ms)
                 (void) usleep(ublk_test_start_delay_ms * 1000);
@@ -317,7 +396,7 @@ int ublk_dev_start(struct ublk_dev *dev)
         if (r < 0) {
                 log_debug_errno(r, "START_DEV for ublk device %u failed: %m", dev->id);
                 devinfo_remove(dev->id);
-                goto fail;
+                return r;
         }
         dev->live = true;
 
@@ -333,16 +412,131 @@ int ublk_dev_start(struct ublk_dev *dev)
                 log_warning_errno(r, "udev has not handled %s after %u ms; going on without it: %m",
                                   path, UDEV_WAIT_MS);
         return 0;
+}
 
-fail:
+/* After a failed dev_serve(): the queues end, and the next start gets a fresh kernel device. */
+static void dev_serve_failed(struct ublk_dev *dev)
+{
         /* STOP_DEV aborts the tags the queues fetched, so their threads end. */
         (void) ublk_ctrl_stop_dev(dev->ctrl, dev->id, dev->unprivileged);
         dev_join_queues(dev);
         dev->cdev_fd = safe_close(dev->cdev_fd);
-        /* Whether it got to START_DEV or not, the next start needs a fresh kernel device. */
+        dev->live = false;
+        dev->quiesced = false;
         if (dev->in_kernel)
                 dev_kernel_renew(dev);
+}
+
+int ublk_dev_start(struct ublk_dev *dev)
+{
+        int r;
+
+        if (dev->live)
+                return -EALREADY;
+        if (dev->quiesced)
+                return -EBUSY;
+        if (!dev->in_kernel) {
+                r = dev_kernel_add(dev, dev->id);
+                if (r < 0)
+                        return r;
+        }
+        r = dev_serve(dev, false);
+        if (r < 0)
+                /* Whether it got to START_DEV or not, the next start needs a fresh kernel device. */
+                dev_serve_failed(dev);
         return r;
+}
+
+/* The kernel refuses START_USER_RECOVERY with EBUSY until the old server's char device is
+ * released and its queues are quiesced: moments after it died, not a state to wait on. */
+#define RECOVER_POLL_US 20000
+
+int ublk_dev_recover(struct ublk_dev *dev, unsigned timeout_ms)
+{
+        uint64_t deadline = devinfo_now_usec() + (uint64_t) timeout_ms * 1000;
+        int r;
+
+        if (dev->live)
+                return -EALREADY;
+        if (!dev->quiesced)
+                return -EINVAL;
+        for (;;) {
+                r = ublk_ctrl_start_user_recovery(dev->ctrl, dev->id, dev->unprivileged);
+                if (r != -EBUSY || devinfo_now_usec() >= deadline)
+                        break;
+                (void) usleep(RECOVER_POLL_US);
+        }
+        if (r < 0)
+                return log_debug_errno(r, "START_USER_RECOVERY for ublk device %u failed: %m", dev->id);
+        r = dev_serve(dev, true);
+        if (r < 0) {
+                /* Its IO cannot wait for a server that failed to come: fail it, keep the device. */
+                log_warning_errno(r, "Recovering ublk device %u failed, stopping it (its IO fails): %m", dev->id);
+                dev_serve_failed(dev);
+        }
+        return r;
+}
+
+int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, uint32_t id,
+                   struct ublk_reason *reason, struct ublk_dev **ret)
+{
+        const struct ublk_target_ops *ops = config->target;
+        struct ublk_dev *dev;
+        int r;
+
+        dev = dev_new(ctrl, config);
+        if (!dev)
+                return -ENOMEM;
+        dev->id = id;
+
+        r = ublk_ctrl_get_dev_info(ctrl, id, dev->unprivileged, &dev->info);
+        if (r >= 0 && (dev->info.nr_hw_queues != dev->config.queues ||
+                       dev->info.queue_depth != dev->config.depth ||
+                       !!(dev->info.flags & UBLK_F_UNPRIVILEGED_DEV) != dev->unprivileged)) {
+                snprintf(reason->text, sizeof(reason->text),
+                         "the kernel's device %u has %u queues of depth %u, not the %u of %u ublkd saved",
+                         id, dev->info.nr_hw_queues, dev->info.queue_depth, dev->config.queues, dev->config.depth);
+                r = -ESTALE;
+        }
+        if (r >= 0) {
+                dev->add_info = (struct ublksrv_ctrl_dev_info) {
+                        .nr_hw_queues = dev->info.nr_hw_queues,
+                        .queue_depth = dev->info.queue_depth,
+                        .max_io_buf_bytes = dev->info.max_io_buf_bytes,
+                        .ublksrv_pid = getpid(),
+                        .flags = dev->info.flags & ~(uint64_t) UBLK_F_UNPRIVILEGED_DEV,
+                        .ublksrv_flags = UBLKD_SERVER_MARK,
+                };
+                dev->zero_copy = !!(dev->info.flags & UBLK_F_AUTO_BUF_REG);
+                r = ops->init(dev, &dev->params, reason);
+        }
+        if (r < 0) {
+                safe_close(dev->config.backing_fd);
+                free(dev);
+                return r;
+        }
+        dev->in_kernel = true;
+
+        switch (dev->info.state) {
+        case UBLK_S_DEV_QUIESCED:
+        case UBLK_S_DEV_FAIL_IO:
+                dev->quiesced = true;
+                break;
+        case UBLK_S_DEV_LIVE:
+                /* Its server is gone (ublkd serves no device yet), but the kernel has not
+                 * noticed: recovery waits for that. */
+                dev->quiesced = !!(dev->info.flags & UBLK_F_USER_RECOVERY);
+                if (!dev->quiesced)
+                        dev_kernel_renew(dev);
+                break;
+        default:
+                /* Stopped, by us or by the kernel when its server went: it may have been
+                 * started, and the kernel starts a device only once. */
+                dev_kernel_renew(dev);
+                break;
+        }
+        *ret = dev;
+        return 0;
 }
 
 /* STOP_DEV, and the queue threads end once the kernel has aborted their tags. */
@@ -406,7 +600,7 @@ int ublk_dev_check_unused(const struct ublk_dev *dev)
         char path[32];
         int fd;
 
-        if (!dev->live)
+        if (!dev->live && !dev->quiesced)
                 return 0;
         snprintf(path, sizeof(path), "/dev/ublkb%u", dev->id);
         /* A mount, a device-mapper or md user, or another O_EXCL opener holds it exclusively. */

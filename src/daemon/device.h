@@ -13,6 +13,10 @@
  *                     + SET_PARAMS with the same id               -> stopped
  *   ublk_dev_remove() stop if live, DEL_DEV                      -> out of the kernel
  *   ublk_dev_free()   ublk_dev_remove() if not done, free
+ * A device a previous ublkd left in the kernel comes back with:
+ *   ublk_dev_adopt()   target init on the saved configuration, GET_DEV_INFO; a device the
+ *                      kernel stopped (DEAD) is renewed                 -> stopped or quiesced
+ *   ublk_dev_recover() START_USER_RECOVERY, queue threads, END_USER_RECOVERY -> live
  * The kernel does not start a device twice (START_DEV after STOP_DEV fails),
  * so a stop, or a failed start, renews the kernel device under the same id:
  * the id stays taken, and /dev/ublkbN keeps its number.  Should the new
@@ -34,6 +38,9 @@
 #define UBLK_DEV_NAME_MAX 64
 #define UBLK_DEV_DEFAULT_DEPTH 128
 #define UBLK_DEV_MAX_IO_BYTES (512u * 1024)
+/* In ublksrv_flags, which the kernel keeps for the server: "this device is ublkd's", so that a
+ * restarted ublkd knows its own devices that it has no state for ("ublkd" and a version). */
+#define UBLKD_SERVER_MARK UINT64_C(0x75626c6b64000001)
 
 struct ublk_dev_config {
         const struct ublk_target_ops *target;
@@ -57,6 +64,14 @@ struct ublk_dev_config {
                 UBLK_ZERO_COPY_ON,
                 UBLK_ZERO_COPY_OFF,
         } zero_copy;
+        /* What the kernel does with the device's IO while no server serves it (ublkd crashed or
+         * restarts): hold it and hand it to the next server, or fail it at once (Linux 6.13+). */
+        enum ublk_recovery {
+                UBLK_RECOVERY_DEFAULT,          /* reissue where the kernel and the device allow it */
+                UBLK_RECOVERY_REISSUE,
+                UBLK_RECOVERY_FAIL_IO,
+                UBLK_RECOVERY_NONE,
+        } recovery;
         /* Not 0: an unprivileged device of this user (see ublk_ctrl_add_dev_as()). */
         uid_t owner_uid;
         gid_t owner_gid;
@@ -72,6 +87,7 @@ struct ublk_dev {
         int cdev_fd;
         bool in_kernel;         /* ADD_DEV done, DEL_DEV not yet */
         bool live;              /* START_DEV done, STOP_DEV not yet */
+        bool quiesced;          /* adopted with no server: IO waits (or fails) until recovered */
         bool unprivileged;      /* UBLK_F_UNPRIVILEGED_DEV: config.owner_uid's */
         uint64_t added_usec;    /* CLOCK_MONOTONIC of the last ADD_DEV (devinfo_wait_udev()) */
         struct ublksrv_ctrl_dev_info add_info;  /* what ADD_DEV is sent again with */
@@ -96,6 +112,15 @@ int ublk_dev_config_validate(const struct ublk_dev_config *config, const char **
 int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, struct ublk_reason *reason,
                  struct ublk_dev **ret);
 int ublk_dev_start(struct ublk_dev *dev);
+/* config describes the device id as a previous ublkd created it (state.h); its backing fd
+ * moves to the device.  -ESTALE when the kernel's device is not that one. */
+int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, uint32_t id,
+                   struct ublk_reason *reason, struct ublk_dev **ret);
+/* Serves a quiesced device again: waits up to timeout_ms for the old server to be gone. */
+int ublk_dev_recover(struct ublk_dev *dev, unsigned timeout_ms);
+const char *ublk_recovery_to_string(uint64_t flags);
+/* "reissue", "fail-io", "none" */
+int ublk_recovery_from_string(const char *s, enum ublk_recovery *ret);
 int ublk_dev_stop(struct ublk_dev *dev);
 int ublk_dev_remove(struct ublk_dev *dev);
 /* Does not block when ublk_dev_remove() was done. */

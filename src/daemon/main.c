@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * ublkd: serves ublk block devices for everyone on the system bus.
- * Life cycle: register the object tree, take the bus name, tell systemd we
- * are ready; on SIGTERM/SIGINT remove every device and exit.
+ * Life cycle: register the object tree, take the bus name, take over the devices a previous
+ * ublkd left (reconcile.c), tell systemd we are ready.  On SIGTERM/SIGINT: when systemd is
+ * restarting us, leave every device to the next ublkd (the kernel quiesces those that can be
+ * recovered as we exit, and holds their IO); otherwise remove every device and exit.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -11,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <systemd/sd-login.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "devinfo.h"
@@ -24,11 +28,48 @@
 #define USER_MAX_DEVICES_DEFAULT 16u
 #define USER_MAX_QUEUE_BYTES_DEFAULT (1024ULL << 20)
 
+/* Whether systemd is stopping us as part of a restart (systemctl restart, try-restart). */
+static bool restart_pending(sd_bus *bus)
+{
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *unit = NULL, *unit_path = NULL, *type = NULL;
+        const char *job_path;
+        uint32_t job_id;
+        int r;
+
+        if (!bus || sd_pid_get_unit(0, &unit) < 0)
+                return false;
+        r = sd_bus_path_encode("/org/freedesktop/systemd1/unit", unit, &unit_path);
+        if (r >= 0)
+                r = sd_bus_get_property(bus, "org.freedesktop.systemd1", unit_path, "org.freedesktop.systemd1.Unit",
+                                        "Job", &error, &reply, "(uo)");
+        if (r >= 0)
+                r = sd_bus_message_read(reply, "(uo)", &job_id, &job_path);
+        if (r >= 0 && job_id != 0)
+                r = sd_bus_get_property_string(bus, "org.freedesktop.systemd1", job_path,
+                                               "org.freedesktop.systemd1.Job", "JobType", &error, &type);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot ask systemd whether %s is restarting, assuming it stops: %s", unit,
+                                  error.message ?: strerror(-r));
+                return false;
+        }
+        return job_id != 0 && (strcmp(type, "restart") == 0 || strcmp(type, "try-restart") == 0);
+}
+
 static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
         struct manager *m = userdata;
 
-        log_info("Received %s, removing %u device(s) and exiting.", strsignal((int) si->ssi_signo), m->n_devices);
+        if (m->exiting)
+                return 0;
+        m->handover = restart_pending(m->bus);
+        if (m->handover)
+                log_info("Received %s while systemd restarts ublkd: leaving %u device(s) to the next ublkd.",
+                         strsignal((int) si->ssi_signo), m->n_devices);
+        else
+                log_info("Received %s, removing %u device(s) and exiting.", strsignal((int) si->ssi_signo),
+                         m->n_devices);
         (void) sd_notify(0, "STOPPING=1");
         /* Operations in progress end first, and their callers get an answer while the bus is up. */
         return manager_begin_exit(m);
@@ -150,6 +191,11 @@ static int run(struct manager *m)
         if (r < 0)
                 return log_error_errno(r, "Failed to acquire bus name %s: %m", UBLKD_BUS_NAME);
 
+        /* The name is ours: no other ublkd serves these devices. */
+        r = reconcile_start(m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to take over the devices of the previous ublkd: %m");
+
         (void) sd_notify(0, "READY=1\nSTATUS=Serving 0 devices (0 live).");
         log_info("ublkd %s ready on %s.", PACKAGE_VERSION, UBLKD_BUS_NAME);
 
@@ -185,6 +231,14 @@ int main(int argc, char *argv[])
 
         bus_authorize_cancel_all(&m);
         work_finish_all(&m);
+        if (m.handover && r >= 0) {
+                /* Freeing the devices would remove them.  As the process ends, the kernel
+                 * quiesces those with recovery; the next ublkd takes them all over. */
+                if (m.bus)
+                        sd_bus_flush(m.bus);
+                log_info("Left %u device(s) to the next ublkd.", m.n_devices);
+                _exit(0);
+        }
         manager_remove_all(&m);
         work_teardown(&m);
         if (m.bus) {

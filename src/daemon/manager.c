@@ -7,6 +7,7 @@
 #include "log.h"
 #include "manager.h"
 #include "polkit.h"
+#include "state.h"
 
 /* What "systemctl status ublkd" shows on its Status: line. */
 void manager_update_status(struct manager *m)
@@ -22,7 +23,14 @@ void manager_update_status(struct manager *m)
 
 const char *managed_state_to_string(enum managed_state state)
 {
-        return state == MANAGED_LIVE ? "live" : "stopped";
+        switch (state) {
+        case MANAGED_LIVE:
+                return "live";
+        case MANAGED_QUIESCED:
+                return "quiesced";
+        default:
+                return "stopped";
+        }
 }
 
 struct managed_dev *manager_find_device(struct manager *m, uint32_t id)
@@ -78,8 +86,11 @@ void manager_remove_all(struct manager *m)
         while (m->devices) {
                 struct managed_dev *md = m->devices;
                 uint32_t id = md->id;
+                bool had_dev = md->dev;
 
                 manager_free_device(m, md);
+                if (had_dev)
+                        state_forget(id);
                 log_info("Removed ublk device %u.", id);
         }
 }

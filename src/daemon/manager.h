@@ -25,6 +25,7 @@
 enum managed_state {
         MANAGED_STOPPED,
         MANAGED_LIVE,
+        MANAGED_QUIESCED,       /* taken over with no server: its IO waits for Recover() */
 };
 
 struct auth_pending;
@@ -52,6 +53,7 @@ struct manager {
         struct managed_dev *devices;
         unsigned n_devices;
         bool exiting;                   /* no new operations; exit when the running ones end */
+        bool handover;                  /* exiting for a restart: leave the devices to the next ublkd */
 
         /* What one user other than root may have (main.c options). */
         unsigned user_max_devices;
@@ -82,6 +84,9 @@ const char *managed_state_to_string(enum managed_state state);
 int manager_begin_exit(struct manager *m);
 /* Called after a device is linked or unlinked, or changes state. */
 void manager_update_status(struct manager *m);
+
+/* reconcile.c: takes over the devices a previous ublkd left (works; the bus name is ours). */
+int reconcile_start(struct manager *m);
 
 /* bus-manager.c */
 int bus_manager_register(struct manager *m);

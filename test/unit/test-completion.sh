@@ -151,7 +151,7 @@ run_cases()
 	is 'ublkctl add l' loop
 	is 'ublkctl add loop --dir' --direct-io
 	has 'ublkctl add loop --' --size --queues --depth --logical-block-size --name --read-only \
-		--no-start --offset --direct-io --zero-copy
+		--no-start --offset --direct-io --zero-copy --recovery
 	has 'ublkctl add null --' --size --queues --depth --logical-block-size --name --read-only \
 		--no-start --zero-copy
 	lacks 'ublkctl add null --' --offset --direct-io
@@ -164,6 +164,7 @@ run_cases()
 	is 'ublkctl add loop --direct-io o' on off
 	is 'ublkctl add loop --dir o' on off
 	is 'ublkctl add null --zero-copy ' auto on off
+	is 'ublkctl add null --recovery ' reissue fail-io none
 	is 'ublkctl add null --logical-block-size ' 512 1024 2048 4096
 	is 'ublkctl add null --size '
 	is 'ublkctl add loop --name '

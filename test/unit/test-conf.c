@@ -42,12 +42,14 @@ int main(void)
         char big[6000];
 
         check("# comment\n\n  target = loop  \nbacking=/srv/a b.img\nsize = 1G\nqueues=2\ndepth = 64\n"
-              "logical-block-size = 4096\nread-only = yes\noffset = 1M\ndirect-io = off\nzero-copy=auto\n", NULL, &c);
+              "logical-block-size = 4096\nread-only = yes\noffset = 1M\ndirect-io = off\nzero-copy=auto\n"
+              "recovery = fail-io\n", NULL, &c);
         EXPECT(c.target && !strcmp(c.target, "loop"));
         EXPECT(c.backing && !strcmp(c.backing, "/srv/a b.img"));
         EXPECT(c.size == 1ULL << 30 && c.queues == 2 && c.depth == 64 && c.logical_block_size == 4096);
         EXPECT(c.read_only && c.has_offset && c.offset == 1ULL << 20);
         EXPECT(c.direct_io && !strcmp(c.direct_io, "off") && c.zero_copy && !strcmp(c.zero_copy, "auto"));
+        EXPECT(c.recovery && !strcmp(c.recovery, "fail-io"));
         ublk_conf_free(&c);
 
         check("target=null\nsize=64M", NULL, NULL);                     /* no final newline */
@@ -62,6 +64,7 @@ int main(void)
         check("target=loop\nbacking=relative.img\n", "t.conf:2: backing must be an absolute path", NULL);
         check("target=null\nread-only=maybe\n", "t.conf:2: read-only must be yes or no", NULL);
         check("target=null\ndirect-io=fast\n", "t.conf:2: direct-io must be auto, on or off", NULL);
+        check("target=null\nrecovery=maybe\n", "t.conf:2: recovery must be reissue, fail-io or none", NULL);
         check("target=\n", "t.conf:1: target must not be empty", NULL);
         check_n("target=null\nsi\0ze=1G\n", 21, "t.conf:2: NUL byte in line", NULL);
         memset(big, 'x', sizeof(big) - 1);

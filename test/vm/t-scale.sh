@@ -90,6 +90,7 @@ out=$(ublkctl del slow 2>&1) && fail "del of a starting device succeeded"
 wait $starting || fail "start failed: $(cat start.out)"
 ublkctl list | grep -Eq ' slow +null +live ' || fail "not live after start"
 echo "busy: a device being started refuses stop and del until the start is done"
+ublkctl del slow        # a restart would leave it to the next ublkd
 
 # A START_DEV that waits too long (queue 0 fetching 3 s late) is cancelled after 2 s and sent
 # again, and the start succeeds.
