@@ -100,9 +100,6 @@ struct device_work {
         bool live, in_kernel, quiesced;
 };
 
-/* A recovery by hand waits this long for the kernel to let go of the old server. */
-#define RECOVER_TIMEOUT_MS 15000
-
 static int device_run(struct work *w)
 {
         struct device_work *d = (struct device_work *) w;
@@ -123,7 +120,7 @@ static int device_run(struct work *w)
                 r = d->op == OP_STOP ? ublk_dev_stop(d->dev) : ublk_dev_remove(d->dev);
                 break;
         case OP_RECOVER:
-                r = ublk_dev_recover(d->dev, RECOVER_TIMEOUT_MS);
+                r = ublk_dev_recover(d->dev, UBLK_DEV_RECOVER_TIMEOUT_MS);
                 break;
         default:
                 r = -EINVAL;

@@ -116,6 +116,8 @@ int ublk_dev_start(struct ublk_dev *dev);
  * moves to the device.  -ESTALE when the kernel's device is not that one. */
 int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, uint32_t id,
                    struct ublk_reason *reason, struct ublk_dev **ret);
+/* How long a recovery waits for the kernel to let go of the old server (normally moments). */
+#define UBLK_DEV_RECOVER_TIMEOUT_MS 15000
 /* Serves a quiesced device again: waits up to timeout_ms for the old server to be gone. */
 int ublk_dev_recover(struct ublk_dev *dev, unsigned timeout_ms);
 const char *ublk_recovery_to_string(uint64_t flags);

@@ -18,9 +18,6 @@
 #include "parse.h"
 #include "state.h"
 
-/* How long a recovery waits for the kernel to let go of the old server (normally moments). */
-#define RECOVER_TIMEOUT_MS 15000
-
 struct adopt_work {
         struct work work;
         struct managed_dev *md;
@@ -53,7 +50,7 @@ static int adopt_run(struct work *w)
                 return r;
         }
         if (a->dev->quiesced && a->recover)
-                a->recover_result = ublk_dev_recover(a->dev, RECOVER_TIMEOUT_MS);
+                a->recover_result = ublk_dev_recover(a->dev, UBLK_DEV_RECOVER_TIMEOUT_MS);
         return 0;
 }
 
