@@ -3,7 +3,8 @@
 # returns and goes with the device; `systemctl start ublk@NAME` creates the device of
 # /etc/ublk/NAME.conf and stop removes it; a mount from fstab on /dev/ublk/by-name/NAME with
 # x-systemd.requires=ublk@NAME.service pulls the device in; a bad config file fails the unit
-# with the file, line and problem in the journal, and creates nothing.
+# with the file, line and problem in the journal, and creates nothing. A restart of ublkd keeps
+# ublk@NAME active, its device, link and mount, and the data.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 require_cmd mkfs.ext4
@@ -65,9 +66,39 @@ systemctl start mnt-data.mount || fail "mnt-data.mount failed: $(systemctl statu
 mountpoint -q /mnt/data || fail "/mnt/data not mounted"
 systemctl is-active -q ublk@data || fail "ublk@data not active under the mount"
 echo hello > /mnt/data/hello
-systemctl stop mnt-data.mount
-systemctl stop ublk@data
 echo "fstab: mnt-data.mount started ublk@data and mounted /dev/ublk/by-name/data"
+
+# 3b. a restart of ublkd under the mount keeps ublk@data, its device, its link and the mount
+dev=$(readlink -f /dev/ublk/by-name/data)
+since=$(systemctl show -P ActiveEnterTimestampMonotonic ublk@data)
+old_pid=$(ublkd_pid)
+head -c 8M /dev/urandom > /mnt/data/before
+sum=$(sha256sum < /mnt/data/before)
+sync
+systemctl restart ublkd
+served_again() {
+	local p
+	p=$(ublkd_pid)
+	[ "$p" != 0 ] && [ "$p" != "$old_pid" ] && ublkctl list 2> /dev/null | grep -Eq ' data +loop +live '
+}
+wait_until 30 served_again || fail "data not live under a new ublkd: $(ublkctl list 2>&1)"
+systemctl is-active -q ublk@data || fail "ublk@data is $(systemctl is-active ublk@data) after a restart of ublkd"
+[ "$(systemctl show -P ActiveEnterTimestampMonotonic ublk@data)" = "$since" ] ||
+	fail "ublk@data was restarted along with ublkd"
+[ "$(readlink -f /dev/ublk/by-name/data)" = "$dev" ] ||
+	fail "/dev/ublk/by-name/data -> '$(readlink -f /dev/ublk/by-name/data)' after the restart, was $dev"
+mountpoint -q /mnt/data || fail "/mnt/data not mounted after a restart of ublkd"
+head -c 8M /dev/urandom > /mnt/data/after
+sum_after=$(sha256sum < /mnt/data/after)
+sync
+echo 3 > /proc/sys/vm/drop_caches
+[ "$(sha256sum < /mnt/data/before)" = "$sum" ] || fail "a file written before the restart reads back changed"
+[ "$(sha256sum < /mnt/data/after)" = "$sum_after" ] || fail "a file written after the restart reads back changed"
+[ "$(cat /mnt/data/hello)" = hello ] || fail "/mnt/data/hello changed"
+systemctl stop mnt-data.mount
+fsck.ext4 -fn "$dev" > fsck.log 2>&1 || fail "fsck after the restart: $(tail -n 5 fsck.log)"
+systemctl stop ublk@data
+echo "restart of ublkd: ublk@data stayed active (not restarted), $dev, its link and the mount stayed; files written before and after read back (sha256 after drop_caches); fsck -fn clean"
 
 # 4. a bad config file
 printf 'target = loop\ncolour = red\n' > /etc/ublk/bad.conf

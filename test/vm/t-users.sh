@@ -99,6 +99,23 @@ as alice ublkctl start alice-disk || fail "alice could not start her device"
 as alice fsck.ext4 -fn "$dev" > /dev/null 2>&1 || fail "fsck after stop/start found problems"
 echo "alice: stop + start her own device, still alice's, fsck clean"
 
+# 5b. A restart of ublkd: the kernel does not recover users' devices, so alice's comes back
+# stopped, still hers, under the same id; she starts it again and her file system is intact.
+old_pid=$(ublkd_pid)
+systemctl restart ublkd
+taken_over() { local p; p=$(ublkd_pid); [ "$p" != 0 ] && [ "$p" != "$old_pid" ] && ublkctl show alice-disk > /dev/null 2>&1; }
+wait_until 30 taken_over || fail "alice's device not back after a restart of ublkd: $(ublkctl list 2>&1)"
+show=$(ublkctl --json show alice-disk)
+[ "$(jq -r .State <<< "$show")" = stopped ] || fail "alice's device after a restart: $show"
+[ "$(jq .OwnerUID <<< "$show")" = "$(id -u alice)" ] || fail "OwnerUID after a restart: $show"
+[ "$(jq .Id <<< "$show")" = "$id" ] || fail "alice's device is $(jq .Id <<< "$show") after a restart, was $id"
+wait_until 5 test ! -e "$dev" || fail "$dev still there while alice's device is stopped"
+as alice ublkctl start alice-disk || fail "alice could not start her device after a restart of ublkd"
+[ "$(stat -c '%U %G %a' "$dev")" = "alice alice 600" ] || fail "$dev after a restart of ublkd: $(stat -c '%U %G %a' "$dev")"
+as alice fsck.ext4 -fn "$dev" > /dev/null 2>&1 || fail "fsck after a restart of ublkd found problems"
+[ "$(as alice blkid -c /dev/null -s LABEL -o value "$dev")" = alicefs ] || fail "label lost across a restart of ublkd"
+echo "restart of ublkd: alice's device came back stopped, hers, same id $id; she started it; fsck clean, label kept"
+
 # 6. names: a user's devices are named USER-SOMETHING
 before=$(n_devices)
 if out=$(as alice ublkctl add null --size 16M --name data 2>&1); then fail "alice took the name 'data'"; fi

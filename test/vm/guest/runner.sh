@@ -30,6 +30,7 @@ while IFS=$'\t' read -r name script tmo; do
 	con "VMTEST-BEGIN $name uptime=$(up)"
 	echo "vmtest: BEGIN $name" > /dev/kmsg
 	t0=$(date +%s%N)
+	cursor=$(journalctl -n 0 --show-cursor --no-pager 2>/dev/null | sed -n 's/^-- cursor: //p')
 	# timeout(1) runs the test in its own process group (pgid = its pid) and kills all of it:
 	# SIGTERM, then SIGKILL 10 s later. 124 = timed out.
 	(cd "$work" && TEST_NAME=$name TEST_TMPDIR=$work exec timeout -k 10 "$tmo" bash "$script") \
@@ -52,6 +53,17 @@ while IFS=$'\t' read -r name script tmo; do
 	esac
 	left=$(ls /dev/ublkb* /dev/ublkc* 2>/dev/null | tr '\n' ' ')
 	[ -z "$left" ] || echo "[vm-run] note: ublk devices left behind by $name: $left" >> "$out"
+	# A sanitizer report from ublkd or its helpers fails the test, even when systemd restarted
+	# ublkd behind it (kernel warnings are vm-run's "kernel-log" check).
+	journalctl --sync 2>/dev/null
+	bad=$(journalctl --no-pager -o cat ${cursor:+--after-cursor="$cursor"} 2>/dev/null |
+		grep -E 'ERROR: (Address|Leak|Thread)Sanitizer|WARNING: ThreadSanitizer|Sanitizer has encountered|runtime error:|Sanitizer:DEADLYSIGNAL' |
+		head -n 5)
+	if [ -n "$bad" ]; then
+		echo "[vm-run] FAIL: sanitizer report in the journal during $name:" >> "$out"
+		echo "$bad" >> "$out"
+		case $rc in 0|77) rc=1 ;; esac
+	fi
 	echo "vmtest: END $name rc=$rc" > /dev/kmsg
 	case $rc in 0|77) ;; *) failed=1 ;; esac
 	secs=$(( (t1 - t0) / 1000000 ))
