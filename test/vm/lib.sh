@@ -132,9 +132,12 @@ load_ublk_driver() {
 		[ -n "$name" ] || name=$(basename "$drv" | sed 's/\.ko.*$//')
 		name=${name//-/_}
 		# another ublk driver (the in-tree one, or another build of ours) must go first
+		# Ours is out of tree ("O" in its taint); the marker alone is not enough, since
+		# ublkd.service's "modprobe ublk_drv" loads the in-tree one once ours was removed.
 		for other in ublk_drv "$name"; do
 			[ -d "/sys/module/$other" ] || continue
-			[ "$other" = "$name" ] && [ "$(cat $marker 2>/dev/null)" = "$drv" ] && continue
+			[ "$other" = "$name" ] && [ "$(cat $marker 2>/dev/null)" = "$drv" ] &&
+				grep -q O "/sys/module/$other/taint" 2>/dev/null && continue
 			rmmod "$other" || fail "load_ublk_driver: '$other' is loaded and cannot be removed"
 		done
 		if [ ! -d "/sys/module/$name" ]; then

@@ -13,8 +13,8 @@ scratch_ext4 /mnt/scratch 1G
 truncate -s 64M /mnt/scratch/d0.img /mnt/scratch/d2.img /mnt/scratch/d4.img
 
 cycles=50
-del_bound_ms=$((10000 * TIME_FACTOR))   # five at once, under TCG
-fio_bound_s=$((15 * TIME_FACTOR))
+del_bound_ms=$((15000 * TIME_FACTOR))   # five at once, under TCG
+fio_bound_s=$((20 * TIME_FACTOR))
 pid=$(ublkd_pid)
 fds() { ls /proc/"$pid"/fd | wc -l; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' /proc/"$pid"/status; }

@@ -1,0 +1,374 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Control commands: io_uring URING_CMD on /dev/ublk-control.
+ */
+#include <linux/capability.h>
+#include <linux/cpumask.h>
+#include <linux/cred.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+
+#include "ublk.h"
+
+/* What GET_FEATURES advertises: exactly what ADD_DEV accepts. */
+#define UBLK_FEATURES	UBLK_F_IMPLEMENTED
+
+/* Accepts an opcode in either encoding and returns its command number. */
+static int ublk_ctrl_nr(u32 op)
+{
+	switch (op) {
+	case UBLK_CMD_GET_QUEUE_AFFINITY:
+	case UBLK_U_CMD_GET_QUEUE_AFFINITY:
+		return UBLK_CMD_GET_QUEUE_AFFINITY;
+	case UBLK_CMD_GET_DEV_INFO:
+	case UBLK_U_CMD_GET_DEV_INFO:
+		return UBLK_CMD_GET_DEV_INFO;
+	case UBLK_CMD_ADD_DEV:
+	case UBLK_U_CMD_ADD_DEV:
+		return UBLK_CMD_ADD_DEV;
+	case UBLK_CMD_DEL_DEV:
+	case UBLK_U_CMD_DEL_DEV:
+		return UBLK_CMD_DEL_DEV;
+	case UBLK_CMD_START_DEV:
+	case UBLK_U_CMD_START_DEV:
+		return UBLK_CMD_START_DEV;
+	case UBLK_CMD_STOP_DEV:
+	case UBLK_U_CMD_STOP_DEV:
+		return UBLK_CMD_STOP_DEV;
+	case UBLK_CMD_SET_PARAMS:
+	case UBLK_U_CMD_SET_PARAMS:
+		return UBLK_CMD_SET_PARAMS;
+	case UBLK_CMD_GET_PARAMS:
+	case UBLK_U_CMD_GET_PARAMS:
+		return UBLK_CMD_GET_PARAMS;
+	case UBLK_CMD_GET_DEV_INFO2:
+	case UBLK_U_CMD_GET_DEV_INFO2:
+		return UBLK_CMD_GET_DEV_INFO2;
+	case UBLK_U_CMD_GET_FEATURES:
+		return _IOC_NR(UBLK_U_CMD_GET_FEATURES);
+	default:
+		/* recovery, async delete, quiesce, resize...: not implemented */
+		return -EOPNOTSUPP;
+	}
+}
+
+static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
+{
+	struct ublksrv_ctrl_dev_info info;
+	void __user *argp = u64_to_user_ptr(h->addr);
+	u32 max_io;
+	int ret;
+
+	if (h->len < sizeof(info) || !h->addr)
+		return -EINVAL;
+	if (copy_from_user(&info, argp, sizeof(info)))
+		return -EFAULT;
+
+	/*
+	 * Like the in-tree driver, a privileged caller asking for an
+	 * unprivileged device gets a privileged one; we have no other kind.
+	 */
+	info.flags &= ~UBLK_F_UNPRIVILEGED_DEV;
+	if (info.flags & ~UBLK_F_IMPLEMENTED)
+		return -EOPNOTSUPP;
+	/* Without a buffer address the server could never receive data. */
+	if ((info.flags & UBLK_F_USER_COPY) && (info.flags & UBLK_F_NEED_GET_DATA))
+		return -EINVAL;
+
+	if (!info.nr_hw_queues || !info.queue_depth ||
+	    info.queue_depth > UBLK_MAX_QUEUE_DEPTH)
+		return -EINVAL;
+	info.nr_hw_queues = min_t(unsigned int, info.nr_hw_queues,
+				  min_t(unsigned int, nr_cpu_ids, UBLK_MAX_NR_QUEUES));
+
+	/* One request's data must fit the USER_COPY offset encoding. */
+	max_io = min_t(u64, info.max_io_buf_bytes, UBLK_IO_BUF_BITS_MASK + 1);
+	max_io = round_down(max_io, PAGE_SIZE);
+	info.max_io_buf_bytes = max_t(u32, max_io, PAGE_SIZE);
+
+	info.state = UBLK_S_DEV_DEAD;
+	info.io_desc_size = 0;
+	info.owner_uid = from_kuid(&init_user_ns, current_uid());
+	info.owner_gid = from_kgid(&init_user_ns, current_gid());
+	info.pad1 = 0;
+	info.reserved1 = 0;
+	info.reserved2 = 0;
+
+	ret = ublk_create_device(&info, h->dev_id);
+	if (ret)
+		return ret;
+	if (copy_to_user(argp, &info, sizeof(info))) {
+		struct ublk_device *ub = ublk_get_device(info.dev_id);
+
+		if (ub)
+			ublk_delete_device(ub, false);
+		return -EFAULT;
+	}
+	return 0;
+}
+
+static void ublk_fill_info(struct ublk_device *ub, struct ublksrv_ctrl_dev_info *info)
+{
+	mutex_lock(&ub->mutex);
+	*info = ub->info;
+	mutex_unlock(&ub->mutex);
+}
+
+static int ublk_ctrl_get_dev_info(struct ublk_device *ub, u64 addr, u32 len)
+{
+	struct ublksrv_ctrl_dev_info info;
+
+	if (len < sizeof(info) || !addr)
+		return -EINVAL;
+	ublk_fill_info(ub, &info);
+	if (copy_to_user(u64_to_user_ptr(addr), &info, sizeof(info)))
+		return -EFAULT;
+	return 0;
+}
+
+static int ublk_validate_params(struct ublk_device *ub, const struct ublk_params *p)
+{
+	if (p->types & (UBLK_PARAM_TYPE_ZONED | UBLK_PARAM_TYPE_INTEGRITY))
+		return -EOPNOTSUPP;
+	if (p->types & UBLK_PARAM_TYPE_BASIC) {
+		const struct ublk_param_basic *b = &p->basic;
+
+		if (b->logical_bs_shift < SECTOR_SHIFT || b->logical_bs_shift > PAGE_SHIFT)
+			return -EINVAL;
+		if (b->physical_bs_shift < b->logical_bs_shift ||
+		    b->physical_bs_shift > 31)
+			return -EINVAL;
+		if (b->io_min_shift > 31 || b->io_opt_shift > 31)
+			return -EINVAL;
+		if (b->max_sectors > (ub->info.max_io_buf_bytes >> SECTOR_SHIFT))
+			return -EINVAL;
+		if (b->dev_sectors & ((1ULL << (b->logical_bs_shift - SECTOR_SHIFT)) - 1))
+			return -EINVAL;
+	} else {
+		return -EINVAL;
+	}
+	if (p->types & UBLK_PARAM_TYPE_SEGMENT) {
+		const struct ublk_param_segment *s = &p->seg;
+
+		if (!s->max_segments || s->max_segment_size < UBLK_MIN_SEGMENT_SIZE ||
+		    s->seg_boundary_mask + 1 < UBLK_MIN_SEGMENT_SIZE ||
+		    !is_power_of_2(s->seg_boundary_mask + 1))
+			return -EINVAL;
+	}
+	if (p->types & UBLK_PARAM_TYPE_DMA_ALIGN) {
+		if (!is_power_of_2(p->dma.alignment + 1))
+			return -EINVAL;
+	}
+	return 0;
+}
+
+static int ublk_ctrl_set_params(struct ublk_device *ub, const struct ublksrv_ctrl_cmd *h)
+{
+	struct ublk_params p = {};
+	void __user *argp = u64_to_user_ptr(h->addr);
+	u32 plen;
+	int ret;
+
+	if (!h->addr || h->len < offsetofend(struct ublk_params, types))
+		return -EINVAL;
+	if (get_user(plen, (u32 __user *)argp))
+		return -EFAULT;
+	/* Older or newer user space: take what both of us know. */
+	plen = min3(plen, (u32)h->len, (u32)sizeof(p));
+	if (plen < offsetofend(struct ublk_params, types))
+		return -EINVAL;
+	if (copy_from_user(&p, argp, plen))
+		return -EFAULT;
+	p.len = plen;
+	/* DEVT is ours to report, never the server's to set. */
+	p.types &= ~UBLK_PARAM_TYPE_DEVT;
+
+	mutex_lock(&ub->mutex);
+	if (ub->disk) {
+		ret = -EACCES;
+	} else {
+		ret = ublk_validate_params(ub, &p);
+		if (!ret)
+			ub->params = p;
+	}
+	mutex_unlock(&ub->mutex);
+	return ret;
+}
+
+static int ublk_ctrl_get_params(struct ublk_device *ub, const struct ublksrv_ctrl_cmd *h)
+{
+	struct ublk_params p;
+	void __user *argp = u64_to_user_ptr(h->addr);
+	u32 plen;
+
+	if (!h->addr || h->len < offsetofend(struct ublk_params, types))
+		return -EINVAL;
+	if (get_user(plen, (u32 __user *)argp))
+		return -EFAULT;
+	plen = min3(plen, (u32)h->len, (u32)sizeof(p));
+	if (plen < offsetofend(struct ublk_params, types))
+		return -EINVAL;
+
+	mutex_lock(&ub->mutex);
+	p = ub->params;
+	p.types |= UBLK_PARAM_TYPE_DEVT;
+	p.devt.char_major = MAJOR(ub->cdev_dev.devt);
+	p.devt.char_minor = MINOR(ub->cdev_dev.devt);
+	if (ub->disk) {
+		p.devt.disk_major = ub->disk->major;
+		p.devt.disk_minor = ub->disk->first_minor;
+	} else {
+		p.devt.disk_major = 0;
+		p.devt.disk_minor = 0;
+	}
+	mutex_unlock(&ub->mutex);
+	p.len = plen;
+	if (copy_to_user(argp, &p, plen))
+		return -EFAULT;
+	return 0;
+}
+
+static int ublk_ctrl_get_queue_affinity(struct ublk_device *ub, const struct ublksrv_ctrl_cmd *h)
+{
+	const struct blk_mq_queue_map *map = &ub->tag_set.map[HCTX_TYPE_DEFAULT];
+	cpumask_var_t mask;
+	unsigned int cpu;
+	size_t retlen;
+	int ret = 0;
+
+	if (!h->addr || (size_t)h->len * BITS_PER_BYTE < nr_cpu_ids)
+		return -EINVAL;
+	if (h->queue_id >= ub->info.nr_hw_queues)
+		return -EINVAL;
+	if (!zalloc_cpumask_var(&mask, GFP_KERNEL))
+		return -ENOMEM;
+	for_each_possible_cpu(cpu) {
+		if (map->mq_map[cpu] == h->queue_id)
+			cpumask_set_cpu(cpu, mask);
+	}
+	retlen = min_t(size_t, h->len, cpumask_size());
+	if (copy_to_user(u64_to_user_ptr(h->addr), cpumask_bits(mask), retlen))
+		ret = -EFAULT;
+	free_cpumask_var(mask);
+	return ret;
+}
+
+static int ublk_ctrl_start_dev(struct ublk_device *ub, const struct ublksrv_ctrl_cmd *h)
+{
+	u32 total = (u32)ub->info.nr_hw_queues * ub->info.queue_depth;
+	int pid = (int)h->data[0];
+	int ret;
+
+	if (pid <= 0)
+		return -EINVAL;
+	/*
+	 * The disk may only appear once every tag can take a request: its
+	 * partition scan is IO.  Waiting is interruptible so that a server
+	 * can cancel a START_DEV that waits for a queue which never comes.
+	 */
+	if (wait_event_interruptible(ub->fetch_wq,
+				     atomic_read(&ub->nr_fetched) >= total ||
+				     READ_ONCE(ub->srv_gone) || READ_ONCE(ub->stopped)))
+		return -EINTR;
+
+	mutex_lock(&ub->mutex);
+	if (ub->disk)
+		ret = -EEXIST;
+	else if (ub->stopped || ub->srv_gone)
+		ret = -ENODEV;
+	else if (!(ub->params.types & UBLK_PARAM_TYPE_BASIC))
+		ret = -EINVAL;
+	else {
+		ub->info.ublksrv_pid = pid;
+		ret = ublk_start_disk(ub);
+	}
+	mutex_unlock(&ub->mutex);
+	return ret;
+}
+
+static int ublk_ctrl_stop_dev(struct ublk_device *ub)
+{
+	mutex_lock(&ub->mutex);
+	ublk_stop_dev(ub);
+	mutex_unlock(&ub->mutex);
+	return 0;
+}
+
+int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	struct ublksrv_ctrl_cmd h;
+	struct ublk_device *ub;
+	int nr, ret;
+
+	/* Never marked cancelable, so never asked to cancel: nothing to do. */
+	if (issue_flags & IO_URING_F_CANCEL)
+		return -EINVAL;
+	if (!(issue_flags & IO_URING_F_SQE128))
+		return -EINVAL;
+	/* Several commands sleep (START_DEV for a long time): run from io-wq. */
+	if (issue_flags & IO_URING_F_NONBLOCK)
+		return -EAGAIN;
+
+	memcpy(&h, io_uring_sqe_cmd(cmd->sqe), sizeof(h));
+	nr = ublk_ctrl_nr(cmd->cmd_op);
+	if (nr < 0)
+		return nr;
+
+	if (nr == _IOC_NR(UBLK_U_CMD_GET_FEATURES)) {
+		u64 features = UBLK_FEATURES;
+
+		if (h.len < UBLK_FEATURES_LEN || !h.addr)
+			return -EINVAL;
+		if (copy_to_user(u64_to_user_ptr(h.addr), &features, sizeof(features)))
+			return -EFAULT;
+		return 0;
+	}
+
+	/* Only privileged devices exist here: every other command is root's. */
+	if (!capable(CAP_SYS_ADMIN))
+		return -EPERM;
+
+	if (nr == UBLK_CMD_ADD_DEV)
+		return ublk_ctrl_add_dev(&h);
+
+	ub = ublk_get_device(h.dev_id);
+	if (!ub)
+		return -ENODEV;
+
+	switch (nr) {
+	case UBLK_CMD_DEL_DEV:
+		/* consumes our reference */
+		return ublk_delete_device(ub, true);
+	case UBLK_CMD_START_DEV:
+		ret = ublk_ctrl_start_dev(ub, &h);
+		break;
+	case UBLK_CMD_STOP_DEV:
+		ret = ublk_ctrl_stop_dev(ub);
+		break;
+	case UBLK_CMD_SET_PARAMS:
+		ret = ublk_ctrl_set_params(ub, &h);
+		break;
+	case UBLK_CMD_GET_PARAMS:
+		ret = ublk_ctrl_get_params(ub, &h);
+		break;
+	case UBLK_CMD_GET_DEV_INFO:
+		ret = ublk_ctrl_get_dev_info(ub, h.addr, h.len);
+		break;
+	case UBLK_CMD_GET_DEV_INFO2:
+		/* The buffer starts with the char device's path, for permission checks. */
+		if (h.dev_path_len > h.len)
+			ret = -EINVAL;
+		else
+			ret = ublk_ctrl_get_dev_info(ub, h.addr + h.dev_path_len,
+						     h.len - h.dev_path_len);
+		break;
+	case UBLK_CMD_GET_QUEUE_AFFINITY:
+		ret = ublk_ctrl_get_queue_affinity(ub, &h);
+		break;
+	default:
+		ret = -EOPNOTSUPP;
+		break;
+	}
+	ublk_put_device(ub);
+	return ret;
+}

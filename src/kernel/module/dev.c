@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Per-device nodes: the server's /dev/ublkcN and the block device /dev/ublkbN.
+ */
+#include <linux/blkdev.h>
+#include <linux/fs.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+
+#include "ublk.h"
+
+static int ublk_ch_open(struct inode *inode, struct file *filp)
+{
+	struct ublk_device *ub = container_of(inode->i_cdev, struct ublk_device, cdev);
+
+	/* One server per device: its queues' state is not shareable. */
+	if (atomic_cmpxchg(&ub->opened, 0, 1))
+		return -EBUSY;
+	filp->private_data = ub;
+	return 0;
+}
+
+static int ublk_ch_release(struct inode *inode, struct file *filp)
+{
+	struct ublk_device *ub = filp->private_data;
+
+	/*
+	 * Every command of the server's rings held a reference to this file,
+	 * so none is left: what the server still owes will never come.
+	 */
+	ublk_server_gone(ub);
+	atomic_set(&ub->opened, 0);
+	return 0;
+}
+
+/* The descriptor array of one queue, read-only, at the UAPI's offset. */
+static int ublk_ch_mmap(struct file *filp, struct vm_area_struct *vma)
+{
+	struct ublk_device *ub = filp->private_data;
+	size_t stride = PAGE_ALIGN(UBLK_MAX_QUEUE_DEPTH * sizeof(struct ublksrv_io_desc));
+	size_t size = vma->vm_end - vma->vm_start;
+	u64 off = (u64)vma->vm_pgoff << PAGE_SHIFT;
+	struct ublk_queue *q;
+	u64 q_id;
+
+	if (off < UBLKSRV_CMD_BUF_OFFSET || (off - UBLKSRV_CMD_BUF_OFFSET) % stride)
+		return -EINVAL;
+	q_id = (off - UBLKSRV_CMD_BUF_OFFSET) / stride;
+	if (q_id >= ub->info.nr_hw_queues)
+		return -EINVAL;
+	q = ub->queues[q_id];
+	if (size != ublk_descs_bytes(q->depth))
+		return -EINVAL;
+	if (vma->vm_flags & VM_WRITE)
+		return -EPERM;
+	/* and no mprotect() to writable later */
+	vm_flags_clear(vma, VM_MAYWRITE);
+	return remap_pfn_range(vma, vma->vm_start, virt_to_phys(q->descs) >> PAGE_SHIFT,
+			       size, vma->vm_page_prot);
+}
+
+const struct file_operations ublk_ch_fops = {
+	.owner		= THIS_MODULE,
+	.open		= ublk_ch_open,
+	.release	= ublk_ch_release,
+	.mmap		= ublk_ch_mmap,
+	.uring_cmd	= ublk_ch_uring_cmd,
+	.read_iter	= ublk_ch_read_iter,
+	.write_iter	= ublk_ch_write_iter,
+};
+
+/* The disk held a device reference from START_DEV until it is freed. */
+static void ublk_free_disk(struct gendisk *disk)
+{
+	struct ublk_device *ub = disk->private_data;
+
+	ublk_put_device(ub);
+}
+
+static const struct block_device_operations ublk_bd_fops = {
+	.owner		= THIS_MODULE,
+	.free_disk	= ublk_free_disk,
+};
+
+static void ublk_params_to_limits(const struct ublk_device *ub, struct queue_limits *lim)
+{
+	const struct ublk_params *p = &ub->params;
+	const struct ublk_param_basic *b = &p->basic;
+
+	lim->logical_block_size = 1U << b->logical_bs_shift;
+	lim->physical_block_size = 1U << b->physical_bs_shift;
+	lim->io_min = 1U << b->io_min_shift;
+	lim->io_opt = 1U << b->io_opt_shift;
+	lim->max_hw_sectors = b->max_sectors ? b->max_sectors :
+			      ub->info.max_io_buf_bytes >> SECTOR_SHIFT;
+	lim->chunk_sectors = b->chunk_sectors;
+	lim->virt_boundary_mask = b->virt_boundary_mask;
+	/* we copy segment by segment: no reason to limit their number */
+	lim->max_segments = USHRT_MAX;
+	if (b->attrs & UBLK_ATTR_VOLATILE_CACHE) {
+		lim->features |= BLK_FEAT_WRITE_CACHE;
+		if (b->attrs & UBLK_ATTR_FUA)
+			lim->features |= BLK_FEAT_FUA;
+	}
+	if (b->attrs & UBLK_ATTR_ROTATIONAL)
+		lim->features |= BLK_FEAT_ROTATIONAL;
+
+	if (p->types & UBLK_PARAM_TYPE_DISCARD) {
+		const struct ublk_param_discard *d = &p->discard;
+
+		lim->discard_alignment = d->discard_alignment;
+		lim->discard_granularity = d->discard_granularity;
+		lim->max_hw_discard_sectors = d->max_discard_sectors;
+		lim->max_write_zeroes_sectors = d->max_write_zeroes_sectors;
+		lim->max_discard_segments = d->max_discard_segments;
+	}
+	if (p->types & UBLK_PARAM_TYPE_DMA_ALIGN)
+		lim->dma_alignment = p->dma.alignment;
+	if (p->types & UBLK_PARAM_TYPE_SEGMENT) {
+		lim->seg_boundary_mask = p->seg.seg_boundary_mask;
+		lim->max_segment_size = p->seg.max_segment_size;
+		lim->max_segments = p->seg.max_segments;
+	}
+}
+
+/* START_DEV, with ub->mutex held and every tag fetched. */
+int ublk_start_disk(struct ublk_device *ub)
+{
+	struct queue_limits lim = {};
+	struct gendisk *disk;
+	int ret;
+
+	ublk_params_to_limits(ub, &lim);
+	disk = blk_mq_alloc_disk(&ub->tag_set, &lim, ub);
+	if (IS_ERR(disk))
+		return PTR_ERR(disk);
+	disk->fops = &ublk_bd_fops;
+	disk->private_data = ub;
+	snprintf(disk->disk_name, sizeof(disk->disk_name), "ublkb%u", ub->info.dev_id);
+	set_capacity(disk, ub->params.basic.dev_sectors);
+	if (ub->params.basic.attrs & UBLK_ATTR_READ_ONLY)
+		set_disk_ro(disk, true);
+
+	/* Before add_disk: its partition scan needs us live. */
+	ub->info.state = UBLK_S_DEV_LIVE;
+	get_device(&ub->cdev_dev);
+	ret = add_disk(disk);
+	if (ret) {
+		/* free_disk is only called for disks that were added */
+		ub->info.state = UBLK_S_DEV_DEAD;
+		put_disk(disk);
+		ublk_put_device(ub);
+		return ret;
+	}
+	ub->disk = disk;
+	/* the server may have left while the partition scan ran */
+	if (READ_ONCE(ub->srv_gone))
+		ublk_schedule_stop(ub);
+	return 0;
+}
+
+/* Stop the device from process context without waiting for it here. */
+void ublk_schedule_stop(struct ublk_device *ub)
+{
+	get_device(&ub->cdev_dev);
+	if (!schedule_work(&ub->stop_work))
+		ublk_put_device(ub);
+}
+
+/*
+ * STOP_DEV (also from DEL_DEV and when the server left), ub->mutex held.
+ * Removing the disk waits for its requests, which the server completes, or
+ * which failed already if the server is gone.  Then the commands still
+ * waiting for requests are given back, so the server's queues end.  A
+ * stopped device does not start again: the server deletes and re-adds it.
+ */
+void ublk_stop_dev(struct ublk_device *ub)
+{
+	struct gendisk *disk = ub->disk;
+
+	if (disk) {
+		del_gendisk(disk);
+		ub->disk = NULL;
+		put_disk(disk);
+	}
+	ub->info.state = UBLK_S_DEV_DEAD;
+	WRITE_ONCE(ub->stopped, true);
+	wake_up_all(&ub->fetch_wq);
+	ublk_abort_fetched(ub);
+}
+
+void ublk_stop_work_fn(struct work_struct *work)
+{
+	struct ublk_device *ub = container_of(work, struct ublk_device, stop_work);
+
+	mutex_lock(&ub->mutex);
+	ublk_stop_dev(ub);
+	mutex_unlock(&ub->mutex);
+	ublk_put_device(ub);
+}

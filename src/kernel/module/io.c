@@ -1,0 +1,516 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The IO path: blk-mq hands a request to the server by completing the
+ * FETCH (or COMMIT_AND_FETCH) command it holds for the request's tag; the
+ * server answers with COMMIT_AND_FETCH, which completes the request and is
+ * kept for the tag's next request.
+ *
+ * Locking: q->lock guards the ios[] hand-over state.  Requests are never
+ * ended and io_uring commands never completed under it, since either can
+ * run arbitrary code (bio end_io, io_uring locks).
+ */
+#include <linux/blk-mq.h>
+#include <linux/sched.h>
+#include <linux/uaccess.h>
+#include <linux/uio.h>
+
+#include "ublk.h"
+
+/* Kept in the command itself: where to find the tag when io_uring calls back. */
+struct ublk_cmd_pdu {
+	struct ublk_queue *q;
+	u16 tag;
+};
+
+static inline struct ublk_cmd_pdu *ublk_pdu(struct io_uring_cmd *cmd)
+{
+	return io_uring_cmd_to_pdu(cmd, struct ublk_cmd_pdu);
+}
+
+/*
+ * Copies between the request's pages, from byte off of the request on, and
+ * iter.  Returns the bytes copied; fewer than asked means a fault.
+ */
+static size_t ublk_copy_rq(struct request *rq, size_t off, struct iov_iter *iter, bool to_rq)
+{
+	struct req_iterator ri;
+	struct bio_vec bv;
+	size_t done = 0;
+
+	rq_for_each_segment(bv, rq, ri) {
+		size_t n;
+
+		if (off >= bv.bv_len) {
+			off -= bv.bv_len;
+			continue;
+		}
+		bv.bv_offset += off;
+		bv.bv_len -= off;
+		off = 0;
+		if (to_rq)
+			n = copy_page_from_iter(bv.bv_page, bv.bv_offset, bv.bv_len, iter);
+		else
+			n = copy_page_to_iter(bv.bv_page, bv.bv_offset, bv.bv_len, iter);
+		done += n;
+		if (n < bv.bv_len || !iov_iter_count(iter))
+			break;
+	}
+	return done;
+}
+
+/* Copy-mode transfer with the server's buffer; must run in the server's mm. */
+static size_t ublk_copy_user(struct request *rq, u64 addr, size_t len, bool to_rq)
+{
+	struct iov_iter iter;
+
+	iov_iter_ubuf(&iter, to_rq ? ITER_SOURCE : ITER_DEST, u64_to_user_ptr(addr), len);
+	return ublk_copy_rq(rq, 0, &iter, to_rq);
+}
+
+static bool ublk_rq_has_data(const struct request *rq)
+{
+	return req_op(rq) == REQ_OP_READ || req_op(rq) == REQ_OP_WRITE;
+}
+
+/* Ends a request with the server's result: bytes done, or -errno. */
+static void ublk_end_rq(struct request *rq, int res)
+{
+	if (res < 0) {
+		blk_mq_end_request(rq, errno_to_blk_status(res));
+		return;
+	}
+	if (!ublk_rq_has_data(rq)) {
+		blk_mq_end_request(rq, BLK_STS_OK);
+		return;
+	}
+	/* no progress at all would requeue it forever */
+	if (!res) {
+		blk_mq_end_request(rq, BLK_STS_IOERR);
+		return;
+	}
+	res = min_t(unsigned int, res, blk_rq_bytes(rq));
+	/* a short transfer: the rest goes to the server again */
+	if (blk_update_request(rq, BLK_STS_OK, res))
+		blk_mq_requeue_request(rq, true);
+	else
+		__blk_mq_end_request(rq, BLK_STS_OK);
+}
+
+static void ublk_abort_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
+}
+
+/*
+ * In the server's task: write data goes to its buffer now (copy mode), then
+ * the command completes and the server finds the request in its descriptor.
+ */
+static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	struct ublk_cmd_pdu *pdu = ublk_pdu(cmd);
+	struct ublk_queue *q = pdu->q;
+	struct ublk_io *io = &q->ios[pdu->tag];
+	struct request *rq = io->req;
+	struct ublk_device *ub = q->ub;
+	bool give_back;
+
+	/* The ring goes away with its task: the request cannot be served. */
+	if ((issue_flags & IO_URING_F_TASK_DEAD) || (current->flags & PF_EXITING))
+		goto fail_abort;
+
+	if (req_op(rq) == REQ_OP_WRITE && !ublk_user_copy(ub)) {
+		if (ublk_need_get_data(ub)) {
+			io->need_data = true;
+			io_uring_cmd_done(cmd, UBLK_IO_RES_NEED_GET_DATA, 0, issue_flags);
+			return;
+		}
+		if (ublk_copy_user(rq, io->addr, blk_rq_bytes(rq), false) < blk_rq_bytes(rq)) {
+			/* Bad server buffer: fail this IO, keep the command for the next. */
+			spin_lock(&q->lock);
+			io->req = NULL;
+			give_back = !q->canceling;
+			if (give_back)
+				io->cmd = cmd;
+			spin_unlock(&q->lock);
+			blk_mq_end_request(rq, BLK_STS_IOERR);
+			if (!give_back)
+				io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
+			return;
+		}
+	}
+	io_uring_cmd_done(cmd, UBLK_IO_RES_OK, 0, issue_flags);
+	return;
+
+fail_abort:
+	spin_lock(&q->lock);
+	io->req = NULL;
+	spin_unlock(&q->lock);
+	blk_mq_end_request(rq, BLK_STS_IOERR);
+	io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
+}
+
+static blk_status_t ublk_fill_desc(struct ublk_queue *q, struct request *rq,
+				   struct ublksrv_io_desc *iod, u64 addr)
+{
+	u32 op, flags = 0;
+
+	switch (req_op(rq)) {
+	case REQ_OP_READ:
+		op = UBLK_IO_OP_READ;
+		break;
+	case REQ_OP_WRITE:
+		op = UBLK_IO_OP_WRITE;
+		break;
+	case REQ_OP_FLUSH:
+		op = UBLK_IO_OP_FLUSH;
+		break;
+	case REQ_OP_DISCARD:
+		op = UBLK_IO_OP_DISCARD;
+		break;
+	case REQ_OP_WRITE_ZEROES:
+		op = UBLK_IO_OP_WRITE_ZEROES;
+		break;
+	default:
+		return BLK_STS_NOTSUPP;
+	}
+	if (rq->cmd_flags & REQ_FUA)
+		flags |= UBLK_IO_F_FUA;
+	if (rq->cmd_flags & REQ_NOUNMAP)
+		flags |= UBLK_IO_F_NOUNMAP;
+	if (rq->cmd_flags & REQ_FAILFAST_DEV)
+		flags |= UBLK_IO_F_FAILFAST_DEV;
+	if (rq->cmd_flags & REQ_FAILFAST_TRANSPORT)
+		flags |= UBLK_IO_F_FAILFAST_TRANSPORT;
+	if (rq->cmd_flags & REQ_FAILFAST_DRIVER)
+		flags |= UBLK_IO_F_FAILFAST_DRIVER;
+	if (rq->cmd_flags & REQ_SWAP)
+		flags |= UBLK_IO_F_SWAP;
+
+	/* the server only reads these, once the command's CQE tells it to */
+	WRITE_ONCE(iod->op_flags, op | flags << 8);
+	WRITE_ONCE(iod->nr_sectors, blk_rq_sectors(rq));
+	WRITE_ONCE(iod->start_sector, blk_rq_pos(rq));
+	WRITE_ONCE(iod->addr, addr);
+	return BLK_STS_OK;
+}
+
+static blk_status_t ublk_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_mq_queue_data *bd)
+{
+	struct ublk_queue *q = hctx->driver_data;
+	struct request *rq = bd->rq;
+	struct ublk_io *io = &q->ios[rq->tag];
+	struct io_uring_cmd *cmd;
+	blk_status_t st;
+
+	spin_lock(&q->lock);
+	cmd = io->cmd;
+	if (q->canceling || !cmd) {
+		/* no server to take it, and none will come back for it */
+		spin_unlock(&q->lock);
+		return BLK_STS_IOERR;
+	}
+	st = ublk_fill_desc(q, rq, &q->descs[rq->tag], io->addr);
+	if (st) {
+		spin_unlock(&q->lock);
+		return st;
+	}
+	io->cmd = NULL;
+	io->req = rq;
+	io->need_data = false;
+	spin_unlock(&q->lock);
+
+	blk_mq_start_request(rq);
+	io_uring_cmd_complete_in_task(cmd, ublk_dispatch_tw);
+	return BLK_STS_OK;
+}
+
+static int ublk_init_hctx(struct blk_mq_hw_ctx *hctx, void *driver_data, unsigned int hctx_idx)
+{
+	struct ublk_device *ub = driver_data;
+
+	hctx->driver_data = ub->queues[hctx_idx];
+	return 0;
+}
+
+const struct blk_mq_ops ublk_mq_ops = {
+	.queue_rq	= ublk_queue_rq,
+	.init_hctx	= ublk_init_hctx,
+};
+
+/*
+ * io_uring cancels our commands when the server's ring goes away (task
+ * exit, ring close).  The queue stops taking requests: nobody will answer.
+ */
+static void ublk_cancel_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	struct ublk_cmd_pdu *pdu = ublk_pdu(cmd);
+	struct ublk_queue *q = pdu->q;
+	struct ublk_io *io = &q->ios[pdu->tag];
+	bool ours;
+
+	spin_lock(&q->lock);
+	q->canceling = true;
+	ours = io->cmd == cmd;
+	if (ours)
+		io->cmd = NULL;
+	spin_unlock(&q->lock);
+	/* otherwise a dispatch is under way and completes it */
+	if (ours)
+		io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
+}
+
+/* STOP_DEV: give back every command still waiting for a request. */
+void ublk_abort_fetched(struct ublk_device *ub)
+{
+	u16 i, t;
+
+	for (i = 0; i < ub->info.nr_hw_queues; i++) {
+		struct ublk_queue *q = ub->queues[i];
+
+		for (t = 0; t < q->depth; t++) {
+			struct io_uring_cmd *cmd;
+
+			spin_lock(&q->lock);
+			q->canceling = true;
+			cmd = q->ios[t].cmd;
+			q->ios[t].cmd = NULL;
+			spin_unlock(&q->lock);
+			/* completed from its own task, with io_uring's own locking */
+			if (cmd)
+				io_uring_cmd_complete_in_task(cmd, ublk_abort_tw);
+		}
+	}
+}
+
+/* The char device is released: fail what the server had and will not finish. */
+void ublk_server_gone(struct ublk_device *ub)
+{
+	u16 i, t;
+
+	for (i = 0; i < ub->info.nr_hw_queues; i++) {
+		struct ublk_queue *q = ub->queues[i];
+
+		for (t = 0; t < q->depth; t++) {
+			struct request *rq;
+
+			spin_lock(&q->lock);
+			q->canceling = true;
+			q->dead = true;
+			rq = q->ios[t].req;
+			q->ios[t].req = NULL;
+			q->ios[t].cmd = NULL;
+			spin_unlock(&q->lock);
+			if (rq)
+				blk_mq_end_request(rq, BLK_STS_IOERR);
+		}
+	}
+	WRITE_ONCE(ub->srv_gone, true);
+	wake_up_all(&ub->fetch_wq);
+	if (READ_ONCE(ub->disk))
+		ublk_schedule_stop(ub);
+}
+
+static int ublk_fetch(struct ublk_queue *q, struct ublk_io *io, struct io_uring_cmd *cmd,
+		      u64 addr, unsigned int issue_flags)
+{
+	struct ublk_device *ub = q->ub;
+	int ret = 0;
+
+	/* Marked before it is published, so a cancel always finds it. */
+	io_uring_cmd_mark_cancelable(cmd, issue_flags);
+	spin_lock(&q->lock);
+	if (q->canceling || READ_ONCE(ub->stopped))
+		ret = -ENODEV;
+	else if (io->cmd || io->req)
+		ret = -EINVAL;
+	else {
+		io->cmd = cmd;
+		io->addr = addr;
+	}
+	spin_unlock(&q->lock);
+	if (ret) {
+		/* marked cancelable: it must be completed, not failed at issue */
+		io_uring_cmd_done(cmd, ret, 0, issue_flags);
+		return -EIOCBQUEUED;
+	}
+	if (atomic_inc_return(&ub->nr_fetched) >=
+	    (int)ub->info.nr_hw_queues * ub->info.queue_depth)
+		wake_up_all(&ub->fetch_wq);
+	return -EIOCBQUEUED;
+}
+
+static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
+				 struct io_uring_cmd *cmd, u64 addr, int res,
+				 unsigned int issue_flags)
+{
+	struct ublk_device *ub = q->ub;
+	struct request *rq;
+	bool give_back;
+
+	spin_lock(&q->lock);
+	rq = io->req;
+	if (!rq || io->cmd || io->need_data) {
+		spin_unlock(&q->lock);
+		return -EINVAL;
+	}
+	spin_unlock(&q->lock);
+
+	if (!ublk_user_copy(ub))
+		io->addr = addr;
+	/* Copy mode: read data comes from the server's buffer now, in its mm. */
+	if (res > 0 && req_op(rq) == REQ_OP_READ && !ublk_user_copy(ub)) {
+		size_t want = min_t(unsigned int, res, blk_rq_bytes(rq));
+		size_t got = ublk_copy_user(rq, addr, want, true);
+
+		if (got < want)
+			res = got ? (int)got : -EFAULT;
+	}
+
+	io_uring_cmd_mark_cancelable(cmd, issue_flags);
+	spin_lock(&q->lock);
+	io->req = NULL;
+	give_back = !q->canceling;
+	if (give_back)
+		io->cmd = cmd;
+	spin_unlock(&q->lock);
+
+	ublk_end_rq(rq, res);
+	if (!give_back)
+		io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
+	return -EIOCBQUEUED;
+}
+
+/* NEED_GET_DATA: the server now names the buffer for a write's data. */
+static int ublk_get_data(struct ublk_queue *q, struct ublk_io *io, u64 addr)
+{
+	struct request *rq;
+
+	spin_lock(&q->lock);
+	rq = io->req;
+	if (!rq || io->cmd || !io->need_data) {
+		spin_unlock(&q->lock);
+		return -EINVAL;
+	}
+	spin_unlock(&q->lock);
+
+	io->addr = addr;
+	if (ublk_copy_user(rq, addr, blk_rq_bytes(rq), false) < blk_rq_bytes(rq))
+		return -EFAULT;
+	io->need_data = false;
+	return UBLK_IO_RES_OK;
+}
+
+int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	struct ublk_device *ub = cmd->file->private_data;
+	const struct ublksrv_io_cmd *sqe_cmd = io_uring_sqe_cmd(cmd->sqe);
+	struct ublk_cmd_pdu *pdu = ublk_pdu(cmd);
+	struct ublk_queue *q;
+	struct ublk_io *io;
+	u16 q_id, tag;
+	int res;
+	u64 addr;
+
+	if (issue_flags & IO_URING_F_CANCEL) {
+		ublk_cancel_cmd(cmd, issue_flags);
+		return 0;
+	}
+
+	q_id = READ_ONCE(sqe_cmd->q_id);
+	tag = READ_ONCE(sqe_cmd->tag);
+	res = READ_ONCE(sqe_cmd->result);
+	addr = READ_ONCE(sqe_cmd->addr);
+
+	if (q_id >= ub->info.nr_hw_queues)
+		return -EINVAL;
+	q = ub->queues[q_id];
+	if (tag >= q->depth)
+		return -EINVAL;
+	io = &q->ios[tag];
+
+	/* Copy mode needs a buffer; USER_COPY servers have none to give. */
+	if (!ublk_user_copy(ub) && !addr &&
+	    !(ublk_need_get_data(ub) && cmd->cmd_op != UBLK_IO_NEED_GET_DATA &&
+	      cmd->cmd_op != UBLK_U_IO_NEED_GET_DATA))
+		return -EINVAL;
+
+	pdu->q = q;
+	pdu->tag = tag;
+
+	switch (cmd->cmd_op) {
+	case UBLK_IO_FETCH_REQ:
+	case UBLK_U_IO_FETCH_REQ:
+		return ublk_fetch(q, io, cmd, addr, issue_flags);
+	case UBLK_IO_COMMIT_AND_FETCH_REQ:
+	case UBLK_U_IO_COMMIT_AND_FETCH_REQ:
+		return ublk_commit_and_fetch(q, io, cmd, addr, res, issue_flags);
+	case UBLK_IO_NEED_GET_DATA:
+	case UBLK_U_IO_NEED_GET_DATA:
+		if (!ublk_need_get_data(ub))
+			return -EINVAL;
+		return ublk_get_data(q, io, addr);
+	default:
+		return -EOPNOTSUPP;
+	}
+}
+
+/*
+ * USER_COPY: the server reads a write's data and writes a read's data with
+ * pread/pwrite at UBLKSRV_IO_BUF_OFFSET + (queue, tag, byte offset).
+ */
+static struct request *ublk_user_copy_rq(struct ublk_device *ub, loff_t pos, size_t *off,
+					  enum req_op want)
+{
+	struct ublk_queue *q;
+	struct request *rq;
+	u64 p;
+	u16 q_id, tag;
+
+	if (!ublk_user_copy(ub) || pos < UBLKSRV_IO_BUF_OFFSET)
+		return ERR_PTR(-EACCES);
+	p = pos - UBLKSRV_IO_BUF_OFFSET;
+	if (p >= UBLKSRV_IO_BUF_TOTAL_SIZE)
+		return ERR_PTR(-EINVAL);
+	q_id = (p >> UBLK_QID_OFF) & UBLK_QID_BITS_MASK;
+	tag = (p >> UBLK_TAG_OFF) & UBLK_TAG_BITS_MASK;
+	*off = p & UBLK_IO_BUF_BITS_MASK;
+	if (q_id >= ub->info.nr_hw_queues)
+		return ERR_PTR(-EINVAL);
+	q = ub->queues[q_id];
+	if (tag >= q->depth)
+		return ERR_PTR(-EINVAL);
+
+	/* Only the server, between dispatch and commit, ends this request. */
+	spin_lock(&q->lock);
+	rq = q->ios[tag].cmd ? NULL : q->ios[tag].req;
+	spin_unlock(&q->lock);
+	if (!rq || req_op(rq) != want)
+		return ERR_PTR(-EINVAL);
+	if (*off > blk_rq_bytes(rq))
+		return ERR_PTR(-EINVAL);
+	return rq;
+}
+
+ssize_t ublk_ch_read_iter(struct kiocb *iocb, struct iov_iter *to)
+{
+	struct ublk_device *ub = iocb->ki_filp->private_data;
+	struct request *rq;
+	size_t off;
+
+	rq = ublk_user_copy_rq(ub, iocb->ki_pos, &off, REQ_OP_WRITE);
+	if (IS_ERR(rq))
+		return PTR_ERR(rq);
+	return ublk_copy_rq(rq, off, to, false);
+}
+
+ssize_t ublk_ch_write_iter(struct kiocb *iocb, struct iov_iter *from)
+{
+	struct ublk_device *ub = iocb->ki_filp->private_data;
+	struct request *rq;
+	size_t off;
+
+	rq = ublk_user_copy_rq(ub, iocb->ki_pos, &off, REQ_OP_READ);
+	if (IS_ERR(rq))
+		return PTR_ERR(rq);
+	return ublk_copy_rq(rq, off, from, true);
+}

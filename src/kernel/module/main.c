@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ublkd's ublk driver: module setup, /dev/ublk-control and the device table.
+ *
+ * A drop-in replacement for the in-tree ublk_drv, written from the UAPI in
+ * ../uapi/ublk_cmd.h and the block layer's and io_uring's kernel APIs.
+ * Exported kernel symbols it uses are listed in README.md.
+ */
+#include <linux/fs.h>
+#include <linux/idr.h>
+#include <linux/miscdevice.h>
+#include <linux/module.h>
+
+#include "ublk.h"
+
+/* Device ids; an id stays taken until its device is freed, so DEL_DEV can wait for that. */
+static DEFINE_IDR(ublk_index_idr);
+static DEFINE_MUTEX(ublk_index_mutex);
+static DECLARE_WAIT_QUEUE_HEAD(ublk_idr_wq);
+
+dev_t ublk_chr_devt;
+
+struct class ublk_chr_class = {
+	/* udev rules and ublkd look for this subsystem name */
+	.name = "ublk-char",
+};
+
+struct ublk_device *ublk_get_device(u32 id)
+{
+	struct ublk_device *ub;
+
+	mutex_lock(&ublk_index_mutex);
+	ub = idr_find(&ublk_index_idr, id);
+	if (ub && !ub->deleted)
+		get_device(&ub->cdev_dev);
+	else
+		ub = NULL;
+	mutex_unlock(&ublk_index_mutex);
+	return ub;
+}
+
+void ublk_put_device(struct ublk_device *ub)
+{
+	put_device(&ub->cdev_dev);
+}
+
+static void ublk_free_queues(struct ublk_device *ub)
+{
+	u16 i;
+
+	if (!ub->queues)
+		return;
+	for (i = 0; i < ub->info.nr_hw_queues; i++) {
+		struct ublk_queue *q = ub->queues[i];
+
+		if (!q)
+			continue;
+		if (q->descs)
+			free_pages((unsigned long)q->descs, q->descs_order);
+		kfree(q);
+	}
+	kfree(ub->queues);
+}
+
+/* Last reference gone: no file, disk or work refers to the device any more. */
+static void ublk_cdev_rel(struct device *dev)
+{
+	struct ublk_device *ub = container_of(dev, struct ublk_device, cdev_dev);
+
+	if (ub->tag_set_ready)
+		blk_mq_free_tag_set(&ub->tag_set);
+	ublk_free_queues(ub);
+	mutex_destroy(&ub->mutex);
+
+	mutex_lock(&ublk_index_mutex);
+	idr_remove(&ublk_index_idr, ub->info.dev_id);
+	mutex_unlock(&ublk_index_mutex);
+	wake_up_all(&ublk_idr_wq);
+	kfree(ub);
+}
+
+static int ublk_alloc_queues(struct ublk_device *ub)
+{
+	u16 depth = ub->info.queue_depth;
+	u16 i;
+
+	ub->queues = kcalloc(ub->info.nr_hw_queues, sizeof(*ub->queues), GFP_KERNEL);
+	if (!ub->queues)
+		return -ENOMEM;
+	for (i = 0; i < ub->info.nr_hw_queues; i++) {
+		struct ublk_queue *q;
+
+		q = kzalloc(struct_size(q, ios, depth), GFP_KERNEL);
+		if (!q)
+			return -ENOMEM;
+		ub->queues[i] = q;
+		q->ub = ub;
+		q->q_id = i;
+		q->depth = depth;
+		spin_lock_init(&q->lock);
+		q->descs_order = get_order(ublk_descs_bytes(depth));
+		q->descs = (void *)__get_free_pages(GFP_KERNEL | __GFP_ZERO, q->descs_order);
+		if (!q->descs)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+/*
+ * ADD_DEV after validation: takes an id (info->dev_id, or any when it is
+ * (u32)-1), creates /dev/ublkcN and the tag set.  On success info is
+ * updated with what was granted.
+ */
+int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
+{
+	struct ublk_device *ub;
+	int id, ret;
+
+	ub = kzalloc(sizeof(*ub), GFP_KERNEL);
+	if (!ub)
+		return -ENOMEM;
+	mutex_init(&ub->mutex);
+	init_waitqueue_head(&ub->fetch_wq);
+	INIT_WORK(&ub->stop_work, ublk_stop_work_fn);
+
+	mutex_lock(&ublk_index_mutex);
+	if (want_id == U32_MAX)
+		id = idr_alloc(&ublk_index_idr, ub, 0, UBLK_MAX_DEVS, GFP_KERNEL);
+	else if (want_id >= UBLK_MAX_DEVS)
+		id = -EINVAL;
+	else {
+		id = idr_alloc(&ublk_index_idr, ub, want_id, want_id + 1, GFP_KERNEL);
+		if (id == -ENOSPC)
+			id = -EEXIST;
+	}
+	mutex_unlock(&ublk_index_mutex);
+	if (id < 0) {
+		mutex_destroy(&ub->mutex);
+		kfree(ub);
+		return id;
+	}
+	info->dev_id = id;
+	ub->info = *info;
+
+	/* From here on the device's release function cleans up. */
+	device_initialize(&ub->cdev_dev);
+	ub->cdev_dev.class = &ublk_chr_class;
+	ub->cdev_dev.devt = MKDEV(MAJOR(ublk_chr_devt), id);
+	ub->cdev_dev.release = ublk_cdev_rel;
+	ret = dev_set_name(&ub->cdev_dev, "ublkc%d", id);
+	if (ret)
+		goto fail;
+
+	ret = ublk_alloc_queues(ub);
+	if (ret)
+		goto fail;
+
+	ub->tag_set.ops = &ublk_mq_ops;
+	ub->tag_set.nr_hw_queues = info->nr_hw_queues;
+	ub->tag_set.queue_depth = info->queue_depth;
+	ub->tag_set.numa_node = NUMA_NO_NODE;
+	ub->tag_set.flags = BLK_MQ_F_SHOULD_MERGE;
+	ub->tag_set.driver_data = ub;
+	ret = blk_mq_alloc_tag_set(&ub->tag_set);
+	if (ret)
+		goto fail;
+	ub->tag_set_ready = true;
+
+	cdev_init(&ub->cdev, &ublk_ch_fops);
+	ub->cdev.owner = THIS_MODULE;
+	ret = cdev_device_add(&ub->cdev, &ub->cdev_dev);
+	if (ret)
+		goto fail;
+	return 0;
+
+fail:
+	put_device(&ub->cdev_dev);
+	return ret;
+}
+
+static bool ublk_id_freed(u32 id)
+{
+	bool freed;
+
+	mutex_lock(&ublk_index_mutex);
+	freed = !idr_find(&ublk_index_idr, id);
+	mutex_unlock(&ublk_index_mutex);
+	return freed;
+}
+
+/*
+ * DEL_DEV: the device disappears from lookups at once; the call then waits
+ * until its last user (normally the server's open char device) is gone so
+ * that the id can be reused as soon as it returns.
+ */
+int ublk_delete_device(struct ublk_device *ub, bool wait)
+{
+	u32 id = ub->info.dev_id;
+	bool first;
+
+	mutex_lock(&ublk_index_mutex);
+	first = !ub->deleted;
+	ub->deleted = true;
+	mutex_unlock(&ublk_index_mutex);
+	if (first) {
+		mutex_lock(&ub->mutex);
+		ublk_stop_dev(ub);
+		mutex_unlock(&ub->mutex);
+		/* a stop work that never ran still holds its reference */
+		if (cancel_work_sync(&ub->stop_work))
+			put_device(&ub->cdev_dev);
+		cdev_device_del(&ub->cdev, &ub->cdev_dev);
+		/* the reference taken at creation */
+		put_device(&ub->cdev_dev);
+	}
+	/* the caller's lookup reference */
+	put_device(&ub->cdev_dev);
+	if (!wait)
+		return 0;
+	if (wait_event_interruptible(ublk_idr_wq, ublk_id_freed(id)))
+		return -EINTR;
+	return 0;
+}
+
+void ublk_remove_all(void)
+{
+	struct ublk_device *ub;
+	int id;
+
+	for (;;) {
+		ub = NULL;
+		mutex_lock(&ublk_index_mutex);
+		idr_for_each_entry(&ublk_index_idr, ub, id) {
+			if (!ub->deleted) {
+				get_device(&ub->cdev_dev);
+				break;
+			}
+		}
+		mutex_unlock(&ublk_index_mutex);
+		if (!ub)
+			break;
+		ublk_delete_device(ub, false);
+	}
+}
+
+static const struct file_operations ublk_ctl_fops = {
+	.owner		= THIS_MODULE,
+	.open		= nonseekable_open,
+	.uring_cmd	= ublk_ctrl_uring_cmd,
+	.llseek		= noop_llseek,
+};
+
+static struct miscdevice ublk_misc = {
+	.minor	= MISC_DYNAMIC_MINOR,
+	.name	= "ublk-control",
+	.fops	= &ublk_ctl_fops,
+};
+
+static int __init ublk_init(void)
+{
+	int ret;
+
+	ret = alloc_chrdev_region(&ublk_chr_devt, 0, UBLK_MINORS, "ublk-char");
+	if (ret)
+		return ret;
+	ret = class_register(&ublk_chr_class);
+	if (ret)
+		goto free_region;
+	ret = misc_register(&ublk_misc);
+	if (ret)
+		goto unreg_class;
+	return 0;
+
+unreg_class:
+	class_unregister(&ublk_chr_class);
+free_region:
+	unregister_chrdev_region(ublk_chr_devt, UBLK_MINORS);
+	return ret;
+}
+
+static void __exit ublk_exit(void)
+{
+	misc_deregister(&ublk_misc);
+	ublk_remove_all();
+	class_unregister(&ublk_chr_class);
+	unregister_chrdev_region(ublk_chr_devt, UBLK_MINORS);
+	idr_destroy(&ublk_index_idr);
+}
+
+module_init(ublk_init);
+module_exit(ublk_exit);
+
+MODULE_DESCRIPTION("ublkd's userspace block device driver (ublk ABI)");
+MODULE_LICENSE("GPL");
+MODULE_AUTHOR("The ublkd authors");

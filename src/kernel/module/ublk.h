@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * ublkd's ublk driver: shared declarations.
+ *
+ * The user/kernel interface is ../uapi/ublk_cmd.h, the very header the
+ * daemon is built with, so the two cannot drift apart.
+ */
+#ifndef UBLKD_KMOD_UBLK_H
+#define UBLKD_KMOD_UBLK_H
+
+#include <linux/blk-mq.h>
+#include <linux/cdev.h>
+#include <linux/device.h>
+#include <linux/errno.h>
+#include <linux/io_uring/cmd.h>
+#include <linux/mutex.h>
+#include <linux/spinlock.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+#include "ublk_cmd.h"
+
+#define UBLK_MINORS		(1U << MINORBITS)
+/* Devices ids are char-device minors, and must also fit a dev_id. */
+#define UBLK_MAX_DEVS		(1U << 20)
+
+/* Flags we implement; everything else in ADD_DEV is refused. */
+#define UBLK_F_IMPLEMENTED	(UBLK_F_URING_CMD_COMP_IN_TASK | \
+				 UBLK_F_CMD_IOCTL_ENCODE | \
+				 UBLK_F_NEED_GET_DATA | \
+				 UBLK_F_USER_COPY)
+
+/* One tag of one queue. */
+struct ublk_io {
+	/* FETCH/COMMIT command we hold, to hand the next request over with */
+	struct io_uring_cmd *cmd;
+	/* the request the server is working on, if any */
+	struct request *req;
+	/* server buffer of the current request (not with USER_COPY) */
+	u64 addr;
+	/* req was handed over with UBLK_IO_RES_NEED_GET_DATA, data not yet copied */
+	bool need_data;
+};
+
+struct ublk_queue {
+	struct ublk_device *ub;
+	u16 q_id;
+	u16 depth;
+	/* protects ios[], nr_fetched, canceling, dead */
+	spinlock_t lock;
+	/* set when the server's ring is going away: new requests fail */
+	bool canceling;
+	/* set when the char device is released: nothing will serve us again */
+	bool dead;
+	unsigned int nr_fetched;
+	/* descriptor array, mapped read-only by the server */
+	struct ublksrv_io_desc *descs;
+	unsigned int descs_order;
+	struct ublk_io ios[];
+};
+
+struct ublk_device {
+	struct device cdev_dev;		/* /dev/ublkcN; its refcount is the device's */
+	struct cdev cdev;
+	/* serialises control commands and start/stop on this device */
+	struct mutex mutex;
+	struct ublksrv_ctrl_dev_info info;
+	struct ublk_params params;
+	struct blk_mq_tag_set tag_set;
+	bool tag_set_ready;
+	struct gendisk *disk;		/* non-NULL while started */
+	bool deleted;			/* DEL_DEV done: invisible to lookups */
+	bool stopped;			/* STOP_DEV done: it will not start again */
+	atomic_t opened;		/* char device is open (exclusive) */
+	/* START_DEV waits here for every tag to be fetched (or the server to leave) */
+	wait_queue_head_t fetch_wq;
+	atomic_t nr_fetched;
+	bool srv_gone;
+	/* the server left: take the disk away without blocking its release() */
+	struct work_struct stop_work;
+	struct ublk_queue **queues;
+};
+
+static inline bool ublk_user_copy(const struct ublk_device *ub)
+{
+	return ub->info.flags & UBLK_F_USER_COPY;
+}
+
+static inline bool ublk_need_get_data(const struct ublk_device *ub)
+{
+	return ub->info.flags & UBLK_F_NEED_GET_DATA;
+}
+
+static inline size_t ublk_descs_bytes(u16 depth)
+{
+	return PAGE_ALIGN(depth * sizeof(struct ublksrv_io_desc));
+}
+
+/* main.c */
+extern struct class ublk_chr_class;
+extern dev_t ublk_chr_devt;
+struct ublk_device *ublk_get_device(u32 id);
+void ublk_put_device(struct ublk_device *ub);
+int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id);
+int ublk_delete_device(struct ublk_device *ub, bool wait);
+void ublk_remove_all(void);
+
+/* ctrl.c */
+int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags);
+
+/* dev.c */
+extern const struct file_operations ublk_ch_fops;
+int ublk_start_disk(struct ublk_device *ub);
+void ublk_stop_dev(struct ublk_device *ub);
+void ublk_stop_work_fn(struct work_struct *work);
+void ublk_schedule_stop(struct ublk_device *ub);
+
+/* io.c */
+extern const struct blk_mq_ops ublk_mq_ops;
+int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags);
+void ublk_abort_fetched(struct ublk_device *ub);
+void ublk_server_gone(struct ublk_device *ub);
+ssize_t ublk_ch_read_iter(struct kiocb *iocb, struct iov_iter *to);
+ssize_t ublk_ch_write_iter(struct kiocb *iocb, struct iov_iter *from);
+
+#endif

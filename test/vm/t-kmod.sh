@@ -1,0 +1,358 @@
+#!/bin/bash
+# Our own ublk driver (src/kernel/module): it loads in place of the in-tree
+# one, answers GET_FEATURES, serves a device to ublkd, survives the server
+# being killed mid-IO (the IO ends, nothing hangs), moves data right in each
+# copy mode ublkd does not use (NEED_GET_DATA, USER_COPY; a small RAM-disk
+# server compiled here talks to the driver directly), and unloads.
+# Skips unless the run uses our module (vm-run --driver .../ublk_drv.ko).
+# vm-timeout: 240
+set -euo pipefail
+. "$UBLKD_SRC/test/vm/lib.sh"
+
+[ "${UBLK_DRIVER:-intree}" != intree ] || skip "needs vm-run --driver PATH/ublk_drv.ko"
+[ "$(modinfo -F description "$UBLK_DRIVER")" = "ublkd's userspace block device driver (ublk ABI)" ] ||
+	skip "$UBLK_DRIVER is not ublkd's driver"
+
+load_ublk_driver
+# out-of-tree taint (O): ours, not the in-tree module under the same name
+grep -q O /sys/module/ublk_drv/taint || fail "the loaded ublk_drv is not $UBLK_DRIVER"
+[ -c /dev/ublk-control ] || fail "no /dev/ublk-control"
+grep -q "ublk-char" /proc/devices || fail "no ublk-char major in /proc/devices"
+install_ublkd
+systemctl start ublkd
+# whatever happens, the next test finds no device of ours
+# (only while ublkd runs: a bus call would start it, and its unit modprobes ublk_drv)
+defer "systemctl -q is-active ublkd && ublkctl del kmod >/dev/null 2>&1; systemctl stop ublkd"
+
+features=$(ublkctl features)
+echo "features: $features"
+ublkctl --json features >/dev/null 2>&1 || true
+
+# A device, written and read back through the page cache and O_DIRECT.
+dev=$(ublkctl add null --size 256M --name kmod)
+[[ $dev =~ ^/dev/ublkb([0-9]+)$ ]] || fail "ublkctl add printed '$dev'"
+id=${BASH_REMATCH[1]}
+[ "$(blockdev --getsize64 "$dev")" = 268435456 ] || fail "wrong size"
+dd if="$dev" of=/dev/null bs=1M count=64 iflag=direct status=none || fail "direct read failed"
+dd if=/dev/zero of="$dev" bs=1M count=16 oflag=direct status=none || fail "direct write failed"
+
+# The server dies with IO in flight: the reader must end, with or without an
+# error, and the kernel must stop the disk.
+fio --name=r --filename="$dev" --rw=randread --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 \
+	--runtime=60 --time_based --output-format=json > fio.json 2>/dev/null &
+fio_pid=$!
+wait_until 30 sh -c "grep -q ublkb$id /proc/diskstats && [ \$(awk '\$3==\"ublkb$id\"{print \$4}' /proc/diskstats) -gt 100 ]" ||
+	fail "fio did not get going"
+pid=$(systemctl show -P MainPID ublkd)
+kill -9 "$pid"
+# (kill -0 succeeds on a zombie: look at the state)
+fio_gone() { local st; ! st=$(ps -o stat= -p "$fio_pid" 2> /dev/null) || [[ $st == Z* ]]; }
+wait_until 30 fio_gone || fail "fio still runs 30 s after the server died"
+wait "$fio_pid" || true
+echo "fio after the kill: error=$(jq '.jobs[0].error' fio.json 2>/dev/null || echo '?')"
+
+# systemd restarts ublkd, which renews the device the kernel stopped; it
+# serves again once started.
+wait_until 30 sh -c "ublkctl --json list | jq -e '.[] | select(.name == \"kmod\")' >/dev/null" ||
+	fail "ublkd did not come back with the device: $(ublkctl list 2>&1)"
+ublkctl list
+ublkctl start kmod >/dev/null 2>&1 || true
+wait_until 30 sh -c "ublkctl --json list | jq -e '.[] | select(.name == \"kmod\" and .state == \"live\")' >/dev/null" ||
+	fail "device not live again: $(ublkctl list 2>&1)"
+wait_until 10 test -b "$dev" || fail "no $dev after the restart"
+dd if="$dev" of=/dev/null bs=1M count=8 iflag=direct status=none || fail "read after restart failed"
+ublkctl del kmod
+wait_until 10 test ! -e "$dev" || fail "$dev still exists after del"
+systemctl stop ublkd
+
+# The driver's other copy modes, with a server of our own.
+require_cmd gcc
+cat > srv.c <<'SRC'
+/* A minimal RAM-disk ublk server for the driver test: copy, get-data or user-copy mode. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+#include "ublk_cmd.h"
+
+#define DEPTH 8
+#define MAXIO (512 * 1024)
+#define UD_GETDATA (1ULL << 32)
+
+static int ctrl_fd;
+
+static int ctrl(unsigned op, struct ublksrv_ctrl_cmd *c)
+{
+	struct io_uring ring;
+	struct io_uring_sqe *sqe;
+	struct io_uring_cqe *cqe;
+	int r;
+
+	if (io_uring_queue_init(2, &ring, IORING_SETUP_SQE128) < 0)
+		return -1;
+	sqe = io_uring_get_sqe(&ring);
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = ctrl_fd;
+	sqe->cmd_op = op;
+	memcpy(sqe->cmd, c, sizeof(*c));
+	io_uring_submit(&ring);
+	r = io_uring_wait_cqe(&ring, &cqe);
+	if (r == 0)
+		r = cqe->res;
+	io_uring_queue_exit(&ring);
+	return r;
+}
+
+static unsigned dev_id;
+
+static void *start_thread(void *p)
+{
+	struct ublksrv_ctrl_cmd c = { .dev_id = dev_id, .queue_id = 0xffff };
+	int r;
+
+	(void)p;
+	c.data[0] = getpid();
+	r = ctrl(UBLK_U_CMD_START_DEV, &c);
+	fprintf(stderr, "START_DEV: %d\n", r);
+	if (r < 0)
+		exit(1);
+	return NULL;
+}
+
+static void queue_cmd(struct io_uring *ring, int fd, unsigned op, unsigned tag, int res, __u64 addr, __u64 ud)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	struct ublksrv_io_cmd *cmd = (void *)sqe->cmd;
+
+	memset(sqe, 0, 2 * sizeof(*sqe));
+	sqe->opcode = IORING_OP_URING_CMD;
+	sqe->fd = fd;
+	sqe->cmd_op = op;
+	sqe->user_data = ud | tag;
+	cmd->q_id = 0;
+	cmd->tag = tag;
+	cmd->result = res;
+	cmd->addr = addr;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argv[1];
+	bool ucopy = !strcmp(mode, "usercopy"), getdata = !strcmp(mode, "getdata");
+	struct ublksrv_ctrl_cmd c = { .dev_id = ~0U, .queue_id = 0xffff };
+	struct ublksrv_ctrl_dev_info info = {
+		.nr_hw_queues = 1, .queue_depth = DEPTH, .max_io_buf_bytes = MAXIO,
+		.flags = UBLK_F_CMD_IOCTL_ENCODE | (ucopy ? UBLK_F_USER_COPY : 0) |
+			 (getdata ? UBLK_F_NEED_GET_DATA : 0),
+	};
+	struct ublk_params par = { .len = sizeof(par), .types = UBLK_PARAM_TYPE_BASIC,
+		.basic = { .logical_bs_shift = 9, .physical_bs_shift = 12, .io_min_shift = 9,
+			   .io_opt_shift = 12, .max_sectors = MAXIO >> 9 } };
+	size_t size = (size_t)atoi(argv[2]) << 20;
+	struct ublksrv_io_desc *descs;
+	struct io_uring ring;
+	char path[64], *ram, *bufs;
+	int fd, r, aborted = 0;
+	pthread_t t;
+
+	if (argc > 2 && !strcmp(argv[1], "info")) {
+		/* GET_DEV_INFO (legacy opcode), GET_DEV_INFO2 (path first), GET_PARAMS, affinity */
+		struct ublksrv_ctrl_dev_info i1 = {0}, i2 = {0};
+		struct { char path[16]; struct ublksrv_ctrl_dev_info info; } __attribute__((packed)) b = {0};
+		unsigned char mask[128] = {0};
+		int n, bits = 0;
+
+		ctrl_fd = open("/dev/ublk-control", O_RDWR);
+		c.dev_id = atoi(argv[2]);
+		c.addr = (__u64)(uintptr_t)&i1;
+		c.len = sizeof(i1);
+		if ((r = ctrl(UBLK_CMD_GET_DEV_INFO, &c)) < 0)
+			return fprintf(stderr, "GET_DEV_INFO: %d\n", r), 1;
+		n = snprintf(b.path, sizeof(b.path), "/dev/ublkc%u", c.dev_id);
+		c.dev_path_len = n;
+		c.addr = (__u64)(uintptr_t)&b;
+		c.len = n + sizeof(i2);
+		memmove(b.path + n, &i2, 0);
+		if ((r = ctrl(UBLK_U_CMD_GET_DEV_INFO2, &c)) < 0)
+			return fprintf(stderr, "GET_DEV_INFO2: %d\n", r), 1;
+		memcpy(&i2, b.path + n, sizeof(i2));
+		c.dev_path_len = 0;
+		par.len = sizeof(par);
+		par.types = 0;
+		c.addr = (__u64)(uintptr_t)&par;
+		c.len = sizeof(par);
+		if ((r = ctrl(UBLK_U_CMD_GET_PARAMS, &c)) < 0)
+			return fprintf(stderr, "GET_PARAMS: %d\n", r), 1;
+		c.queue_id = 0;
+		c.addr = (__u64)(uintptr_t)mask;
+		c.len = sizeof(mask);
+		if ((r = ctrl(UBLK_U_CMD_GET_QUEUE_AFFINITY, &c)) < 0)
+			return fprintf(stderr, "GET_QUEUE_AFFINITY: %d\n", r), 1;
+		for (unsigned k = 0; k < sizeof(mask) * 8; k++)
+			bits += !!(mask[k / 8] & (1 << (k % 8)));
+		printf("id=%u/%u state=%u/%u queues=%u depth=%u sectors=%llu disk=%u:%u char=%u:%u cpus=%d\n",
+		       i1.dev_id, i2.dev_id, i1.state, i2.state, i2.nr_hw_queues, i2.queue_depth,
+		       (unsigned long long)par.basic.dev_sectors, par.devt.disk_major, par.devt.disk_minor,
+		       par.devt.char_major, par.devt.char_minor, bits);
+		return 0;
+	}
+	if (argc > 2 && !strcmp(argv[1], "del")) {
+		ctrl_fd = open("/dev/ublk-control", O_RDWR);
+		c.dev_id = atoi(argv[2]);
+		r = ctrl(UBLK_U_CMD_STOP_DEV, &c);
+		fprintf(stderr, "STOP_DEV: %d\n", r);
+		r = ctrl(UBLK_U_CMD_DEL_DEV, &c);
+		fprintf(stderr, "DEL_DEV: %d\n", r);
+		return r < 0;
+	}
+	ctrl_fd = open("/dev/ublk-control", O_RDWR);
+	if (ctrl_fd < 0)
+		return perror("ublk-control"), 1;
+	c.addr = (__u64)(uintptr_t)&info;
+	c.len = sizeof(info);
+	r = ctrl(UBLK_U_CMD_ADD_DEV, &c);
+	if (r < 0)
+		return fprintf(stderr, "ADD_DEV: %d\n", r), 1;
+	dev_id = info.dev_id;
+	par.basic.dev_sectors = size >> 9;
+	c = (struct ublksrv_ctrl_cmd){ .dev_id = dev_id, .queue_id = 0xffff,
+		.addr = (__u64)(uintptr_t)&par, .len = sizeof(par) };
+	r = ctrl(UBLK_U_CMD_SET_PARAMS, &c);
+	if (r < 0)
+		return fprintf(stderr, "SET_PARAMS: %d\n", r), 1;
+	printf("%u\n", dev_id);
+	fflush(stdout);
+
+	snprintf(path, sizeof(path), "/dev/ublkc%u", dev_id);
+	for (int i = 0; (fd = open(path, O_RDWR)) < 0 && i < 500; i++)
+		usleep(10000);
+	if (fd < 0)
+		return perror(path), 1;
+	descs = mmap(NULL, 4096, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, UBLKSRV_CMD_BUF_OFFSET);
+	if (descs == MAP_FAILED)
+		return perror("mmap"), 1;
+	ram = calloc(1, size);
+	bufs = aligned_alloc(4096, DEPTH * MAXIO);
+	if (io_uring_queue_init(2 * DEPTH, &ring, IORING_SETUP_SQE128) < 0)
+		return 1;
+	for (unsigned tag = 0; tag < DEPTH; tag++)
+		queue_cmd(&ring, fd, UBLK_U_IO_FETCH_REQ, tag, 0,
+			  ucopy ? 0 : (__u64)(uintptr_t)(bufs + tag * MAXIO), 0);
+	io_uring_submit(&ring);
+	pthread_create(&t, NULL, start_thread, NULL);
+
+	while (aborted < DEPTH) {
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+
+		io_uring_submit_and_wait(&ring, 1);
+		io_uring_for_each_cqe(&ring, head, cqe) {
+			unsigned tag = cqe->user_data & 0xffff;
+			char *buf = bufs + tag * MAXIO;
+			const struct ublksrv_io_desc *d = &descs[tag];
+			__u64 pos = UBLKSRV_IO_BUF_OFFSET + ((__u64)tag << UBLK_TAG_OFF);
+			size_t off = d->start_sector << 9, len = (size_t)d->nr_sectors << 9;
+			unsigned op = ublksrv_get_op(d);
+			int res = 0;
+
+			n++;
+			if (cqe->res == UBLK_IO_RES_NEED_GET_DATA) {
+				queue_cmd(&ring, fd, UBLK_U_IO_NEED_GET_DATA, tag, 0, (__u64)(uintptr_t)buf, UD_GETDATA);
+				continue;
+			}
+			if (cqe->res < 0) {
+				if (cqe->res != UBLK_IO_RES_ABORT)
+					fprintf(stderr, "tag %u: %d\n", tag, cqe->res);
+				aborted++;
+				continue;
+			}
+			if (off + len > size)
+				res = -EIO;
+			else if (op == UBLK_IO_OP_READ) {
+				if (ucopy)
+					res = pwrite(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
+				else {
+					memcpy(buf, ram + off, len);
+					res = len;
+				}
+			} else if (op == UBLK_IO_OP_WRITE) {
+				if (ucopy)
+					res = pread(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
+				else {
+					memcpy(ram + off, buf, len);
+					res = len;
+				}
+			} else if (op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES)
+				memset(ram + off, 0, len);
+			queue_cmd(&ring, fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, res,
+				  ucopy ? 0 : (__u64)(uintptr_t)buf, 0);
+		}
+		io_uring_cq_advance(&ring, n);
+	}
+	fprintf(stderr, "all tags aborted\n");
+	io_uring_queue_exit(&ring);
+	munmap(descs, 4096);
+	close(fd);
+	return 0;
+}
+SRC
+gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" srv.c -o srv -luring -lpthread || fail "cannot build the test server"
+head -c 8M /dev/urandom > pattern
+for mode in copy getdata usercopy; do
+	./srv $mode 64 > id.txt 2> srv.log &
+	srv_pid=$!
+	wait_until 20 test -s id.txt || fail "$mode: the server printed no id: $(cat srv.log)"
+	id=$(cat id.txt)
+	wait_until 20 test -b /dev/ublkb$id || fail "$mode: no /dev/ublkb$id: $(cat srv.log)"
+	dd if=pattern of=/dev/ublkb$id bs=64k oflag=direct status=none || fail "$mode: direct write failed"
+	dd if=pattern of=/dev/ublkb$id bs=1M seek=16 status=none conv=fsync || fail "$mode: buffered write failed"
+	echo 3 > /proc/sys/vm/drop_caches
+	cmp <(dd if=/dev/ublkb$id bs=128k count=64 iflag=direct status=none) pattern ||
+		fail "$mode: direct read back differs"
+	cmp <(dd if=/dev/ublkb$id bs=1M skip=16 count=8 status=none) pattern ||
+		fail "$mode: buffered read back differs"
+	if [ $mode = copy ]; then
+		info=$(./srv info "$id") || fail "info commands failed: $info"
+		echo "info: $info"
+		want="id=$id/$id state=1/1 queues=1 depth=8 sectors=131072"
+		want+=" disk=$((0x$(stat -c %t /dev/ublkb$id))):$((0x$(stat -c %T /dev/ublkb$id)))"
+		want+=" char=$((0x$(stat -c %t /dev/ublkc$id))):$((0x$(stat -c %T /dev/ublkc$id))) cpus=$(nproc)"
+		[ "$info" = "$want" ] || fail "info: expected '$want'"
+	fi
+	./srv del "$id" 2>>srv.log || fail "$mode: STOP/DEL failed: $(cat srv.log)"
+	wait "$srv_pid" || fail "$mode: server exit status $?: $(cat srv.log)"
+	grep -q "all tags aborted" srv.log || fail "$mode: server did not see its tags aborted: $(cat srv.log)"
+	echo "$mode: 16 MiB written and read back (direct and buffered)"
+done
+
+# The server killed with reads in flight: they end, the disk goes, DEL works.
+./srv copy 64 > id.txt 2> srv.log &
+srv_pid=$!
+wait_until 20 test -s id.txt || fail "kill: no id"
+id=$(cat id.txt)
+wait_until 20 test -b /dev/ublkb$id || fail "kill: no /dev/ublkb$id"
+fio --name=r --filename=/dev/ublkb$id --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
+	--runtime=60 --time_based > /dev/null 2>&1 &
+fio_pid=$!
+wait_until 30 sh -c "[ \$(awk '\$3==\"ublkb$id\"{print \$4}' /proc/diskstats) -gt 100 ]" ||
+	fail "kill: fio did not get going"
+kill -9 "$srv_pid"
+wait_until 30 fio_gone || fail "kill: fio still runs 30 s after the server died"
+wait "$fio_pid" || true
+wait_until 10 test ! -e /dev/ublkb$id || fail "kill: /dev/ublkb$id stayed after the server died"
+./srv del "$id" 2>>srv.log || fail "kill: DEL failed: $(cat srv.log)"
+echo "kill: IO ended, disk removed, device deleted"
+
+rmmod ublk_drv || fail "rmmod ublk_drv failed"
+[ ! -e /dev/ublk-control ] || wait_until 10 test ! -e /dev/ublk-control || fail "/dev/ublk-control stayed"
+# Leave it loaded for the tests after us, as load_ublk_driver left it.
+insmod "$UBLK_DRIVER" || fail "insmod after rmmod failed"
+wait_until 10 test -c /dev/ublk-control || fail "no /dev/ublk-control after the reload"
+echo ok
