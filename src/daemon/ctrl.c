@@ -13,6 +13,11 @@
 #include "ctrl.h"
 #include "log.h"
 #include "macro.h"
+#include "uring.h"
+
+#ifdef UBLKD_TSAN
+char uring_map_order;    /* uring.h */
+#endif
 
 #define UBLK_CONTROL_PATH "/dev/ublk-control"
 
@@ -60,13 +65,13 @@ static int ctrl_submit_once(int fd, unsigned cmd_op, const struct ublksrv_ctrl_c
         struct io_uring_sqe *sqe;
         int r;
 
-        r = io_uring_queue_init(4, &ring, IORING_SETUP_SQE128);
+        r = uring_init(4, &ring, IORING_SETUP_SQE128);
         if (r < 0)
                 return r;
 
         sqe = io_uring_get_sqe(&ring);
         if (!sqe) {
-                io_uring_queue_exit(&ring);
+                uring_exit(&ring);
                 return -EBUSY;
         }
         /* liburing 2.3 has no io_uring_prep_cmd(): fill the SQE by hand. */
@@ -92,7 +97,7 @@ static int ctrl_submit_once(int fd, unsigned cmd_op, const struct ublksrv_ctrl_c
                 if (r >= 0 && (*res == -ECANCELED || *res == -EINTR))
                         r = -ETIME;
         }
-        io_uring_queue_exit(&ring);
+        uring_exit(&ring);
         return r;
 }
 

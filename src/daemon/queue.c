@@ -11,6 +11,7 @@
 #include "log.h"
 #include "macro.h"
 #include "queue.h"
+#include "uring.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -155,10 +156,10 @@ static int queue_setup_ring(struct ublk_queue *q)
         /* Only this thread submits; ublk's task work need not interrupt it, it runs when the
          * thread enters the kernel anyway.  (DEFER_TASKRUN measured no faster, and one Add in
          * about 75 add/remove cycles on 7.2 hung with it: see bench/RESULTS.md.) */
-        r = io_uring_queue_init(entries, &q->ring,
-                                IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER);
+        r = uring_init(entries, &q->ring,
+                       IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER);
         if (r == -EINVAL)
-                r = io_uring_queue_init(entries, &q->ring, IORING_SETUP_SQE128);
+                r = uring_init(entries, &q->ring, IORING_SETUP_SQE128);
         if (r < 0)
                 return r;
         q->ring_ready = true;
@@ -240,7 +241,7 @@ static void *queue_thread(void *arg)
         }
 out:
         if (q->ring_ready) {
-                io_uring_queue_exit(&q->ring);
+                uring_exit(&q->ring);
                 q->ring_ready = false;
         }
         return NULL;
