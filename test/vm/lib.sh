@@ -171,13 +171,28 @@ start_ublkd() {
 # LeakSanitizer reports leaks instead, and the runner fails a test on any report) and it runs
 # several times slower: tests print those figures but check them on a plain build only, and
 # stretch their time bounds by $TIME_FACTOR.
+# ublkd_sanitized [BINARY]: the installed ublkd (or BINARY) is so built.
 ublkd_sanitized() {
-	ldd "$(command -v ublkd)" 2> /dev/null | grep -Eq 'lib(asan|tsan|ubsan)\.'
+	ldd "${1:-$(command -v ublkd)}" 2> /dev/null | grep -Eq 'lib(asan|tsan|ubsan)\.'
 }
 TIME_FACTOR=1
-if ublkd_sanitized || { [ -f "$UBLKD_BUILD/build.ninja" ] && ldd "$UBLKD_BUILD/src/daemon/ublkd" 2> /dev/null | grep -Eq 'lib(asan|tsan|ubsan)\.'; }; then
+if ublkd_sanitized || ublkd_sanitized "$UBLKD_BUILD/src/daemon/ublkd"; then
 	TIME_FACTOR=4
 fi
+
+# exited PID: PID has ended (a zombie counts: kill -0 succeeds on one)
+exited() {
+	local st
+	! st=$(ps -o stat= -p "$1" 2> /dev/null) || [[ $st == Z* ]]
+}
+
+# ios_done BLK: reads + writes completed on /dev/BLK (/sys/block/BLK/stat fields 1 and 5);
+# 0 while there is no such disk
+ios_done() {
+	local s=()
+	{ read -ra s < /sys/block/"$1"/stat; } 2> /dev/null
+	echo $((${s[0]:-0} + ${s[4]:-0}))
+}
 
 # threads_of PID: PID's threads, without io_uring's own workers (iou-wrk-*, iou-sqp-*), which the
 # kernel starts and ends on its own (an idle one goes after 5 s)
@@ -193,6 +208,13 @@ threads_of() {
 # ublkd_pid: the main PID of ublkd.service
 ublkd_pid() {
 	systemctl show -P MainPID ublkd
+}
+
+# ublkd_replaced OLD_PID: a ublkd other than OLD_PID is running (after a restart or a crash)
+ublkd_replaced() {
+	local p
+	p=$(ublkd_pid)
+	[ "$p" != 0 ] && [ "$p" != "$1" ]
 }
 
 # scratch_ext4 DIR [SIZE]: mount a fresh ext4 file system on DIR, on a kernel loop device over a

@@ -21,11 +21,7 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' /proc/"$pid"/status; }
 fds0=$(fds)
 threads0=$(threads_of "$pid")
 
-# ios_done BLK: reads + writes completed on /dev/BLK (/sys/block/BLK/stat fields 1 and 5)
-ios_done() { local s; read -ra s < /sys/block/$1/stat 2> /dev/null || return 1; echo $((s[0] + s[4])); }
-io_flowing() { local n; n=$(ios_done "$1") && [ "$n" -ge 64 ]; }
-# fio_gone: the last fio has exited (kill -0 succeeds on a zombie too)
-fio_gone() { local st; ! st=$(ps -o stat= -p "$fio_pid" 2> /dev/null) || [[ $st == Z* ]]; }
+io_flowing() { [ "$(ios_done "$1")" -ge 64 ]; }
 
 # Five devices at a time (so that fio starts 10 times, not 50, under TCG): one fio job each,
 # then all five removed at once while the jobs run.
@@ -53,7 +49,7 @@ while [ $round -lt $rounds ]; do
 		  echo "$rc $((($(date +%s%N) - t) / 1000000))" > "del-$id" ) &
 	done
 	t=$(date +%s%N)
-	wait_until $fio_bound_s fio_gone ||
+	wait_until $fio_bound_s exited "$fio_pid" ||
 		fail "round $round: fio still running ${fio_bound_s} s after its devices were removed (a stall, not an error)"
 	ms=$((($(date +%s%N) - t) / 1000000))
 	[ $ms -gt $worst_fio ] && worst_fio=$ms

@@ -45,9 +45,7 @@ wait_until 30 sh -c "grep -q ublkb$id /proc/diskstats && [ \$(awk '\$3==\"ublkb$
 	fail "fio did not get going"
 pid=$(systemctl show -P MainPID ublkd)
 kill -9 "$pid"
-# (kill -0 succeeds on a zombie: look at the state)
-fio_gone() { local st; ! st=$(ps -o stat= -p "$fio_pid" 2> /dev/null) || [[ $st == Z* ]]; }
-wait_until 30 fio_gone || fail "fio still runs 30 s after the server died"
+wait_until 30 exited "$fio_pid" || fail "fio still runs 30 s after the server died"
 wait "$fio_pid" || true
 echo "fio after the kill: error=$(jq '.jobs[0].error' fio.json 2>/dev/null || echo '?')"
 
@@ -344,7 +342,7 @@ fio_pid=$!
 wait_until 30 sh -c "[ \$(awk '\$3==\"ublkb$id\"{print \$4}' /proc/diskstats) -gt 100 ]" ||
 	fail "kill: fio did not get going"
 kill -9 "$srv_pid"
-wait_until 30 fio_gone || fail "kill: fio still runs 30 s after the server died"
+wait_until 30 exited "$fio_pid" || fail "kill: fio still runs 30 s after the server died"
 wait "$fio_pid" || true
 wait_until 10 test ! -e /dev/ublkb$id || fail "kill: /dev/ublkb$id stayed after the server died"
 ./srv del "$id" 2>>srv.log || fail "kill: DEL failed: $(cat srv.log)"

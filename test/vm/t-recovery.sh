@@ -33,18 +33,11 @@ echo "defaults: recovery=reissue, Flags $flags, state file and 1 fd in systemd's
 io_errors() { dmesg | grep -c "I/O error, dev $blk" || true; }
 errors_before=$(io_errors)
 
-# ios_done: reads + writes the block device completed (/sys/block/X/stat fields 1 and 5)
-ios_done() { local s; read -ra s < /sys/block/$blk/stat; echo $((s[0] + s[4])); }
-progressed() { [ "$(ios_done)" -ge $(($1 + 64)) ]; }
+progressed() { [ "$(ios_done $blk)" -ge $(($1 + 64)) ]; }
 # recovered OLD_PID: another ublkd serves the device, live again
-recovered() {
-	local p
-	p=$(ublkd_pid)
-	[ "$p" != 0 ] && [ "$p" != "$1" ] && [ "$(ublkctl show --json r 2> /dev/null | jq -r .State)" = live ]
-}
+recovered() { ublkd_replaced "$1" && [ "$(ublkctl show --json r 2> /dev/null | jq -r .State)" = live ]; }
 
-# fio_running: the last fio has not exited (kill -0 succeeds on a zombie too)
-fio_running() { local st; st=$(ps -o stat= -p "$fio_pid" 2> /dev/null) && [[ $st != Z* ]]; }
+fio_running() { ! exited "$fio_pid"; }
 progressed_or_done() { progressed "$1" || ! fio_running; }
 fio_runs=0
 fio_pid=
@@ -72,7 +65,7 @@ cycles() {
 	fio_runs=0 total_ios=0
 	start_fio
 	while [ $n -lt 10 ]; do
-		before=$(ios_done)
+		before=$(ios_done $blk)
 		wait_until 60 progressed_or_done "$before" || fail "$mode $n: no IO on $dev for 60 s"
 		if ! fio_running; then
 			check_fio
@@ -140,8 +133,8 @@ head -c 32M /dev/urandom > big.src
 if $under_io; then
 	dd if=big.src of=/mnt/r/big bs=1M conv=fsync status=none &
 	writer=$!
-	fs_progress() { [ "$(ios_done)" -ge $(($1 + 16)) ]; }
-	wait_until 30 fs_progress "$(ios_done)" || fail "no IO from the file system"
+	fs_progress() { [ "$(ios_done $blk)" -ge $(($1 + 16)) ]; }
+	wait_until 30 fs_progress "$(ios_done $blk)" || fail "no IO from the file system"
 else
 	dd if=big.src of=/mnt/r/big bs=1M conv=fsync status=none
 	writer=
@@ -168,7 +161,7 @@ printf '[Service]\nEnvironment=UBLKD_TEST_NO_RECOVER=1\n' > $dropin/norecover.co
 systemctl daemon-reload
 old=$(ublkd_pid)
 kill_ublkd
-quiesced() { [ "$(ublkd_pid)" != "$old" ] && [ "$(ublkctl show --json r 2> /dev/null | jq -r .State)" = quiesced ]; }
+quiesced() { ublkd_replaced "$old" && [ "$(ublkctl show --json r 2> /dev/null | jq -r .State)" = quiesced ]; }
 wait_until 30 quiesced || fail "not quiesced under a ublkd that does not recover: $(ublkctl list 2>&1)"
 out=$(ublkctl start r 2>&1) && fail "start of a quiesced device succeeded"
 [[ $out == *"is quiesced"*"Recover it"* ]] || fail "start of a quiesced device: $out"
@@ -189,7 +182,7 @@ if out=$(ublkctl add null --size 64M --name f --recovery fail-io 2>&1); then
 	[ "$(ublkctl show --json f | jq -r .Recovery)" = fail-io ] || fail "Recovery of f"
 	old=$(ublkd_pid)
 	kill_ublkd
-	fquiesced() { [ "$(ublkd_pid)" != "$old" ] && [ "$(ublkctl show --json f 2> /dev/null | jq -r .State)" = quiesced ]; }
+	fquiesced() { ublkd_replaced "$old" && [ "$(ublkctl show --json f 2> /dev/null | jq -r .State)" = quiesced ]; }
 	wait_until 30 fquiesced || fail "f not taken over as quiesced"
 	t=$(date +%s%N)
 	timeout 20 dd if="$fdev" of=/dev/null bs=4k count=1 iflag=direct status=none 2> /dev/null &&

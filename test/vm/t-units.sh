@@ -76,11 +76,7 @@ head -c 8M /dev/urandom > /mnt/data/before
 sum=$(sha256sum < /mnt/data/before)
 sync
 systemctl restart ublkd
-served_again() {
-	local p
-	p=$(ublkd_pid)
-	[ "$p" != 0 ] && [ "$p" != "$old_pid" ] && ublkctl list 2> /dev/null | grep -Eq ' data +loop +live '
-}
+served_again() { ublkd_replaced "$old_pid" && ublkctl list 2> /dev/null | grep -Eq ' data +loop +live '; }
 wait_until 30 served_again || fail "data not live under a new ublkd: $(ublkctl list 2>&1)"
 systemctl is-active -q ublk@data || fail "ublk@data is $(systemctl is-active ublk@data) after a restart of ublkd"
 [ "$(systemctl show -P ActiveEnterTimestampMonotonic ublk@data)" = "$since" ] ||

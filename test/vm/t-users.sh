@@ -103,7 +103,7 @@ echo "alice: stop + start her own device, still alice's, fsck clean"
 # stopped, still hers, under the same id; she starts it again and her file system is intact.
 old_pid=$(ublkd_pid)
 systemctl restart ublkd
-taken_over() { local p; p=$(ublkd_pid); [ "$p" != 0 ] && [ "$p" != "$old_pid" ] && ublkctl show alice-disk > /dev/null 2>&1; }
+taken_over() { ublkd_replaced "$old_pid" && ublkctl show alice-disk > /dev/null 2>&1; }
 wait_until 30 taken_over || fail "alice's device not back after a restart of ublkd: $(ublkctl list 2>&1)"
 show=$(ublkctl --json show alice-disk)
 [ "$(jq -r .State <<< "$show")" = stopped ] || fail "alice's device after a restart: $show"

@@ -162,21 +162,34 @@ static int ublk_validate_params(struct ublk_device *ub, const struct ublk_params
 	return 0;
 }
 
+/*
+ * The length of the struct ublk_params at h->addr that SET_PARAMS and GET_PARAMS
+ * work with: its own len field, cut to the command's buffer and to what this
+ * driver knows (older or newer user space: take what both of us know).
+ */
+static int ublk_params_len(const struct ublksrv_ctrl_cmd *h)
+{
+	u32 plen;
+
+	if (!h->addr || h->len < offsetofend(struct ublk_params, types))
+		return -EINVAL;
+	if (get_user(plen, (u32 __user *)u64_to_user_ptr(h->addr)))
+		return -EFAULT;
+	plen = min3(plen, (u32)h->len, (u32)sizeof(struct ublk_params));
+	if (plen < offsetofend(struct ublk_params, types))
+		return -EINVAL;
+	return plen;
+}
+
 static int ublk_ctrl_set_params(struct ublk_device *ub, const struct ublksrv_ctrl_cmd *h)
 {
 	struct ublk_params p = {};
 	void __user *argp = u64_to_user_ptr(h->addr);
-	u32 plen;
-	int ret;
+	int plen, ret;
 
-	if (!h->addr || h->len < offsetofend(struct ublk_params, types))
-		return -EINVAL;
-	if (get_user(plen, (u32 __user *)argp))
-		return -EFAULT;
-	/* Older or newer user space: take what both of us know. */
-	plen = min3(plen, (u32)h->len, (u32)sizeof(p));
-	if (plen < offsetofend(struct ublk_params, types))
-		return -EINVAL;
+	plen = ublk_params_len(h);
+	if (plen < 0)
+		return plen;
 	if (copy_from_user(&p, argp, plen))
 		return -EFAULT;
 	p.len = plen;
@@ -199,15 +212,11 @@ static int ublk_ctrl_get_params(struct ublk_device *ub, const struct ublksrv_ctr
 {
 	struct ublk_params p;
 	void __user *argp = u64_to_user_ptr(h->addr);
-	u32 plen;
+	int plen;
 
-	if (!h->addr || h->len < offsetofend(struct ublk_params, types))
-		return -EINVAL;
-	if (get_user(plen, (u32 __user *)argp))
-		return -EFAULT;
-	plen = min3(plen, (u32)h->len, (u32)sizeof(p));
-	if (plen < offsetofend(struct ublk_params, types))
-		return -EINVAL;
+	plen = ublk_params_len(h);
+	if (plen < 0)
+		return plen;
 
 	mutex_lock(&ub->mutex);
 	p = ub->params;
