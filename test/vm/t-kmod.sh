@@ -3,9 +3,11 @@
 # one, answers GET_FEATURES, serves a device to ublkd, survives the server
 # being killed mid-IO (the IO ends, nothing hangs), moves data right in each
 # copy mode ublkd does not use (NEED_GET_DATA, USER_COPY; a small RAM-disk
-# server compiled here talks to the driver directly), and unloads.
+# server compiled here talks to the driver directly), checks who may command
+# unprivileged devices, the limit on their number and their request timeout
+# (kmod-perm.c), and unloads.
 # Skips unless the run uses our module (vm-run --driver .../ublk_drv.ko).
-# vm-timeout: 240
+# vm-timeout: 300
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 
@@ -347,6 +349,108 @@ wait "$fio_pid" || true
 wait_until 10 test ! -e /dev/ublkb$id || fail "kill: /dev/ublkb$id stayed after the server died"
 ./srv del "$id" 2>>srv.log || fail "kill: DEL failed: $(cat srv.log)"
 echo "kill: IO ended, disk removed, device deleted"
+
+# Unprivileged devices (UBLK_F_UNPRIVILEGED_DEV): who may send which command. kmod-perm opens
+# /dev/ublk-control as root, then drops to the uid given (as ublkd's user threads do) and prints
+# the command's result (0 or -errno). Users ua, ub: numeric ids without accounts.
+gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" "$UBLKD_SRC/test/vm/kmod-perm.c" -o kmod-perm -luring -lpthread ||
+	fail "cannot build kmod-perm"
+ua=4201 ub=4202
+EPERM=-1 ENOENT=-2 EACCES=-13 EINVAL=-22
+expect() { # WANT UID OP ID [PATH]
+	local want=$1 got
+	shift
+	got=$(./kmod-perm cmd "$@") || fail "kmod-perm cmd $*: exit $?"
+	[ "$got" = "$want" ] || fail "uid $1: $2 on device $3 ${4:+(path $4) }returned $got, expected $want"
+}
+add_as() { # UID [noflag|usercopy]: prints "ID FLAGS OWNER" or -errno
+	./kmod-perm add "$@" || fail "kmod-perm add $*: exit $?"
+}
+# ublk-owner (udev) gives a user's nodes to the user
+owned_by() { [ "$(stat -c %u "$1" 2>/dev/null)" = "$2" ]; }
+(( features & 0x20 )) || fail "GET_FEATURES does not advertise UBLK_F_UNPRIVILEGED_DEV: $features"
+
+read -r rid rflags _ <<< "$(add_as 0)"
+[[ $rid =~ ^[0-9]+$ ]] || fail "root's ADD_DEV: $rid"
+(( (rflags & 0x20) == 0 )) || fail "root asked for an unprivileged device and got one ($rflags)"
+for op in info params stop del; do expect $EPERM $ua $op "$rid"; done
+expect $EPERM $ua info2 "$rid" /dev/ublkc"$rid"
+expect 0 0 info2 "$rid" /dev/ublkc"$rid"
+expect $EINVAL 0 info2 "$rid"
+expect 0 0 info "$rid"
+echo "root's device $rid: a user gets EPERM for info, info2 (with its path), params, stop, del"
+
+r=$(add_as $ua noflag); [ "$r" = $EPERM ] || fail "a user's ADD_DEV without UBLK_F_UNPRIVILEGED_DEV: $r"
+r=$(add_as $ua usercopy); [ "$r" = $EINVAL ] || fail "a user's ADD_DEV with UBLK_F_USER_COPY: $r"
+read -r a aflags aowner <<< "$(add_as $ua)"
+[[ $a =~ ^[0-9]+$ ]] || fail "ua's ADD_DEV: $a"
+(( aflags & 0x20 )) && [ "$aowner" = $ua ] || fail "ua's device: flags $aflags owner $aowner"
+read -r a2 _ <<< "$(add_as $ua)"
+read -r b _ <<< "$(add_as $ub)"
+[[ $a2 =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] || fail "more user devices: $a2 $b"
+for d in "$a:$ua" "$a2:$ua" "$b:$ub"; do
+	wait_until 10 owned_by /dev/ublkc"${d%:*}" "${d#*:}" || fail "/dev/ublkc${d%:*} not given to ${d#*:}"
+done
+expect 0 $ua info "$a" /dev/ublkc"$a"
+expect 0 $ua info2 "$a" /dev/ublkc"$a"
+expect 0 $ua setparams "$a" /dev/ublkc"$a"
+expect 0 $ua params "$a" /dev/ublkc"$a"
+expect $EINVAL $ua info "$a"
+expect $EINVAL 0 stop "$a"
+expect 0 0 info "$a" /dev/ublkc"$a"
+echo "ua's device $a: ua's commands carry its node's path; without one EINVAL, for root too"
+for op in info stop del; do expect $EACCES $ub $op "$a" /dev/ublkc"$a"; done
+expect $EPERM $ub del "$a" /dev/ublkc"$b"
+expect $EPERM $ua stop "$a" /dev/ublkc"$a2"
+expect $EPERM $ua stop "$a" /dev/null
+expect $EPERM $ua stop "$a" /dev/ublk-control
+expect $ENOENT $ua stop "$a" /dev/ublkc-none
+echo "ub on ua's device: EACCES through its node, EPERM through ub's own node; a path to another device EPERM"
+
+limit=/sys/module/ublk_drv/parameters/unprivileged_ublks_max
+old_limit=$(cat $limit)
+echo 3 > $limit
+defer "echo $old_limit > $limit"
+r=$(add_as $ub); [ "$r" = $EACCES ] || fail "a fourth user device with unprivileged_ublks_max=3: $r"
+read -r r2 _ <<< "$(add_as 0)"
+[[ $r2 =~ ^[0-9]+$ ]] || fail "root's device refused at the user limit: $r2"
+expect 0 $ua del "$a2" /dev/ublkc"$a2"
+read -r b2 _ <<< "$(add_as $ub)"
+[[ $b2 =~ ^[0-9]+$ ]] || fail "a user device refused after one was deleted: $b2"
+echo "unprivileged_ublks_max=3: the fourth EACCES, root's not counted, a delete makes room"
+expect 0 $ua del "$a" /dev/ublkc"$a"
+expect 0 $ub del "$b" /dev/ublkc"$b"
+expect 0 0 del "$b2" /dev/ublkc"$b2"
+expect 0 0 del "$rid"
+expect 0 0 del "$r2"
+
+# A user's server that does not answer: the request fails after unprivileged_io_timeout,
+# the server's late answer gives the tag back, and the device serves on every tag.
+tmo=/sys/module/ublk_drv/parameters/unprivileged_io_timeout
+old_tmo=$(cat $tmo)
+echo 2 > $tmo
+defer "echo $old_tmo > $tmo"
+./kmod-perm stall $ua 64 100000 10 > id.txt 2> stall.log &
+stall_pid=$!
+wait_until 20 test -s id.txt || fail "stall: no id: $(cat stall.log)"
+id=$(cat id.txt)
+wait_until 20 test -b /dev/ublkb$id || fail "stall: no /dev/ublkb$id: $(cat stall.log)"
+t0=$(date +%s%N)
+if dd if=/dev/ublkb$id of=/dev/null bs=4k skip=12500 count=1 iflag=direct status=none 2> dd.err; then
+	fail "stall: a read the server held succeeded"
+fi
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+grep -q "holding tag" stall.log || fail "stall: the server never saw the read: $(cat stall.log)"
+(( ms >= 1500 && ms < 9000 )) || fail "stall: the held read failed after $ms ms (timeout 2 s, late answer at 10 s)"
+echo "stall: the held read failed after $ms ms: $(cat dd.err)"
+wait_until 20 grep -q "late commit" stall.log || fail "stall: no late commit: $(cat stall.log)"
+dd if=pattern of=/dev/ublkb$id bs=2M oflag=direct status=none || fail "stall: write after the late commit failed"
+cmp <(dd if=/dev/ublkb$id bs=2M count=4 iflag=direct status=none) pattern ||
+	fail "stall: read back after the late commit differs"
+./kmod-perm cmd 0 stop "$id" /dev/ublkc"$id" > /dev/null
+expect 0 0 del "$id" /dev/ublkc"$id"
+wait "$stall_pid" || fail "stall: server exit status $?: $(cat stall.log)"
+echo "stall: after the late answer 8 MiB written and read back in 2 MiB requests (4 x 512 KiB, depth 4)"
 
 rmmod ublk_drv || fail "rmmod ublk_drv failed"
 [ ! -e /dev/ublk-control ] || wait_until 10 test ! -e /dev/ublk-control || fail "/dev/ublk-control stayed"

@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Control commands: io_uring URING_CMD on /dev/ublk-control.
+ *
+ * Who may send which command is perm.c's to decide; ADD_DEV decides here
+ * which kind of device the caller gets (privileged or unprivileged).
  */
 #include <linux/capability.h>
 #include <linux/cpumask.h>
@@ -11,7 +14,19 @@
 #include "ublk.h"
 
 /* What GET_FEATURES advertises: exactly what ADD_DEV accepts. */
-#define UBLK_FEATURES	UBLK_F_IMPLEMENTED
+#define UBLK_FEATURES	(UBLK_F_IMPLEMENTED | UBLK_F_UNPRIVILEGED_DEV)
+
+/*
+ * What a device its user controls may not have.  Recovery keeps requests
+ * queued for as long as no server comes back, with no timeout (root may
+ * choose that, a user may not make other tasks wait forever): dropped, as
+ * the in-tree driver does.  USER_COPY lets the server copy a request's data
+ * with pread/pwrite outside our hand-over state, which a request timeout
+ * could end under it: refused.
+ */
+#define UBLK_F_UNPRIV_DROPPED	(UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | \
+				 UBLK_F_USER_RECOVERY_FAIL_IO)
+#define UBLK_F_UNPRIV_REFUSED	UBLK_F_USER_COPY
 
 /* Accepts an opcode in either encoding and returns its command number. */
 static int ublk_ctrl_nr(u32 op)
@@ -65,11 +80,20 @@ static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
 		return -EFAULT;
 
 	/*
-	 * Like the in-tree driver, a privileged caller asking for an
-	 * unprivileged device gets a privileged one; we have no other kind.
+	 * The caller's capability decides the kind: a privileged caller asking
+	 * for an unprivileged device gets a privileged one (as with the in-tree
+	 * driver), any other caller must ask for an unprivileged one.
 	 */
-	info.flags &= ~UBLK_F_UNPRIVILEGED_DEV;
-	if (info.flags & ~UBLK_F_IMPLEMENTED)
+	if (capable(CAP_SYS_ADMIN))
+		info.flags &= ~UBLK_F_UNPRIVILEGED_DEV;
+	else if (!(info.flags & UBLK_F_UNPRIVILEGED_DEV))
+		return -EPERM;
+	if (info.flags & UBLK_F_UNPRIVILEGED_DEV) {
+		info.flags &= ~UBLK_F_UNPRIV_DROPPED;
+		if (info.flags & UBLK_F_UNPRIV_REFUSED)
+			return -EINVAL;
+	}
+	if (info.flags & ~(UBLK_F_IMPLEMENTED | UBLK_F_UNPRIVILEGED_DEV))
 		return -EOPNOTSUPP;
 	/* Without a buffer address the server could never receive data. */
 	if ((info.flags & UBLK_F_USER_COPY) && (info.flags & UBLK_F_NEED_GET_DATA))
@@ -88,6 +112,7 @@ static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
 
 	info.state = UBLK_S_DEV_DEAD;
 	info.io_desc_size = 0;
+	/* the owner udev gives the nodes to, and perm.c's files are checked against */
 	info.owner_uid = from_kuid(&init_user_ns, current_uid());
 	info.owner_gid = from_kgid(&init_user_ns, current_gid());
 	info.pad1 = 0;
@@ -333,16 +358,18 @@ int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		return 0;
 	}
 
-	/* Only privileged devices exist here: every other command is root's. */
-	if (!capable(CAP_SYS_ADMIN))
-		return -EPERM;
-
 	if (nr == UBLK_CMD_ADD_DEV)
 		return ublk_ctrl_add_dev(&h);
 
 	ub = ublk_get_device(h.dev_id);
 	if (!ub)
 		return -ENODEV;
+	/* from here on h.addr and h.len are the command's data, after any path */
+	ret = ublk_ctrl_permission(ub, nr, &h);
+	if (ret) {
+		ublk_put_device(ub);
+		return ret;
+	}
 
 	switch (nr) {
 	case UBLK_CMD_DEL_DEV:
@@ -361,15 +388,8 @@ int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		ret = ublk_ctrl_get_params(ub, &h);
 		break;
 	case UBLK_CMD_GET_DEV_INFO:
-		ret = ublk_ctrl_get_dev_info(ub, h.addr, h.len);
-		break;
 	case UBLK_CMD_GET_DEV_INFO2:
-		/* The buffer starts with the char device's path, for permission checks. */
-		if (h.dev_path_len > h.len)
-			ret = -EINVAL;
-		else
-			ret = ublk_ctrl_get_dev_info(ub, h.addr + h.dev_path_len,
-						     h.len - h.dev_path_len);
+		ret = ublk_ctrl_get_dev_info(ub, h.addr, h.len);
 		break;
 	case UBLK_CMD_GET_QUEUE_AFFINITY:
 		ret = ublk_ctrl_get_queue_affinity(ub, &h);

@@ -140,6 +140,13 @@ int ublk_start_disk(struct ublk_device *ub)
 	set_capacity(disk, ub->params.basic.dev_sectors);
 	if (ub->params.basic.attrs & UBLK_ATTR_READ_ONLY)
 		set_disk_ro(disk, true);
+	/*
+	 * A user's device: its partition table is the user's data, which the
+	 * kernel's partition parsers are not hardened against (the in-tree
+	 * driver does the same).
+	 */
+	if (ublk_unprivileged(ub))
+		set_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
 
 	/* Before add_disk: its partition scan needs us live. */
 	ub->info.state = UBLK_S_DEV_LIVE;

@@ -7,7 +7,21 @@
  *
  * Locking: q->lock guards the ios[] hand-over state.  Requests are never
  * ended and io_uring commands never completed under it, since either can
- * run arbitrary code (bio end_io, io_uring locks).
+ * run arbitrary code (bio end_io, io_uring locks).  Whoever takes io->req
+ * away under the lock ends the request; while the kernel copies a
+ * request's data outside the lock, io->copying keeps it in place.
+ *
+ * Timeouts: a request of an unprivileged device that its server has not
+ * answered within the device's timeout (module parameter
+ * unprivileged_io_timeout, 30 s) fails with BLK_STS_TIMEOUT, so a stuck or
+ * malicious server cannot leave other tasks (and DEL_DEV, which waits for
+ * the disk's requests) waiting forever.  The in-tree driver kills the
+ * server instead; ublkd serves every user's devices in one process, where
+ * that would let one user's stuck backing file take everybody's devices
+ * down.  The server still owns the tag: its late COMMIT_AND_FETCH only
+ * gives the command back (the result is dropped), a late NEED_GET_DATA
+ * fails with -ETIMEDOUT.  Until then a new request on that tag fails at
+ * once.  Root's devices keep waiting for their server, as in-tree.
  */
 #include <linux/blk-mq.h>
 #include <linux/sched.h>
@@ -110,28 +124,59 @@ static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	struct ublk_cmd_pdu *pdu = ublk_pdu(cmd);
 	struct ublk_queue *q = pdu->q;
 	struct ublk_io *io = &q->ios[pdu->tag];
-	struct request *rq = io->req;
 	struct ublk_device *ub = q->ub;
-	bool give_back;
+	/* The ring goes away with its task: nothing can be served. */
+	bool dead = (issue_flags & IO_URING_F_TASK_DEAD) || (current->flags & PF_EXITING);
+	bool copy = false, get_data = false, give_back;
+	struct request *rq;
 
-	/* The ring goes away with its task: the request cannot be served. */
-	if ((issue_flags & IO_URING_F_TASK_DEAD) || (current->flags & PF_EXITING))
-		goto fail_abort;
-
+	spin_lock(&q->lock);
+	rq = io->req;
+	if (!rq) {
+		/* it timed out before we ran: the command waits for the next */
+		io->timed_out = false;
+		give_back = !dead && !q->canceling;
+		if (give_back)
+			io->cmd = cmd;
+		spin_unlock(&q->lock);
+		if (!give_back)
+			io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
+		return;
+	}
+	if (dead) {
+		io->req = NULL;
+		spin_unlock(&q->lock);
+		blk_mq_end_request(rq, BLK_STS_IOERR);
+		io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
+		return;
+	}
 	if (req_op(rq) == REQ_OP_WRITE && !ublk_user_copy(ub)) {
-		if (ublk_need_get_data(ub)) {
-			io->need_data = true;
-			io_uring_cmd_done(cmd, UBLK_IO_RES_NEED_GET_DATA, 0, issue_flags);
-			return;
-		}
-		if (ublk_copy_user(rq, io->addr, blk_rq_bytes(rq), false) < blk_rq_bytes(rq)) {
+		if (ublk_need_get_data(ub))
+			get_data = io->need_data = true;
+		else
+			copy = io->copying = true;
+	}
+	spin_unlock(&q->lock);
+
+	if (get_data) {
+		io_uring_cmd_done(cmd, UBLK_IO_RES_NEED_GET_DATA, 0, issue_flags);
+		return;
+	}
+	if (copy) {
+		bool ok = ublk_copy_user(rq, io->addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
+
+		spin_lock(&q->lock);
+		io->copying = false;
+		give_back = true;
+		if (!ok) {
 			/* Bad server buffer: fail this IO, keep the command for the next. */
-			spin_lock(&q->lock);
 			io->req = NULL;
 			give_back = !q->canceling;
 			if (give_back)
 				io->cmd = cmd;
-			spin_unlock(&q->lock);
+		}
+		spin_unlock(&q->lock);
+		if (!ok) {
 			blk_mq_end_request(rq, BLK_STS_IOERR);
 			if (!give_back)
 				io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
@@ -139,14 +184,6 @@ static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		}
 	}
 	io_uring_cmd_done(cmd, UBLK_IO_RES_OK, 0, issue_flags);
-	return;
-
-fail_abort:
-	spin_lock(&q->lock);
-	io->req = NULL;
-	spin_unlock(&q->lock);
-	blk_mq_end_request(rq, BLK_STS_IOERR);
-	io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
 }
 
 static blk_status_t ublk_fill_desc(struct ublk_queue *q, struct request *rq,
@@ -224,6 +261,30 @@ static blk_status_t ublk_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_m
 	return BLK_STS_OK;
 }
 
+/* See the top of this file. */
+static enum blk_eh_timer_return ublk_timeout(struct request *rq)
+{
+	struct ublk_queue *q = rq->mq_hctx->driver_data;
+	struct ublk_io *io = &q->ios[rq->tag];
+	bool ours;
+
+	if (!ublk_unprivileged(q->ub))
+		return BLK_EH_RESET_TIMER;
+	spin_lock(&q->lock);
+	/* otherwise its data is being copied, or it is being ended already */
+	ours = io->req == rq && !io->copying;
+	if (ours) {
+		io->req = NULL;
+		io->need_data = false;
+		io->timed_out = true;
+	}
+	spin_unlock(&q->lock);
+	if (!ours)
+		return BLK_EH_RESET_TIMER;
+	blk_mq_end_request(rq, BLK_STS_TIMEOUT);
+	return BLK_EH_DONE;
+}
+
 static int ublk_init_hctx(struct blk_mq_hw_ctx *hctx, void *driver_data, unsigned int hctx_idx)
 {
 	struct ublk_device *ub = driver_data;
@@ -234,6 +295,7 @@ static int ublk_init_hctx(struct blk_mq_hw_ctx *hctx, void *driver_data, unsigne
 
 const struct blk_mq_ops ublk_mq_ops = {
 	.queue_rq	= ublk_queue_rq,
+	.timeout	= ublk_timeout,
 	.init_hctx	= ublk_init_hctx,
 };
 
@@ -299,6 +361,7 @@ void ublk_server_gone(struct ublk_device *ub)
 			rq = q->ios[t].req;
 			q->ios[t].req = NULL;
 			q->ios[t].cmd = NULL;
+			q->ios[t].timed_out = false;
 			spin_unlock(&q->lock);
 			if (rq)
 				blk_mq_end_request(rq, BLK_STS_IOERR);
@@ -321,7 +384,7 @@ static int ublk_fetch(struct ublk_queue *q, struct ublk_io *io, struct io_uring_
 	spin_lock(&q->lock);
 	if (q->canceling || READ_ONCE(ub->stopped))
 		ret = -ENODEV;
-	else if (io->cmd || io->req)
+	else if (io->cmd || io->req || io->timed_out)
 		ret = -EINVAL;
 	else {
 		io->cmd = cmd;
@@ -349,16 +412,21 @@ static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
 
 	spin_lock(&q->lock);
 	rq = io->req;
-	if (!rq || io->cmd || io->need_data) {
+	if (!rq && io->timed_out && !io->cmd) {
+		/* the answer to a request that timed out: only the command counts */
+		io->timed_out = false;
+	} else if (!rq || io->cmd || io->need_data || io->copying) {
 		spin_unlock(&q->lock);
 		return -EINVAL;
+	} else {
+		io->copying = true;
 	}
 	spin_unlock(&q->lock);
 
 	if (!ublk_user_copy(ub))
 		io->addr = addr;
 	/* Copy mode: read data comes from the server's buffer now, in its mm. */
-	if (res > 0 && req_op(rq) == REQ_OP_READ && !ublk_user_copy(ub)) {
+	if (rq && res > 0 && req_op(rq) == REQ_OP_READ && !ublk_user_copy(ub)) {
 		size_t want = min_t(unsigned int, res, blk_rq_bytes(rq));
 		size_t got = ublk_copy_user(rq, addr, want, true);
 
@@ -368,13 +436,15 @@ static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
 
 	io_uring_cmd_mark_cancelable(cmd, issue_flags);
 	spin_lock(&q->lock);
+	io->copying = false;
 	io->req = NULL;
 	give_back = !q->canceling;
 	if (give_back)
 		io->cmd = cmd;
 	spin_unlock(&q->lock);
 
-	ublk_end_rq(rq, res);
+	if (rq)
+		ublk_end_rq(rq, res);
 	if (!give_back)
 		io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
 	return -EIOCBQUEUED;
@@ -384,20 +454,31 @@ static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
 static int ublk_get_data(struct ublk_queue *q, struct ublk_io *io, u64 addr)
 {
 	struct request *rq;
+	bool ok;
 
 	spin_lock(&q->lock);
 	rq = io->req;
-	if (!rq || io->cmd || !io->need_data) {
+	if (!rq && io->timed_out && !io->cmd) {
+		/* the write failed already; the server commits to get the tag back */
+		spin_unlock(&q->lock);
+		return -ETIMEDOUT;
+	}
+	if (!rq || io->cmd || !io->need_data || io->copying) {
 		spin_unlock(&q->lock);
 		return -EINVAL;
 	}
+	io->copying = true;
 	spin_unlock(&q->lock);
 
 	io->addr = addr;
-	if (ublk_copy_user(rq, addr, blk_rq_bytes(rq), false) < blk_rq_bytes(rq))
-		return -EFAULT;
-	io->need_data = false;
-	return UBLK_IO_RES_OK;
+	ok = ublk_copy_user(rq, addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
+
+	spin_lock(&q->lock);
+	io->copying = false;
+	if (ok)
+		io->need_data = false;
+	spin_unlock(&q->lock);
+	return ok ? UBLK_IO_RES_OK : -EFAULT;
 }
 
 int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)

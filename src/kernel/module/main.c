@@ -17,6 +17,22 @@
 static DEFINE_IDR(ublk_index_idr);
 static DEFINE_MUTEX(ublk_index_mutex);
 static DECLARE_WAIT_QUEUE_HEAD(ublk_idr_wq);
+/* unprivileged devices not yet freed, under ublk_index_mutex */
+static unsigned int ublk_nr_unpriv;
+
+/*
+ * Every device pins kernel memory (tag set, descriptors) that its size
+ * decides: users may not add them without bound.  Root's are not counted.
+ */
+static unsigned int unprivileged_ublks_max = 16;
+module_param(unprivileged_ublks_max, uint, 0644);
+MODULE_PARM_DESC(unprivileged_ublks_max,
+		 "most unprivileged devices (UBLK_F_UNPRIVILEGED_DEV) at a time; ADD_DEV beyond fails with EACCES (default 16)");
+
+static unsigned int unprivileged_io_timeout = 30;
+module_param(unprivileged_io_timeout, uint, 0644);
+MODULE_PARM_DESC(unprivileged_io_timeout,
+		 "seconds an unprivileged device's server may hold a request before it fails with a timeout; read at ADD_DEV (default 30, 1 to 86400)");
 
 dev_t ublk_chr_devt;
 
@@ -74,6 +90,8 @@ static void ublk_cdev_rel(struct device *dev)
 
 	mutex_lock(&ublk_index_mutex);
 	idr_remove(&ublk_index_idr, ub->info.dev_id);
+	if (ublk_unprivileged(ub))
+		ublk_nr_unpriv--;
 	mutex_unlock(&ublk_index_mutex);
 	wake_up_all(&ublk_idr_wq);
 	kfree(ub);
@@ -109,10 +127,13 @@ static int ublk_alloc_queues(struct ublk_device *ub)
 /*
  * ADD_DEV after validation: takes an id (info->dev_id, or any when it is
  * (u32)-1), creates /dev/ublkcN and the tag set.  On success info is
- * updated with what was granted.
+ * updated with what was granted.  Unprivileged devices count against
+ * unprivileged_ublks_max until they are freed (EACCES beyond, as the
+ * in-tree driver answers for its own limit).
  */
 int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 {
+	bool unpriv = info->flags & UBLK_F_UNPRIVILEGED_DEV;
 	struct ublk_device *ub;
 	int id, ret;
 
@@ -124,7 +145,9 @@ int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 	INIT_WORK(&ub->stop_work, ublk_stop_work_fn);
 
 	mutex_lock(&ublk_index_mutex);
-	if (want_id == U32_MAX)
+	if (unpriv && ublk_nr_unpriv >= READ_ONCE(unprivileged_ublks_max))
+		id = -EACCES;
+	else if (want_id == U32_MAX)
 		id = idr_alloc(&ublk_index_idr, ub, 0, UBLK_MAX_DEVS, GFP_KERNEL);
 	else if (want_id >= UBLK_MAX_DEVS)
 		id = -EINVAL;
@@ -133,6 +156,9 @@ int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 		if (id == -ENOSPC)
 			id = -EEXIST;
 	}
+	/* counted with the id taken, uncounted when the id is given back */
+	if (id >= 0 && unpriv)
+		ublk_nr_unpriv++;
 	mutex_unlock(&ublk_index_mutex);
 	if (id < 0) {
 		mutex_destroy(&ub->mutex);
@@ -161,6 +187,9 @@ int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 	ub->tag_set.numa_node = NUMA_NO_NODE;
 	ub->tag_set.flags = BLK_MQ_F_SHOULD_MERGE;
 	ub->tag_set.driver_data = ub;
+	/* root's devices keep the block layer's default; see ublk_timeout() */
+	if (unpriv)
+		ub->tag_set.timeout = clamp(READ_ONCE(unprivileged_io_timeout), 1U, 86400U) * HZ;
 	ret = blk_mq_alloc_tag_set(&ub->tag_set);
 	if (ret)
 		goto fail;

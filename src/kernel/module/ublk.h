@@ -40,6 +40,13 @@ struct ublk_io {
 	u64 addr;
 	/* req was handed over with UBLK_IO_RES_NEED_GET_DATA, data not yet copied */
 	bool need_data;
+	/* req's data is being copied outside q->lock: its timeout must wait */
+	bool copying;
+	/*
+	 * req timed out and was failed while the server had it: the tag's
+	 * next COMMIT (or its pending dispatch) only gives the command back.
+	 */
+	bool timed_out;
 };
 
 struct ublk_queue {
@@ -86,6 +93,11 @@ static inline bool ublk_user_copy(const struct ublk_device *ub)
 	return ub->info.flags & UBLK_F_USER_COPY;
 }
 
+static inline bool ublk_unprivileged(const struct ublk_device *ub)
+{
+	return ub->info.flags & UBLK_F_UNPRIVILEGED_DEV;
+}
+
 static inline bool ublk_need_get_data(const struct ublk_device *ub)
 {
 	return ub->info.flags & UBLK_F_NEED_GET_DATA;
@@ -107,6 +119,9 @@ void ublk_remove_all(void);
 
 /* ctrl.c */
 int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags);
+
+/* perm.c */
+int ublk_ctrl_permission(struct ublk_device *ub, int nr, struct ublksrv_ctrl_cmd *h);
 
 /* dev.c */
 extern const struct file_operations ublk_ch_fops;
