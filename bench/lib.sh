@@ -1,0 +1,45 @@
+# bench/lib.sh: what the benchmark's guest scripts (bench-guest.sh, bench-kmod.sh) share.
+# Source it after test/vm/lib.sh. Knobs (environment, passed in by tools/bench):
+#   BENCH_RUNS (3), BENCH_RUNTIME (seconds per fio run, 5), BENCH_DEPTHS ("1 32 128"),
+#   BENCH_RW ("randread randwrite"), BENCH_QUEUES ("1 2"), BENCH_TARGETS ("loop null")
+# shellcheck shell=bash
+RUNS=${BENCH_RUNS:-3}
+RUNTIME=${BENCH_RUNTIME:-5}
+DEPTHS=${BENCH_DEPTHS:-1 32 128}
+RWS=${BENCH_RW:-randread randwrite}
+QUEUES=${BENCH_QUEUES:-1 2}
+TARGETS=${BENCH_TARGETS:-loop null}
+BENCH_IMG=/mnt/bench/disk.img   # on tmpfs: every loop driver reads and writes the same pages
+
+# has_target T: T is one of $TARGETS
+has_target() {
+	[[ " $TARGETS " == *" $1 "* ]]
+}
+
+# bench_img: a 1 GiB file of random data on a fresh tmpfs at /mnt/bench ($BENCH_IMG)
+bench_img() {
+	mkdir -p /mnt/bench
+	mountpoint -q /mnt/bench || mount -t tmpfs -o size=1200M tmpfs /mnt/bench
+	dd if=/dev/urandom of=$BENCH_IMG bs=1M count=1024 status=none
+}
+
+# fio_iops DEV RW DEPTH JOBS: IOPS of one fio run ($RUNTIME s, 4k, io_uring, O_DIRECT); 0 if fio failed
+fio_iops() {
+	fio --name=b --filename="$1" --rw="$2" --bs=4k --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
+		--direct=1 --runtime="$RUNTIME" --time_based --group_reporting --output-format=json \
+		--output=fio.json >/dev/null 2>&1 || { echo 0; return; }
+	sed -i '/^{/,$!d' fio.json
+	jq --arg rw "$2" '(if $rw == "randread" then .jobs[0].read else .jobs[0].write end).iops | floor' fio.json
+}
+
+# result RUN RW DEPTH JOBS TARGET SIDE DEV IOPS: one "RESULT {json}" line. SIDE is "ours" or "base";
+# the summary compares the two sides of each (rw, depth, jobs, target).
+result() {
+	printf 'RESULT {"run":%d,"rw":"%s","depth":%d,"jobs":%d,"target":"%s","side":"%s","dev":"%s","iops":%d}\n' "$@"
+}
+
+# bench_summary FILE OURS_LABEL BASE_LABEL: medians and ratios (ours / base) of FILE's RESULT lines,
+# as text and as a markdown table for bench/RESULTS.md
+bench_summary() {
+	python3 "$UBLKD_SRC/bench/summary.py" "$@"
+}

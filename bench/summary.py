@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Medians and ratios of the benchmark's RESULT lines (bench/lib.sh: result).
+
+usage: summary.py FILE OURS_LABEL BASE_LABEL
+Each RESULT row has rw, depth, jobs, target, side ("ours" or "base"), dev, iops. Prints, per
+(rw, depth, jobs, target), the median IOPS of each side and the ratio ours / base; then the same
+as one markdown table (a column group per target) for bench/RESULTS.md.
+"""
+import json
+import statistics
+import sys
+
+path, ours_label, base_label = sys.argv[1:4]
+rows = [json.loads(l.split(" ", 1)[1]) for l in open(path) if l.startswith("RESULT ")]
+if not rows:
+    sys.exit("summary: no RESULT lines in " + path)
+vals, devs, keys, targets = {}, {}, [], []
+for r in rows:
+    k = (r["rw"], r["depth"], r["jobs"])
+    if k not in keys:
+        keys.append(k)
+    if r["target"] not in targets:
+        targets.append(r["target"])
+    vals.setdefault(k + (r["target"], r["side"]), []).append(r["iops"])
+    devs[(r["target"], r["side"])] = r["dev"]
+
+
+def med(k, target, side):
+    v = vals.get(k + (target, side))
+    return statistics.median(v) if v else 0
+
+
+def ratio(o, b):
+    return o / b if b else 0
+
+
+keys.sort(key=lambda k: (k[0], k[1], k[2]))
+runs = max(r["run"] for r in rows)
+print(f"\nmedians (IOPS) of {runs} run(s) and ratios, {ours_label} / {base_label}:")
+print("(spread: (max - min) / median of each side's runs, to tell a difference from noise)")
+print(f"{'rw':10} {'depth':>5} {'jobs':>4}  {'target':>9}  {ours_label:>9} {'dev':>8} {'spread':>6}"
+      f"  {base_label:>9} {'dev':>8} {'spread':>6}  ratio")
+
+
+def spread(k, target, side):
+    v = vals.get(k + (target, side))
+    m = statistics.median(v) if v else 0
+    return (max(v) - min(v)) / m if m else 0
+
+
+for k in keys:
+    for t in targets:
+        o, b = med(k, t, "ours"), med(k, t, "base")
+        if not o and not b:
+            continue
+        print(f"{k[0]:10} {k[1]:>5} {k[2]:>4}  {t:>9}  {o:>9.0f} {devs.get((t, 'ours'), '-'):>8}"
+              f" {spread(k, t, 'ours'):6.0%}  {b:>9.0f} {devs.get((t, 'base'), '-'):>8}"
+              f" {spread(k, t, 'base'):6.0%}  {ratio(o, b):5.2f}x")
+
+print("\n| rw | depth | jobs/queues | " +
+      " | ".join(f"{t} {ours_label} | {t} {base_label} | ratio" for t in targets) + " |")
+print("| --- | ---: | ---: | " + " | ".join("---: | ---: | ---:" for _ in targets) + " |")
+for k in keys:
+    cells = []
+    for t in targets:
+        o, b = med(k, t, "ours"), med(k, t, "base")
+        cells.append(f"{o:.0f} | {b:.0f} | {ratio(o, b):.2f}x")
+    print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + " |")
