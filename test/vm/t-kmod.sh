@@ -5,9 +5,11 @@
 # copy mode ublkd does not use (NEED_GET_DATA, USER_COPY; a small RAM-disk
 # server compiled here talks to the driver directly), checks who may command
 # unprivileged devices, the limit on their number and their request timeout
-# (kmod-perm.c), and unloads.
+# (kmod-perm.c), recovers a device whose server was killed under a verifying
+# fio (USER_RECOVERY_REISSUE, and FAIL_IO), and unloads, also with devices
+# that wait for a server.
 # Skips unless the run uses our module (vm-run --driver .../ublk_drv.ko).
-# vm-timeout: 300
+# vm-timeout: 720
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 
@@ -31,7 +33,8 @@ echo "features: $features"
 ublkctl --json features >/dev/null 2>&1 || true
 
 # A device, written and read back through the page cache and O_DIRECT.
-dev=$(ublkctl add null --size 256M --name kmod)
+# Without recovery (ublkd's default is reissue): the server's death stops it.
+dev=$(ublkctl add null --size 256M --name kmod --recovery none)
 [[ $dev =~ ^/dev/ublkb([0-9]+)$ ]] || fail "ublkctl add printed '$dev'"
 id=${BASH_REMATCH[1]}
 [ "$(blockdev --getsize64 "$dev")" = 268435456 ] || fail "wrong size"
@@ -78,6 +81,7 @@ cat > srv.c <<'SRC'
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include "ublk_cmd.h"
 
@@ -112,6 +116,38 @@ static int ctrl(unsigned op, struct ublksrv_ctrl_cmd *c)
 
 static unsigned dev_id;
 
+static void *end_recovery_thread(void *p)
+{
+	struct ublksrv_ctrl_cmd c = { .dev_id = dev_id, .queue_id = 0xffff };
+	int r;
+
+	(void)p;
+	c.data[0] = getpid();
+	r = ctrl(UBLK_U_CMD_END_USER_RECOVERY, &c);
+	fprintf(stderr, "END_USER_RECOVERY: %d\n", r);
+	if (r < 0)
+		exit(1);
+	return NULL;
+}
+
+/* The RAM disk lives in a file so that a recovering server finds the data. */
+static char *map_ram(const char *path, size_t *size)
+{
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+	struct stat st;
+	char *p;
+
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return NULL;
+	if (*size && ftruncate(fd, *size) < 0)
+		return NULL;
+	if (!*size)
+		*size = st.st_size;
+	p = mmap(NULL, *size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	return p == MAP_FAILED ? NULL : p;
+}
+
 static void *start_thread(void *p)
 {
 	struct ublksrv_ctrl_cmd c = { .dev_id = dev_id, .queue_id = 0xffff };
@@ -142,20 +178,30 @@ static void queue_cmd(struct io_uring *ring, int fd, unsigned op, unsigned tag, 
 	cmd->addr = addr;
 }
 
+/*
+ * srv MODE SIZE_MB [RECOVERY RAMFILE]: add a device and serve it; RECOVERY is
+ * none, plain, reissue or failio.  srv recover ID RAMFILE [die]: recover
+ * device ID (copy mode); "die" exits between START and END_USER_RECOVERY.
+ */
 int main(int argc, char **argv)
 {
 	const char *mode = argv[1];
 	bool ucopy = !strcmp(mode, "usercopy"), getdata = !strcmp(mode, "getdata");
+	bool recover = !strcmp(mode, "recover");
+	const char *rec = argc > 3 ? argv[3] : "none";
+	__u64 recflags = !strcmp(rec, "plain") ? UBLK_F_USER_RECOVERY :
+			 !strcmp(rec, "reissue") ? UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE :
+			 !strcmp(rec, "failio") ? UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_FAIL_IO : 0;
 	struct ublksrv_ctrl_cmd c = { .dev_id = ~0U, .queue_id = 0xffff };
 	struct ublksrv_ctrl_dev_info info = {
 		.nr_hw_queues = 1, .queue_depth = DEPTH, .max_io_buf_bytes = MAXIO,
 		.flags = UBLK_F_CMD_IOCTL_ENCODE | (ucopy ? UBLK_F_USER_COPY : 0) |
-			 (getdata ? UBLK_F_NEED_GET_DATA : 0),
+			 (getdata ? UBLK_F_NEED_GET_DATA : 0) | recflags,
 	};
 	struct ublk_params par = { .len = sizeof(par), .types = UBLK_PARAM_TYPE_BASIC,
 		.basic = { .logical_bs_shift = 9, .physical_bs_shift = 12, .io_min_shift = 9,
 			   .io_opt_shift = 12, .max_sectors = MAXIO >> 9 } };
-	size_t size = (size_t)atoi(argv[2]) << 20;
+	size_t size = recover ? 0 : (size_t)atoi(argv[2]) << 20;
 	struct ublksrv_io_desc *descs;
 	struct io_uring ring;
 	char path[64], *ram, *bufs;
@@ -215,6 +261,17 @@ int main(int argc, char **argv)
 	ctrl_fd = open("/dev/ublk-control", O_RDWR);
 	if (ctrl_fd < 0)
 		return perror("ublk-control"), 1;
+	if (recover) {
+		/* EBUSY until the old server's char device is released */
+		dev_id = atoi(argv[2]);
+		c.dev_id = dev_id;
+		for (int i = 0; (r = ctrl(UBLK_U_CMD_START_USER_RECOVERY, &c)) == -EBUSY && i < 1000; i++)
+			usleep(10000);
+		fprintf(stderr, "START_USER_RECOVERY: %d\n", r);
+		if (r < 0)
+			return 1;
+		goto serve;
+	}
 	c.addr = (__u64)(uintptr_t)&info;
 	c.len = sizeof(info);
 	r = ctrl(UBLK_U_CMD_ADD_DEV, &c);
@@ -230,6 +287,7 @@ int main(int argc, char **argv)
 	printf("%u\n", dev_id);
 	fflush(stdout);
 
+serve:
 	snprintf(path, sizeof(path), "/dev/ublkc%u", dev_id);
 	for (int i = 0; (fd = open(path, O_RDWR)) < 0 && i < 500; i++)
 		usleep(10000);
@@ -238,7 +296,9 @@ int main(int argc, char **argv)
 	descs = mmap(NULL, 4096, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, UBLKSRV_CMD_BUF_OFFSET);
 	if (descs == MAP_FAILED)
 		return perror("mmap"), 1;
-	ram = calloc(1, size);
+	ram = argc > (recover ? 3 : 4) ? map_ram(argv[recover ? 3 : 4], &size) : calloc(1, size);
+	if (!ram)
+		return perror("ram"), 1;
 	bufs = aligned_alloc(4096, DEPTH * MAXIO);
 	if (io_uring_queue_init(2 * DEPTH, &ring, IORING_SETUP_SQE128) < 0)
 		return 1;
@@ -246,7 +306,11 @@ int main(int argc, char **argv)
 		queue_cmd(&ring, fd, UBLK_U_IO_FETCH_REQ, tag, 0,
 			  ucopy ? 0 : (__u64)(uintptr_t)(bufs + tag * MAXIO), 0);
 	io_uring_submit(&ring);
-	pthread_create(&t, NULL, start_thread, NULL);
+	if (recover && argc > 4 && !strcmp(argv[4], "die")) {
+		fprintf(stderr, "exiting before END_USER_RECOVERY\n");
+		_exit(0);
+	}
+	pthread_create(&t, NULL, recover ? end_recovery_thread : start_thread, NULL);
 
 	while (aborted < DEPTH) {
 		struct io_uring_cqe *cqe;
@@ -452,7 +516,99 @@ expect 0 0 del "$id" /dev/ublkc"$id"
 wait "$stall_pid" || fail "stall: server exit status $?: $(cat stall.log)"
 echo "stall: after the late answer 8 MiB written and read back in 2 MiB requests (4 x 512 KiB, depth 4)"
 
+# USER_RECOVERY_REISSUE: the server is SIGKILLed under a verifying fio. The disk stays,
+# quiesced, and IO waits; a server that dies between START and END_USER_RECOVERY leaves it
+# recoverable; the next one recovers it, fio ends with no error and the held read with the
+# data. Then STOP/DEL of a quiesced device with a read waiting: the read fails, nothing hangs.
+state() { ./srv info "$1" | sed -n 's/^id=[0-9/]* state=\([0-9]*\)\/.*/\1/p'; }
+state_is() { [ "$(state "$1")" = "$2" ]; }
+ram=/dev/shm/kmod-ram
+rm -f $ram $ram.f $ram.p
+defer "rm -f $ram $ram.f $ram.p"
+./srv copy 64 reissue $ram > id.txt 2> srv.log &
+srv_pid=$!
+wait_until 20 test -s id.txt || fail "recovery: no id: $(cat srv.log)"
+id=$(cat id.txt)
+wait_until 20 test -b /dev/ublkb$id || fail "recovery: no /dev/ublkb$id"
+head -c 4096 /dev/urandom > block0
+dd if=block0 of=/dev/ublkb$id bs=4k oflag=direct status=none
+fio --name=v --filename=/dev/ublkb$id --offset=1M --size=32M --rw=randwrite --bsrange=4k-64k \
+	--iodepth=16 --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 \
+	--output-format=json --output=fio-rec.json > /dev/null 2>&1 &
+fio_pid=$!
+wait_until 30 sh -c "[ \$(awk '\$3==\"ublkb$id\"{print \$8}' /proc/diskstats) -gt 200 ]" ||
+	fail "recovery: fio did not get going"
+kill -9 "$srv_pid"
+wait "$srv_pid" 2> /dev/null || true
+wait_until 10 state_is "$id" 2 || fail "recovery: state $(state "$id"), not quiesced (2), after the kill"
+[ -b /dev/ublkb$id ] || fail "recovery: /dev/ublkb$id went away with its server"
+dd if=/dev/ublkb$id of=held.out bs=4k count=1 iflag=direct status=none &
+held=$!
+before=$(ios_done ublkb$id)
+! wait_until 3 exited "$held" 2> /dev/null || fail "recovery: a read with no server did not wait"
+exited "$fio_pid" && fail "recovery: fio ended while the device had no server: $(head -c 800 fio-rec.json)"
+./srv recover "$id" $ram die 2> srv-die.log || fail "recovery: a server that dies: $(cat srv-die.log)"
+wait_until 10 state_is "$id" 2 || fail "recovery: state $(state "$id") after a server died in recovery"
+[ "$(ios_done ublkb$id)" = "$before" ] || fail "recovery: IO completed while no server served it"
+./srv recover "$id" $ram > /dev/null 2> srv.log &
+srv_pid=$!
+wait_until 30 exited "$held" || fail "recovery: the held read still waits after the recovery: $(cat srv.log)"
+wait "$held" || fail "recovery: the held read failed"
+cmp held.out block0 || fail "recovery: the held read returned other data"
+wait_until 120 exited "$fio_pid" || fail "recovery: fio still runs 120 s after the recovery"
+wait "$fio_pid" || fail "recovery: fio failed: $(head -c 1500 fio-rec.json)"
+sed -i '/^{/,$!d' fio-rec.json
+jq -e '.jobs[0].error == 0 and .jobs[0].read.total_ios > 0' fio-rec.json > /dev/null ||
+	fail "recovery: fio reported errors: $(head -c 1500 fio-rec.json)"
+state_is "$id" 1 || fail "recovery: state $(state "$id") after END_USER_RECOVERY"
+grep -q "END_USER_RECOVERY: 0" srv.log || fail "recovery: $(cat srv.log)"
+echo "recovery: SIGKILL under fio --verify; IO waited; a server that died in recovery left it recoverable;" \
+	"recovered: $(jq '.jobs[0].write.total_ios' fio-rec.json) writes verified, 0 errors"
+kill -9 "$srv_pid"
+wait "$srv_pid" 2> /dev/null || true
+wait_until 10 state_is "$id" 2 || fail "recovery: not quiesced after the second kill"
+dd if=/dev/ublkb$id of=/dev/null bs=4k count=1 iflag=direct status=none 2> /dev/null &
+held=$!
+./srv del "$id" 2> srv-del.log || fail "recovery: STOP/DEL of a quiesced device: $(cat srv-del.log)"
+wait_until 10 exited "$held" || fail "recovery: a read held by a stopped device still waits"
+wait "$held" && fail "recovery: a read held by a stopped device succeeded"
+[ ! -e /dev/ublkb$id ] || fail "recovery: /dev/ublkb$id stayed after DEL"
+echo "recovery: STOP/DEL of a quiesced device failed the waiting read"
+
+# FAIL_IO: with no server IO fails at once, the device stays; a new server recovers it.
+./srv copy 16 failio $ram.f > id.txt 2> srv.log &
+srv_pid=$!
+wait_until 20 test -s id.txt || fail "fail-io: no id: $(cat srv.log)"
+fid=$(cat id.txt)
+wait_until 20 test -b /dev/ublkb$fid || fail "fail-io: no /dev/ublkb$fid"
+dd if=block0 of=/dev/ublkb$fid bs=4k oflag=direct status=none
+kill -9 "$srv_pid"
+wait "$srv_pid" 2> /dev/null || true
+wait_until 10 state_is "$fid" 3 || fail "fail-io: state $(state "$fid"), not fail-io (3)"
+timeout 10 dd if=/dev/ublkb$fid of=/dev/null bs=4k count=1 iflag=direct status=none 2> /dev/null &&
+	fail "fail-io: a read with no server succeeded"
+./srv recover "$fid" $ram.f > /dev/null 2> srv.log &
+srv_pid=$!
+wait_until 20 state_is "$fid" 1 || fail "fail-io: not live after recovery: $(cat srv.log)"
+cmp <(dd if=/dev/ublkb$fid bs=4k count=1 iflag=direct status=none) block0 || fail "fail-io: data after recovery"
+kill -9 "$srv_pid"
+wait "$srv_pid" 2> /dev/null || true
+wait_until 10 state_is "$fid" 3 || fail "fail-io: not fail-io after the second kill"
+echo "fail-io: a read with no server failed, recovered, data kept"
+
+# Plain USER_RECOVERY, idle: quiesced when its server dies. It and the fail-io device are
+# left as they are for the unload below, which removes them.
+./srv copy 16 plain $ram.p > id.txt 2> srv.log &
+srv_pid=$!
+wait_until 20 test -s id.txt || fail "plain: no id: $(cat srv.log)"
+pdev=$(cat id.txt)
+wait_until 20 test -b /dev/ublkb$pdev || fail "plain: no /dev/ublkb$pdev"
+kill -9 "$srv_pid"
+wait "$srv_pid" 2> /dev/null || true
+wait_until 10 state_is "$pdev" 2 || fail "plain: state $(state "$pdev"), not quiesced (2)"
+
 rmmod ublk_drv || fail "rmmod ublk_drv failed"
+[ ! -e /dev/ublkb$pdev ] && [ ! -e /dev/ublkb$fid ] || fail "devices left after rmmod"
 [ ! -e /dev/ublk-control ] || wait_until 10 test ! -e /dev/ublk-control || fail "/dev/ublk-control stayed"
 # Leave it loaded for the tests after us, as load_ublk_driver left it.
 insmod "$UBLK_DRIVER" || fail "insmod after rmmod failed"

@@ -59,10 +59,16 @@ static int ublk_ctrl_nr(u32 op)
 	case UBLK_CMD_GET_DEV_INFO2:
 	case UBLK_U_CMD_GET_DEV_INFO2:
 		return UBLK_CMD_GET_DEV_INFO2;
+	case UBLK_CMD_START_USER_RECOVERY:
+	case UBLK_U_CMD_START_USER_RECOVERY:
+		return UBLK_CMD_START_USER_RECOVERY;
+	case UBLK_CMD_END_USER_RECOVERY:
+	case UBLK_U_CMD_END_USER_RECOVERY:
+		return UBLK_CMD_END_USER_RECOVERY;
 	case UBLK_U_CMD_GET_FEATURES:
 		return _IOC_NR(UBLK_U_CMD_GET_FEATURES);
 	default:
-		/* recovery, async delete, quiesce, resize...: not implemented */
+		/* async delete, quiesce, resize...: not implemented */
 		return -EOPNOTSUPP;
 	}
 }
@@ -95,6 +101,12 @@ static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
 	}
 	if (info.flags & ~(UBLK_F_IMPLEMENTED | UBLK_F_UNPRIVILEGED_DEV))
 		return -EOPNOTSUPP;
+	/* REISSUE and FAIL_IO are kinds of USER_RECOVERY, and exclude each other */
+	if ((info.flags & UBLK_F_RECOVERY_FLAGS) && !(info.flags & UBLK_F_USER_RECOVERY))
+		return -EINVAL;
+	if ((info.flags & UBLK_F_USER_RECOVERY_REISSUE) &&
+	    (info.flags & UBLK_F_USER_RECOVERY_FAIL_IO))
+		return -EINVAL;
 	/* Without a buffer address the server could never receive data. */
 	if ((info.flags & UBLK_F_USER_COPY) && (info.flags & UBLK_F_NEED_GET_DATA))
 		return -EINVAL;
@@ -320,6 +332,64 @@ static int ublk_ctrl_start_dev(struct ublk_device *ub, const struct ublksrv_ctrl
 	return ret;
 }
 
+/*
+ * START_USER_RECOVERY: once the old server is gone for good (its char
+ * device released, the device quiesced or failing IO), a new one may open
+ * /dev/ublkcN and fetch every tag.  EBUSY before that, as upstream: a
+ * server polls for the moment its predecessor's exit is complete.
+ */
+static int ublk_ctrl_start_recovery(struct ublk_device *ub)
+{
+	int ret = 0;
+
+	if (!ublk_can_recover(ub))
+		return -EINVAL;
+	mutex_lock(&ub->mutex);
+	if (atomic_read(&ub->opened) ||
+	    (ub->info.state != UBLK_S_DEV_QUIESCED && ub->info.state != UBLK_S_DEV_FAIL_IO)) {
+		ret = -EBUSY;
+	} else {
+		WRITE_ONCE(ub->recovering, true);
+		WRITE_ONCE(ub->srv_gone, false);
+		ublk_reset_ios(ub);
+	}
+	mutex_unlock(&ub->mutex);
+	return ret;
+}
+
+/*
+ * END_USER_RECOVERY: waits (interruptibly, like START_DEV) until the new
+ * server has fetched every tag, then IO flows again, first what waited.
+ * A server that left meanwhile leaves the device recoverable again.
+ */
+static int ublk_ctrl_end_recovery(struct ublk_device *ub, const struct ublksrv_ctrl_cmd *h)
+{
+	u32 total = (u32)ub->info.nr_hw_queues * ub->info.queue_depth;
+	int pid = (int)h->data[0];
+	int ret = 0;
+
+	if (!ublk_can_recover(ub) || pid <= 0)
+		return -EINVAL;
+	if (wait_event_interruptible(ub->fetch_wq,
+				     atomic_read(&ub->nr_fetched) >= total ||
+				     !READ_ONCE(ub->recovering)))
+		return -EINTR;
+
+	mutex_lock(&ub->mutex);
+	if (READ_ONCE(ub->srv_gone) || ub->stopped) {
+		ret = -ENODEV;
+	} else if (!ub->recovering || !ub->disk) {
+		ret = -EBUSY;
+	} else {
+		ub->info.ublksrv_pid = pid;
+		ub->info.state = UBLK_S_DEV_LIVE;
+		WRITE_ONCE(ub->recovering, false);
+		ublk_resume_io(ub);
+	}
+	mutex_unlock(&ub->mutex);
+	return ret;
+}
+
 static int ublk_ctrl_stop_dev(struct ublk_device *ub)
 {
 	mutex_lock(&ub->mutex);
@@ -393,6 +463,12 @@ int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		break;
 	case UBLK_CMD_GET_QUEUE_AFFINITY:
 		ret = ublk_ctrl_get_queue_affinity(ub, &h);
+		break;
+	case UBLK_CMD_START_USER_RECOVERY:
+		ret = ublk_ctrl_start_recovery(ub);
+		break;
+	case UBLK_CMD_END_USER_RECOVERY:
+		ret = ublk_ctrl_end_recovery(ub, &h);
 		break;
 	default:
 		ret = -EOPNOTSUPP;

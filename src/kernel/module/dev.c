@@ -160,6 +160,13 @@ int ublk_start_disk(struct ublk_device *ub)
 		return ret;
 	}
 	ub->disk = disk;
+	/*
+	 * From now on IO that finds no server waits for the next one.  Not
+	 * before: the partition scan above must not wait for a recovery that
+	 * needs ub->mutex, which we hold.
+	 */
+	if (ublk_can_recover(ub) && !ublk_fail_io(ub))
+		WRITE_ONCE(ub->nosrv_wait, true);
 	/* the server may have left while the partition scan ran */
 	if (READ_ONCE(ub->srv_gone))
 		ublk_schedule_stop(ub);
@@ -170,7 +177,7 @@ int ublk_start_disk(struct ublk_device *ub)
 void ublk_schedule_stop(struct ublk_device *ub)
 {
 	get_device(&ub->cdev_dev);
-	if (!schedule_work(&ub->stop_work))
+	if (!queue_work(ublk_wq, &ub->stop_work))
 		ublk_put_device(ub);
 }
 
@@ -186,22 +193,44 @@ void ublk_stop_dev(struct ublk_device *ub)
 	struct gendisk *disk = ub->disk;
 
 	if (disk) {
+		/*
+		 * Requests waiting for a server that will not come now fail
+		 * (del_gendisk waits for every request): kicked after the
+		 * change, they find it (see ublk_requeue_nosrv()).
+		 */
+		WRITE_ONCE(ub->nosrv_wait, false);
+		smp_mb();
+		blk_mq_kick_requeue_list(disk->queue);
 		del_gendisk(disk);
 		ub->disk = NULL;
 		put_disk(disk);
 	}
 	ub->info.state = UBLK_S_DEV_DEAD;
+	WRITE_ONCE(ub->recovering, false);
 	WRITE_ONCE(ub->stopped, true);
 	wake_up_all(&ub->fetch_wq);
 	ublk_abort_fetched(ub);
 }
 
+/*
+ * The server left (or START_DEV found it gone): a started disk is stopped,
+ * or with USER_RECOVERY stays, quiesced (its IO waits) or failing IO, until
+ * START/END_USER_RECOVERY or STOP_DEV.  START_USER_RECOVERY clears srv_gone,
+ * so a run after it changes nothing.
+ */
 void ublk_stop_work_fn(struct work_struct *work)
 {
 	struct ublk_device *ub = container_of(work, struct ublk_device, stop_work);
 
 	mutex_lock(&ub->mutex);
-	ublk_stop_dev(ub);
+	if (ub->disk && READ_ONCE(ub->srv_gone)) {
+		if (!ublk_can_recover(ub))
+			ublk_stop_dev(ub);
+		else if (ublk_fail_io(ub))
+			ub->info.state = UBLK_S_DEV_FAIL_IO;
+		else
+			ub->info.state = UBLK_S_DEV_QUIESCED;
+	}
 	mutex_unlock(&ub->mutex);
 	ublk_put_device(ub);
 }

@@ -116,6 +116,35 @@ static void ublk_abort_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 }
 
 /*
+ * A request that no server takes now, on a device whose requests wait for
+ * the next server (ub->nosrv_wait): it goes on the requeue list, which is
+ * not kicked, so it stays there until END_USER_RECOVERY (or a stop, which
+ * fails it) kicks the list.
+ */
+static void ublk_requeue_nosrv(struct ublk_queue *q, struct request *rq)
+{
+	struct ublk_device *ub = q->ub;
+
+	blk_mq_requeue_request(rq, false);
+	/*
+	 * A recovery that ended, or a stop, may have kicked the list after
+	 * its change but before rq was on it: look again, kick for it.
+	 */
+	smp_mb();
+	if (!READ_ONCE(q->canceling) || !READ_ONCE(ub->nosrv_wait))
+		blk_mq_kick_requeue_list(rq->q);
+}
+
+/* A started request the server never saw, or may do again: wait or fail. */
+static void ublk_end_nosrv(struct ublk_queue *q, struct request *rq)
+{
+	if (READ_ONCE(q->ub->nosrv_wait))
+		ublk_requeue_nosrv(q, rq);
+	else
+		blk_mq_end_request(rq, BLK_STS_IOERR);
+}
+
+/*
  * In the server's task: write data goes to its buffer now (copy mode), then
  * the command completes and the server finds the request in its descriptor.
  */
@@ -144,9 +173,14 @@ static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		return;
 	}
 	if (dead) {
+		/*
+		 * The cancel that comes with the ring's end may not have run
+		 * yet: nobody takes this queue's requests from now on either.
+		 */
 		io->req = NULL;
+		q->canceling = true;
 		spin_unlock(&q->lock);
-		blk_mq_end_request(rq, BLK_STS_IOERR);
+		ublk_end_nosrv(q, rq);
 		io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
 		return;
 	}
@@ -241,8 +275,16 @@ static blk_status_t ublk_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_m
 
 	spin_lock(&q->lock);
 	cmd = io->cmd;
-	if (q->canceling || !cmd) {
-		/* no server to take it, and none will come back for it */
+	if (q->canceling) {
+		spin_unlock(&q->lock);
+		/* no server: wait for the next one (USER_RECOVERY), or fail */
+		if (!READ_ONCE(q->ub->nosrv_wait))
+			return BLK_STS_IOERR;
+		ublk_requeue_nosrv(q, rq);
+		return BLK_STS_OK;
+	}
+	if (!cmd) {
+		/* a server that did not fetch this tag: it cannot take it */
 		spin_unlock(&q->lock);
 		return BLK_STS_IOERR;
 	}
@@ -302,6 +344,7 @@ const struct blk_mq_ops ublk_mq_ops = {
 /*
  * io_uring cancels our commands when the server's ring goes away (task
  * exit, ring close).  The queue stops taking requests: nobody will answer.
+ * Nor may this server fetch again; a new one may, after START_USER_RECOVERY.
  */
 static void ublk_cancel_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 {
@@ -312,6 +355,7 @@ static void ublk_cancel_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 
 	spin_lock(&q->lock);
 	q->canceling = true;
+	q->dead = true;
 	ours = io->cmd == cmd;
 	if (ours)
 		io->cmd = NULL;
@@ -344,9 +388,17 @@ void ublk_abort_fetched(struct ublk_device *ub)
 	}
 }
 
-/* The char device is released: fail what the server had and will not finish. */
+/*
+ * The char device is released: what the server had it will not finish.
+ * With USER_RECOVERY_REISSUE those requests wait for the next server, which
+ * does them again.  Plain USER_RECOVERY fails them, as upstream does: the
+ * server may have done part of them, and only REISSUE says doing them again
+ * is safe.  (Requests the server never saw wait with either.)  Without
+ * recovery, and with FAIL_IO, they fail.
+ */
 void ublk_server_gone(struct ublk_device *ub)
 {
+	bool reissue = ublk_reissue(ub);
 	u16 i, t;
 
 	for (i = 0; i < ub->info.nr_hw_queues; i++) {
@@ -362,15 +414,59 @@ void ublk_server_gone(struct ublk_device *ub)
 			q->ios[t].req = NULL;
 			q->ios[t].cmd = NULL;
 			q->ios[t].timed_out = false;
+			q->ios[t].need_data = false;
 			spin_unlock(&q->lock);
-			if (rq)
+			if (!rq)
+				continue;
+			if (reissue)
+				ublk_end_nosrv(q, rq);
+			else
 				blk_mq_end_request(rq, BLK_STS_IOERR);
 		}
 	}
+	WRITE_ONCE(ub->recovering, false);
 	WRITE_ONCE(ub->srv_gone, true);
 	wake_up_all(&ub->fetch_wq);
-	if (READ_ONCE(ub->disk))
-		ublk_schedule_stop(ub);
+	/* it decides, under ub->mutex, whether there is a disk to stop or quiesce */
+	ublk_schedule_stop(ub);
+}
+
+/* START_USER_RECOVERY, ub->mutex held: the next server fetches every tag anew. */
+void ublk_reset_ios(struct ublk_device *ub)
+{
+	u16 i, t;
+
+	atomic_set(&ub->nr_fetched, 0);
+	for (i = 0; i < ub->info.nr_hw_queues; i++) {
+		struct ublk_queue *q = ub->queues[i];
+
+		spin_lock(&q->lock);
+		/* the old server's requests were settled when it released the device */
+		for (t = 0; t < q->depth; t++)
+			q->ios[t] = (struct ublk_io){};
+		q->dead = false;
+		spin_unlock(&q->lock);
+	}
+}
+
+/*
+ * END_USER_RECOVERY, ub->mutex held, every tag fetched: the queues take
+ * requests again, first those that waited.  A queue whose new server is
+ * already going away stays as it is; its release quiesces the device again.
+ */
+void ublk_resume_io(struct ublk_device *ub)
+{
+	u16 i;
+
+	for (i = 0; i < ub->info.nr_hw_queues; i++) {
+		struct ublk_queue *q = ub->queues[i];
+
+		spin_lock(&q->lock);
+		if (!q->dead)
+			q->canceling = false;
+		spin_unlock(&q->lock);
+	}
+	blk_mq_kick_requeue_list(ub->disk->queue);
 }
 
 static int ublk_fetch(struct ublk_queue *q, struct ublk_io *io, struct io_uring_cmd *cmd,
@@ -382,7 +478,9 @@ static int ublk_fetch(struct ublk_queue *q, struct ublk_io *io, struct io_uring_
 	/* Marked before it is published, so a cancel always finds it. */
 	io_uring_cmd_mark_cancelable(cmd, issue_flags);
 	spin_lock(&q->lock);
-	if (q->canceling || READ_ONCE(ub->stopped))
+	/* a queue without a server takes fetches only from a recovering one */
+	if (q->dead || READ_ONCE(ub->stopped) ||
+	    (q->canceling && !READ_ONCE(ub->recovering)))
 		ret = -ENODEV;
 	else if (io->cmd || io->req || io->timed_out)
 		ret = -EINVAL;

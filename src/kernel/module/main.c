@@ -35,6 +35,8 @@ MODULE_PARM_DESC(unprivileged_io_timeout,
 		 "seconds an unprivileged device's server may hold a request before it fails with a timeout; read at ADD_DEV (default 30, 1 to 86400)");
 
 dev_t ublk_chr_devt;
+/* Our deferred work, drained before the module's code goes away. */
+struct workqueue_struct *ublk_wq;
 
 struct class ublk_chr_class = {
 	/* udev rules and ublkd look for this subsystem name */
@@ -289,9 +291,12 @@ static int __init ublk_init(void)
 {
 	int ret;
 
+	ublk_wq = alloc_workqueue("ublk_drv", 0, 0);
+	if (!ublk_wq)
+		return -ENOMEM;
 	ret = alloc_chrdev_region(&ublk_chr_devt, 0, UBLK_MINORS, "ublk-char");
 	if (ret)
-		return ret;
+		goto free_wq;
 	ret = class_register(&ublk_chr_class);
 	if (ret)
 		goto free_region;
@@ -304,6 +309,8 @@ unreg_class:
 	class_unregister(&ublk_chr_class);
 free_region:
 	unregister_chrdev_region(ublk_chr_devt, UBLK_MINORS);
+free_wq:
+	destroy_workqueue(ublk_wq);
 	return ret;
 }
 
@@ -311,6 +318,8 @@ static void __exit ublk_exit(void)
 {
 	misc_deregister(&ublk_misc);
 	ublk_remove_all();
+	/* a char device released just before may have queued work */
+	destroy_workqueue(ublk_wq);
 	class_unregister(&ublk_chr_class);
 	unregister_chrdev_region(ublk_chr_devt, UBLK_MINORS);
 	idr_destroy(&ublk_index_idr);

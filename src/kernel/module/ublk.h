@@ -24,11 +24,16 @@
 /* Devices ids are char-device minors, and must also fit a dev_id. */
 #define UBLK_MAX_DEVS		(1U << 20)
 
+#define UBLK_F_RECOVERY_FLAGS	(UBLK_F_USER_RECOVERY | \
+				 UBLK_F_USER_RECOVERY_REISSUE | \
+				 UBLK_F_USER_RECOVERY_FAIL_IO)
+
 /* Flags we implement; everything else in ADD_DEV is refused. */
 #define UBLK_F_IMPLEMENTED	(UBLK_F_URING_CMD_COMP_IN_TASK | \
 				 UBLK_F_CMD_IOCTL_ENCODE | \
 				 UBLK_F_NEED_GET_DATA | \
-				 UBLK_F_USER_COPY)
+				 UBLK_F_USER_COPY | \
+				 UBLK_F_RECOVERY_FLAGS)
 
 /* One tag of one queue. */
 struct ublk_io {
@@ -55,9 +60,16 @@ struct ublk_queue {
 	u16 depth;
 	/* protects ios[], nr_fetched, canceling, dead */
 	spinlock_t lock;
-	/* set when the server's ring is going away: new requests fail */
+	/*
+	 * No server takes requests: set when the server's ring goes away,
+	 * cleared by END_USER_RECOVERY.  New requests wait for a new server
+	 * (ub->nosrv_wait) or fail.
+	 */
 	bool canceling;
-	/* set when the char device is released: nothing will serve us again */
+	/*
+	 * This server's commands were cancelled or its char device released:
+	 * it may not fetch again.  START_USER_RECOVERY clears it for the next.
+	 */
 	bool dead;
 	unsigned int nr_fetched;
 	/* descriptor array, mapped read-only by the server */
@@ -83,7 +95,18 @@ struct ublk_device {
 	wait_queue_head_t fetch_wq;
 	atomic_t nr_fetched;
 	bool srv_gone;
-	/* the server left: take the disk away without blocking its release() */
+	/*
+	 * Requests that find no server wait for the next one (requeued, not
+	 * failed): set once a USER_RECOVERY device without FAIL_IO is started,
+	 * cleared when it stops.
+	 */
+	bool nosrv_wait;
+	/* START_USER_RECOVERY done, END_USER_RECOVERY not yet: a new server fetches */
+	bool recovering;
+	/*
+	 * The server left: stop the disk, or (USER_RECOVERY) mark it quiesced,
+	 * without blocking its release().
+	 */
 	struct work_struct stop_work;
 	struct ublk_queue **queues;
 };
@@ -103,6 +126,21 @@ static inline bool ublk_need_get_data(const struct ublk_device *ub)
 	return ub->info.flags & UBLK_F_NEED_GET_DATA;
 }
 
+static inline bool ublk_can_recover(const struct ublk_device *ub)
+{
+	return ub->info.flags & UBLK_F_USER_RECOVERY;
+}
+
+static inline bool ublk_reissue(const struct ublk_device *ub)
+{
+	return ub->info.flags & UBLK_F_USER_RECOVERY_REISSUE;
+}
+
+static inline bool ublk_fail_io(const struct ublk_device *ub)
+{
+	return ub->info.flags & UBLK_F_USER_RECOVERY_FAIL_IO;
+}
+
 static inline size_t ublk_descs_bytes(u16 depth)
 {
 	return PAGE_ALIGN(depth * sizeof(struct ublksrv_io_desc));
@@ -111,6 +149,7 @@ static inline size_t ublk_descs_bytes(u16 depth)
 /* main.c */
 extern struct class ublk_chr_class;
 extern dev_t ublk_chr_devt;
+extern struct workqueue_struct *ublk_wq;
 struct ublk_device *ublk_get_device(u32 id);
 void ublk_put_device(struct ublk_device *ub);
 int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id);
@@ -135,6 +174,8 @@ extern const struct blk_mq_ops ublk_mq_ops;
 int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags);
 void ublk_abort_fetched(struct ublk_device *ub);
 void ublk_server_gone(struct ublk_device *ub);
+void ublk_reset_ios(struct ublk_device *ub);
+void ublk_resume_io(struct ublk_device *ub);
 ssize_t ublk_ch_read_iter(struct kiocb *iocb, struct iov_iter *to);
 ssize_t ublk_ch_write_iter(struct kiocb *iocb, struct iov_iter *from);
 
