@@ -116,19 +116,6 @@ static int ctrl(unsigned op, struct ublksrv_ctrl_cmd *c)
 
 static unsigned dev_id;
 
-static void *end_recovery_thread(void *p)
-{
-	struct ublksrv_ctrl_cmd c = { .dev_id = dev_id, .queue_id = 0xffff };
-	int r;
-
-	(void)p;
-	c.data[0] = getpid();
-	r = ctrl(UBLK_U_CMD_END_USER_RECOVERY, &c);
-	fprintf(stderr, "END_USER_RECOVERY: %d\n", r);
-	if (r < 0)
-		exit(1);
-	return NULL;
-}
 
 /* The RAM disk lives in a file so that a recovering server finds the data. */
 static char *map_ram(const char *path, size_t *size)
@@ -148,15 +135,19 @@ static char *map_ram(const char *path, size_t *size)
 	return p == MAP_FAILED ? NULL : p;
 }
 
-static void *start_thread(void *p)
+/*
+ * START_DEV, or END_USER_RECOVERY when recovering: each waits in the kernel until every tag is
+ * fetched, so it is sent from a thread beside the queue loop.
+ */
+static void *server_ready_thread(void *p)
 {
+	bool recover = p != NULL;
 	struct ublksrv_ctrl_cmd c = { .dev_id = dev_id, .queue_id = 0xffff };
 	int r;
 
-	(void)p;
 	c.data[0] = getpid();
-	r = ctrl(UBLK_U_CMD_START_DEV, &c);
-	fprintf(stderr, "START_DEV: %d\n", r);
+	r = ctrl(recover ? UBLK_U_CMD_END_USER_RECOVERY : UBLK_U_CMD_START_DEV, &c);
+	fprintf(stderr, "%s: %d\n", recover ? "END_USER_RECOVERY" : "START_DEV", r);
 	if (r < 0)
 		exit(1);
 	return NULL;
@@ -310,7 +301,7 @@ serve:
 		fprintf(stderr, "exiting before END_USER_RECOVERY\n");
 		_exit(0);
 	}
-	pthread_create(&t, NULL, recover ? end_recovery_thread : start_thread, NULL);
+	pthread_create(&t, NULL, server_ready_thread, recover ? &recover : NULL);
 
 	while (aborted < DEPTH) {
 		struct io_uring_cqe *cqe;

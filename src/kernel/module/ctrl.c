@@ -24,8 +24,7 @@
  * with pread/pwrite outside our hand-over state, which a request timeout
  * could end under it: refused.
  */
-#define UBLK_F_UNPRIV_DROPPED	(UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | \
-				 UBLK_F_USER_RECOVERY_FAIL_IO)
+#define UBLK_F_UNPRIV_DROPPED	UBLK_F_RECOVERY_FLAGS
 #define UBLK_F_UNPRIV_REFUSED	UBLK_F_USER_COPY
 
 /* Accepts an opcode in either encoding and returns its command number. */
