@@ -10,6 +10,9 @@
  *   kmod-perm stall UID MB SECTOR SECS   a RAM-disk server (as root) for an unprivileged device
  *                                        added as UID; a read at SECTOR is answered only SECS
  *                                        seconds later.  Prints the id, serves until aborted.
+ *   kmod-perm guess UID MB [usercopy]    a RAM-disk server (as root) for a device added as UID
+ *                                        (usercopy: UID 0, USER_COPY) that also answers tags it
+ *                                        was not given: see guess_server().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -137,7 +140,8 @@ static void *start_thread(void *p)
 	return NULL;
 }
 
-static void queue_cmd(struct io_uring *ring, int fd, unsigned op, unsigned tag, int res, void *buf)
+static struct io_uring_sqe *queue_cmd(struct io_uring *ring, int fd, unsigned op, unsigned tag,
+				      int res, void *buf)
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
 	struct ublksrv_io_cmd *cmd = (void *)sqe->cmd;
@@ -151,6 +155,7 @@ static void queue_cmd(struct io_uring *ring, int fd, unsigned op, unsigned tag, 
 	cmd->tag = tag;
 	cmd->result = res;
 	cmd->addr = (__u64)(uintptr_t)buf;
+	return sqe;
 }
 
 static double now(void)
@@ -162,7 +167,13 @@ static double now(void)
 }
 
 /* The device is added by a thread that is UID (as ublkd does); everything else runs as root. */
-struct add_args { unsigned uid; struct ublksrv_ctrl_dev_info info; int r; };
+struct add_args {
+	unsigned uid;
+	const char *how;
+	unsigned depth;
+	struct ublksrv_ctrl_dev_info info;
+	int r;
+};
 
 static void *add_thread(void *p)
 {
@@ -174,43 +185,62 @@ static void *add_thread(void *p)
 		a->r = -errno;
 		return NULL;
 	}
-	a->r = add_dev(NULL, DEPTH, &a->info);
+	a->r = add_dev(a->how, a->depth, &a->info);
 	return NULL;
 }
 
-static int stall_server(unsigned uid, size_t size, __u64 stall_sector, int hold)
+/*
+ * Adds a device as a->uid (a->how, a->depth), sets its parameters, prints its id, opens its char
+ * device and maps the descriptors.  Returns the char device's fd or -1.
+ */
+static int setup_dev(struct add_args *a, size_t size, struct ublksrv_io_desc **descs)
 {
-	struct add_args a = { .uid = uid };
+	static char path[64];
 	struct ublksrv_ctrl_cmd c;
 	struct ublk_params p = params(size);
-	struct ublksrv_io_desc *descs;
-	struct io_uring ring;
-	char path[64], *ram, *bufs;
-	double due[DEPTH] = { 0 };
-	int fd, r, aborted = 0;
 	pthread_t t;
+	int fd, r;
 
-	pthread_create(&t, NULL, add_thread, &a);
+	pthread_create(&t, NULL, add_thread, a);
 	pthread_join(t, NULL);
-	if (a.r < 0)
-		return fprintf(stderr, "ADD_DEV: %d\n", a.r), 1;
-	dev_id = a.info.dev_id;
+	if (a->r < 0)
+		return fprintf(stderr, "ADD_DEV: %d\n", a->r), -1;
+	dev_id = a->info.dev_id;
 	snprintf(path, sizeof(path), "/dev/ublkc%u", dev_id);
-	dev_path = path;
+	/* only an unprivileged device's commands carry the path (perm.c) */
+	if (a->info.flags & UBLK_F_UNPRIVILEGED_DEV)
+		dev_path = path;
 	c = (struct ublksrv_ctrl_cmd){ .dev_id = dev_id, .queue_id = 0xffff };
 	for (int i = 0; (r = ctrl(UBLK_U_CMD_SET_PARAMS, &c, &p, sizeof(p))) == -ENOENT && i < 500; i++)
 		usleep(10000);	/* the node is devtmpfs's to make */
 	if (r < 0)
-		return fprintf(stderr, "SET_PARAMS: %d\n", r), 1;
+		return fprintf(stderr, "SET_PARAMS: %d\n", r), -1;
 	printf("%u\n", dev_id);
 	fflush(stdout);
 
-	fd = open(path, O_RDWR);
+	for (int i = 0; (fd = open(path, O_RDWR)) < 0 && errno == ENOENT && i < 500; i++)
+		usleep(10000);
 	if (fd < 0)
-		return perror(path), 1;
-	descs = mmap(NULL, 4096, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, UBLKSRV_CMD_BUF_OFFSET);
-	if (descs == MAP_FAILED)
-		return perror("mmap"), 1;
+		return perror(path), -1;
+	*descs = mmap(NULL, 4096, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, UBLKSRV_CMD_BUF_OFFSET);
+	if (*descs == MAP_FAILED)
+		return perror("mmap"), -1;
+	return fd;
+}
+
+static int stall_server(unsigned uid, size_t size, __u64 stall_sector, int hold)
+{
+	struct add_args a = { .uid = uid, .depth = DEPTH };
+	struct ublksrv_io_desc *descs;
+	struct io_uring ring;
+	char *ram, *bufs;
+	double due[DEPTH] = { 0 };
+	int fd, aborted = 0;
+	pthread_t t;
+
+	fd = setup_dev(&a, size, &descs);
+	if (fd < 0)
+		return 1;
 	ram = calloc(1, size);
 	bufs = aligned_alloc(4096, DEPTH * MAXIO);
 	if (io_uring_queue_init(2 * DEPTH, &ring, IORING_SETUP_SQE128) < 0)
@@ -275,6 +305,180 @@ static int stall_server(unsigned uid, size_t size, __u64 stall_sector, int hold)
 	return 0;
 }
 
+/*
+ * The guessing server: a RAM disk that, besides answering what it is given, sends
+ * COMMIT_AND_FETCH (with usercopy also pread and pwrite) for every tag it holds no request of.
+ * Its ring has IORING_SETUP_DEFER_TASKRUN: the driver's dispatch of a request (task work) runs
+ * only while the server waits for completions, so whenever the disk has requests in flight at
+ * a guess, each of them is queued to a tag whose dispatch is pending, which the server has not
+ * been told of.  Every guess must be refused with EINVAL.  Once a second stderr gets
+ *   guess: early=N refused=N pending=N accepted=N served=N
+ * (guesses sent, refused with EINVAL, guesses at tags with a dispatch pending, guesses taken,
+ * requests answered); "ACCEPTED ..." at once when a guess is taken.  Serves until killed.
+ */
+#define GUESS_DEPTH 8
+#define UD_EARLY (1ULL << 32)
+
+/* requests of the disk in flight: started, not ended */
+static long disk_inflight(const char *path)
+{
+	long r = -1, w = -1;
+	FILE *f = fopen(path, "r");
+
+	if (f) {
+		if (fscanf(f, "%ld %ld", &r, &w) != 2)
+			r = w = -1;
+		fclose(f);
+	}
+	return r < 0 || w < 0 ? -1 : r + w;
+}
+
+struct guess {
+	struct io_uring ring;
+	int fd;
+	bool ucopy;
+	size_t size;
+	char *ram, *bufs;
+	struct ublksrv_io_desc *descs;
+	unsigned long early, refused, pending, accepted, served;
+	int aborted;
+};
+
+/* A completion: the tag's request is ours (answered at once), or the end. */
+static void guess_cqe(struct guess *g, const struct io_uring_cqe *cqe)
+{
+	unsigned tag = cqe->user_data & 0xffff;
+	const struct ublksrv_io_desc *d = &g->descs[tag];
+	__u64 pos = UBLKSRV_IO_BUF_OFFSET + ((__u64)tag << UBLK_TAG_OFF);
+	size_t off = d->start_sector << 9, len = (size_t)d->nr_sectors << 9;
+	char *buf = g->bufs + tag * MAXIO;
+	unsigned op = ublksrv_get_op(d);
+	int res = len;
+
+	if (cqe->user_data & UD_EARLY) {
+		if (cqe->res == -EINVAL) {
+			g->refused++;
+			return;
+		}
+		/* otherwise refused, or completed long after it was taken: counted as taken */
+		fprintf(stderr, "guessed commit of tag %u: %d\n", tag, cqe->res);
+		return;
+	}
+	if (cqe->res < 0) {
+		if (cqe->res != UBLK_IO_RES_ABORT)
+			fprintf(stderr, "tag %u: %d\n", tag, cqe->res);
+		g->aborted++;
+		return;
+	}
+	if (off + len > g->size)
+		res = -EIO;
+	else if (op == UBLK_IO_OP_READ && g->ucopy)
+		res = pwrite(g->fd, g->ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
+	else if (op == UBLK_IO_OP_READ)
+		memcpy(buf, g->ram + off, len);
+	else if (op == UBLK_IO_OP_WRITE && g->ucopy)
+		res = pread(g->fd, g->ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
+	else if (op == UBLK_IO_OP_WRITE)
+		memcpy(g->ram + off, buf, len);
+	g->served++;
+	queue_cmd(&g->ring, g->fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, res, g->ucopy ? NULL : buf);
+}
+
+static void guess_reap(struct guess *g)
+{
+	struct io_uring_cqe *cqe;
+	unsigned head, n = 0;
+
+	io_uring_for_each_cqe(&g->ring, head, cqe) {
+		guess_cqe(g, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&g->ring, n);
+}
+
+/* One guess at every tag (the server holds none now).  Returns the disk's requests in flight. */
+static long guess_all(struct guess *g, const char *inflight_path)
+{
+	long busy = disk_inflight(inflight_path);
+	unsigned guesses = GUESS_DEPTH * (g->ucopy ? 3 : 1);
+	unsigned long refused = g->refused;
+	char tmp[512];
+
+	for (unsigned tag = 0; tag < GUESS_DEPTH; tag++) {
+		__u64 pos = UBLKSRV_IO_BUF_OFFSET + ((__u64)tag << UBLK_TAG_OFF);
+		struct io_uring_sqe *sqe;
+
+		if (g->ucopy) {
+			g->early += 2;
+			if (pread(g->fd, tmp, sizeof(tmp), pos) < 0 && errno == EINVAL)
+				g->refused++;
+			if (pwrite(g->fd, tmp, sizeof(tmp), pos) < 0 && errno == EINVAL)
+				g->refused++;
+		}
+		sqe = queue_cmd(&g->ring, g->fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, 4096,
+				g->ucopy ? NULL : g->bufs + tag * MAXIO);
+		sqe->user_data |= UD_EARLY;
+		g->early++;
+	}
+	/* no GETEVENTS: a refused command's CQE is posted before the call returns, dispatches wait */
+	io_uring_submit(&g->ring);
+	guess_reap(g);
+	if (busy > 0)
+		g->pending += busy;
+	/* a guess that got no EINVAL was taken (an accepted commit gets no answer now) */
+	if (g->refused - refused < guesses) {
+		g->accepted += guesses - (g->refused - refused);
+		fprintf(stderr, "ACCEPTED: %lu of %u guesses (%ld requests in flight)\n",
+			guesses - (g->refused - refused), guesses, busy);
+	}
+	return busy;
+}
+
+static int guess_server(unsigned uid, size_t size, bool ucopy)
+{
+	struct add_args a = { .uid = uid, .how = ucopy ? "usercopy" : NULL, .depth = GUESS_DEPTH };
+	static struct guess g;
+	char inflight_path[64];
+	double report = now() + 1;
+	pthread_t t;
+
+	g.ucopy = ucopy;
+	g.size = size;
+	g.fd = setup_dev(&a, size, &g.descs);
+	if (g.fd < 0)
+		return 1;
+	snprintf(inflight_path, sizeof(inflight_path), "/sys/block/ublkb%u/inflight", dev_id);
+	g.ram = calloc(1, size);
+	g.bufs = aligned_alloc(4096, GUESS_DEPTH * MAXIO);
+	if (io_uring_queue_init(4 * GUESS_DEPTH, &g.ring, IORING_SETUP_SQE128 |
+				IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN) < 0)
+		return fprintf(stderr, "no DEFER_TASKRUN ring\n"), 1;
+	for (unsigned tag = 0; tag < GUESS_DEPTH; tag++)
+		queue_cmd(&g.ring, g.fd, UBLK_U_IO_FETCH_REQ, tag, 0, ucopy ? NULL : g.bufs + tag * MAXIO);
+	io_uring_submit(&g.ring);
+	pthread_create(&t, NULL, start_thread, NULL);
+
+	while (g.aborted < GUESS_DEPTH) {
+		struct __kernel_timespec ts = { .tv_nsec = 20 * 1000 * 1000 };
+		struct io_uring_cqe *cqe;
+
+		/* the only place the dispatches run: the server learns of its requests here */
+		io_uring_submit_and_wait_timeout(&g.ring, &cqe, 1, &ts, NULL);
+		guess_reap(&g);
+		/* the answers free the tags; the reader's next requests go to them meanwhile */
+		io_uring_submit(&g.ring);
+		for (int i = 0; i < 20 && guess_all(&g, inflight_path) <= 0; i++)
+			;
+		if (now() >= report) {
+			fprintf(stderr, "guess: early=%lu refused=%lu pending=%lu accepted=%lu served=%lu\n",
+				g.early, g.refused, g.pending, g.accepted, g.served);
+			report = now() + 1;
+		}
+	}
+	fprintf(stderr, "all tags aborted\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ublksrv_ctrl_dev_info info;
@@ -300,6 +504,9 @@ int main(int argc, char **argv)
 		printf("%d\n", dev_cmd(argv[3], atoi(argv[4])));
 		return 0;
 	}
+	if (!strcmp(argv[1], "guess") && argc > 3)
+		return guess_server(atoi(argv[2]), (size_t)atoi(argv[3]) << 20,
+				    argc > 4 && !strcmp(argv[4], "usercopy"));
 	if (!strcmp(argv[1], "stall") && argc > 5)
 		return stall_server(atoi(argv[2]), (size_t)atoi(argv[3]) << 20, strtoull(argv[4], NULL, 0),
 				    atoi(argv[5]));

@@ -22,6 +22,17 @@
  * gives the command back (the result is dropped), a late NEED_GET_DATA
  * fails with -ETIMEDOUT.  Until then a new request on that tag fails at
  * once.  Root's devices keep waiting for their server, as in-tree.
+ *
+ * Ownership: from ublk_queue_rq() until ublk_dispatch_tw() runs in the
+ * server's task, a tag's request is not yet the server's: the command
+ * that will tell it is on its way, and belongs to the dispatch
+ * (io->dispatching).  The server may guess, though.  Were its
+ * COMMIT_AND_FETCH for such a tag taken, it would end a request it never
+ * saw and park its new command in io->cmd, where the dispatch, finding no
+ * request, then parks the old one: the new command would never complete,
+ * so the server's ring could never exit, its char device never be
+ * released, DEL_DEV never return.  So COMMIT_AND_FETCH, NEED_GET_DATA and
+ * USER_COPY's pread/pwrite treat such a tag as one without a request.
  */
 #include <linux/blk-mq.h>
 #include <linux/sched.h>
@@ -160,6 +171,8 @@ static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	struct request *rq;
 
 	spin_lock(&q->lock);
+	/* the server may answer from now on; every path below settles cmd */
+	io->dispatching = false;
 	rq = io->req;
 	if (!rq) {
 		/* it timed out before we ran: the command waits for the next */
@@ -295,6 +308,7 @@ static blk_status_t ublk_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_m
 	}
 	io->cmd = NULL;
 	io->req = rq;
+	io->dispatching = true;
 	io->need_data = false;
 	spin_unlock(&q->lock);
 
@@ -316,6 +330,7 @@ static enum blk_eh_timer_return ublk_timeout(struct request *rq)
 	/* otherwise its data is being copied, or it is being ended already */
 	ours = io->req == rq && !io->copying;
 	if (ours) {
+		/* a pending dispatch (io->dispatching) still gives the command back */
 		io->req = NULL;
 		io->need_data = false;
 		io->timed_out = true;
@@ -413,6 +428,8 @@ void ublk_server_gone(struct ublk_device *ub)
 			rq = q->ios[t].req;
 			q->ios[t].req = NULL;
 			q->ios[t].cmd = NULL;
+			/* none pending: each holds a reference to the released file */
+			q->ios[t].dispatching = false;
 			q->ios[t].timed_out = false;
 			q->ios[t].need_data = false;
 			spin_unlock(&q->lock);
@@ -482,7 +499,7 @@ static int ublk_fetch(struct ublk_queue *q, struct ublk_io *io, struct io_uring_
 	if (q->dead || READ_ONCE(ub->stopped) ||
 	    (q->canceling && !READ_ONCE(ub->recovering)))
 		ret = -ENODEV;
-	else if (io->cmd || io->req || io->timed_out)
+	else if (io->cmd || io->req || io->dispatching || io->timed_out)
 		ret = -EINVAL;
 	else {
 		io->cmd = cmd;
@@ -510,6 +527,11 @@ static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
 
 	spin_lock(&q->lock);
 	rq = io->req;
+	/* not handed over yet (see the top of this file), timed out or not */
+	if (io->dispatching) {
+		spin_unlock(&q->lock);
+		return -EINVAL;
+	}
 	if (!rq && io->timed_out && !io->cmd) {
 		/* the answer to a request that timed out: only the command counts */
 		io->timed_out = false;
@@ -556,6 +578,11 @@ static int ublk_get_data(struct ublk_queue *q, struct ublk_io *io, u64 addr)
 
 	spin_lock(&q->lock);
 	rq = io->req;
+	/* not handed over yet: the server cannot know it needs data */
+	if (io->dispatching) {
+		spin_unlock(&q->lock);
+		return -EINVAL;
+	}
 	if (!rq && io->timed_out && !io->cmd) {
 		/* the write failed already; the server commits to get the tag back */
 		spin_unlock(&q->lock);
@@ -659,9 +686,12 @@ static struct request *ublk_user_copy_rq(struct ublk_device *ub, loff_t pos, siz
 	if (tag >= q->depth)
 		return ERR_PTR(-EINVAL);
 
-	/* Only the server, between dispatch and commit, ends this request. */
+	/*
+	 * Only the server, between dispatch and commit, ends this request;
+	 * not one whose dispatch is pending, which it has not been told of.
+	 */
 	spin_lock(&q->lock);
-	rq = q->ios[tag].cmd ? NULL : q->ios[tag].req;
+	rq = (q->ios[tag].cmd || q->ios[tag].dispatching) ? NULL : q->ios[tag].req;
 	spin_unlock(&q->lock);
 	if (!rq || req_op(rq) != want)
 		return ERR_PTR(-EINVAL);

@@ -43,6 +43,13 @@ struct ublk_io {
 	struct request *req;
 	/* server buffer of the current request (not with USER_COPY) */
 	u64 addr;
+	/*
+	 * req was given to this tag, but the server has not been told yet: its
+	 * dispatch (ublk_dispatch_tw()) waits to run in the server's task and
+	 * still owns the command.  Until then the server may not commit,
+	 * get data for or copy the tag.
+	 */
+	bool dispatching;
 	/* req was handed over with UBLK_IO_RES_NEED_GET_DATA, data not yet copied */
 	bool need_data;
 	/* req's data is being copied outside q->lock: its timeout must wait */
