@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -12,6 +11,7 @@
 #include "macro.h"
 #include "queue.h"
 #include "uring.h"
+#include "work.h"
 
 #ifndef PR_SET_IO_FLUSHER
 #define PR_SET_IO_FLUSHER 57
@@ -275,7 +275,6 @@ int queue_start(struct ublk_queue *q)
         struct ublk_dev *dev = q->dev;
         const struct ublk_target_ops *ops = dev->config.target;
         size_t max_descs = ROUND_UP(UBLK_MAX_QUEUE_DEPTH * sizeof(struct ublksrv_io_desc), page_size());
-        sigset_t all, saved;
         void *p;
         int r;
 
@@ -319,11 +318,7 @@ int queue_start(struct ublk_queue *q)
                         goto fail;
         }
 
-        /* Queue threads take no signals: the event loop handles them. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &saved);
-        r = -pthread_create(&q->thread, NULL, queue_thread, q);
-        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        r = thread_create_nosignals(&q->thread, queue_thread, q);
         if (r < 0)
                 goto fail;
         q->thread_started = true;

@@ -141,9 +141,20 @@ int work_setup(struct manager *m)
         return sd_event_add_io(m->event, &m->work_source, m->work_efd, EPOLLIN, on_work_finished, m);
 }
 
+int thread_create_nosignals(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+        sigset_t all, saved;
+        int r;
+
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &saved);
+        r = -pthread_create(thread, NULL, fn, arg);
+        pthread_sigmask(SIG_SETMASK, &saved, NULL);
+        return r;
+}
+
 int work_start(struct manager *m, struct work *w)
 {
-        sigset_t all, old;
         int r;
 
         if (m->exiting)
@@ -155,12 +166,7 @@ int work_start(struct manager *m, struct work *w)
         m->works = w;
         pthread_mutex_unlock(&m->work_lock);
 
-        /* Signals belong to the event loop; the work thread and the queue threads it starts
-         * inherit this mask. */
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        r = -pthread_create(&w->thread, NULL, work_thread, w);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        r = thread_create_nosignals(&w->thread, work_thread, w);
         if (r >= 0)
                 /* Not being told is no reason to fail the operation. */
                 (void) sd_event_add_time_relative(m->event, &w->slow_timer, CLOCK_MONOTONIC,

@@ -47,3 +47,10 @@ bool work_running(struct manager *m);
 /* At exit: waits for every running work and completes it. */
 void work_finish_all(struct manager *m);
 void work_teardown(struct manager *m);
+
+/*
+ * pthread_create() with every signal blocked in the new thread: signals
+ * belong to the event loop (signalfd), and threads started by this one
+ * inherit its mask.  Returns 0 or a negative errno.
+ */
+int thread_create_nosignals(pthread_t *thread, void *(*fn)(void *), void *arg);
