@@ -113,6 +113,16 @@ static int dev_cmd(const char *op, unsigned id)
 		return ctrl(UBLK_U_CMD_GET_PARAMS, &c, &p, sizeof(p));
 	if (!strcmp(op, "setparams"))
 		return ctrl(UBLK_U_CMD_SET_PARAMS, &c, &p, sizeof(p));
+	/* limits the block layer would WARN about at START_DEV: SET_PARAMS must refuse them */
+	if (!strcmp(op, "setparams-small-io")) {
+		p.basic.max_sectors = 4;
+		return ctrl(UBLK_U_CMD_SET_PARAMS, &c, &p, sizeof(p));
+	}
+	if (!strcmp(op, "setparams-dma-8k")) {
+		p.types |= UBLK_PARAM_TYPE_DMA_ALIGN;
+		p.dma.alignment = 8191;
+		return ctrl(UBLK_U_CMD_SET_PARAMS, &c, &p, sizeof(p));
+	}
 	if (!strcmp(op, "stop"))
 		return ctrl(UBLK_U_CMD_STOP_DEV, &c, NULL, 0);
 	if (!strcmp(op, "del"))

@@ -176,7 +176,9 @@ static int ublk_validate_params(struct ublk_device *ub, const struct ublk_params
 			return -EINVAL;
 		if (b->io_min_shift > 31 || b->io_opt_shift > 31)
 			return -EINVAL;
-		if (b->max_sectors > (ub->info.max_io_buf_bytes >> SECTOR_SHIFT))
+		/* the block layer WARNs at START_DEV on less than a page */
+		if (b->max_sectors > (ub->info.max_io_buf_bytes >> SECTOR_SHIFT) ||
+		    (b->max_sectors && b->max_sectors < (PAGE_SIZE >> SECTOR_SHIFT)))
 			return -EINVAL;
 		if (b->dev_sectors & ((1ULL << (b->logical_bs_shift - SECTOR_SHIFT)) - 1))
 			return -EINVAL;
@@ -192,7 +194,8 @@ static int ublk_validate_params(struct ublk_device *ub, const struct ublk_params
 			return -EINVAL;
 	}
 	if (p->types & UBLK_PARAM_TYPE_DMA_ALIGN) {
-		if (!is_power_of_2(p->dma.alignment + 1))
+		/* a mask, of at most a page (the block layer WARNs on more) */
+		if (!is_power_of_2(p->dma.alignment + 1) || p->dma.alignment >= PAGE_SIZE)
 			return -EINVAL;
 	}
 	return 0;

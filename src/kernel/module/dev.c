@@ -95,8 +95,16 @@ static void ublk_params_to_limits(const struct ublk_device *ub, struct queue_lim
 			      ub->info.max_io_buf_bytes >> SECTOR_SHIFT;
 	lim->chunk_sectors = b->chunk_sectors;
 	lim->virt_boundary_mask = b->virt_boundary_mask;
-	/* we copy segment by segment: no reason to limit their number */
+	/*
+	 * The CPU copies segment by segment, or the server does: no limit on
+	 * their number or size, and O_DIRECT buffers need no more alignment
+	 * than 4 bytes (the in-tree driver's defaults too, so a server sees
+	 * the same requests with either).  The server may ask for less with
+	 * UBLK_PARAM_TYPE_SEGMENT / _DMA_ALIGN.
+	 */
 	lim->max_segments = USHRT_MAX;
+	lim->max_segment_size = UINT_MAX;
+	lim->dma_alignment = 3;
 	if (b->attrs & UBLK_ATTR_VOLATILE_CACHE) {
 		lim->features |= BLK_FEAT_WRITE_CACHE;
 		if (b->attrs & UBLK_ATTR_FUA)
