@@ -41,6 +41,15 @@ id=${BASH_REMATCH[1]}
 [ "$(blockdev --getsize64 "$dev")" = 268435456 ] || fail "wrong size"
 dd if="$dev" of=/dev/null bs=1M count=64 iflag=direct status=none || fail "direct read failed"
 dd if=/dev/zero of="$dev" bs=1M count=16 oflag=direct status=none || fail "direct write failed"
+# O_DIRECT needs only 4-byte aligned buffers, as with the in-tree driver (dma_alignment 3)
+[ "$(cat /sys/block/ublkb$id/queue/dma_alignment)" = 3 ] ||
+	fail "dma_alignment $(cat /sys/block/ublkb$id/queue/dma_alignment), in-tree has 3"
+python3 - "$dev" <<'PY' || fail "O_DIRECT read into a buffer 4 bytes past a page failed"
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECT)
+buf = mmap.mmap(-1, 2 * 4096)
+assert os.preadv(fd, [memoryview(buf)[4:4 + 4096]], 0) == 4096
+PY
 
 # The server dies with IO in flight: the reader must end, with or without an
 # error, and the kernel must stop the disk.
