@@ -331,3 +331,4 @@ module_exit(ublk_exit);
 MODULE_DESCRIPTION("ublkd's userspace block device driver (ublk ABI)");
 MODULE_LICENSE("GPL");
 MODULE_AUTHOR("The ublkd authors");
+MODULE_VERSION(UBLK_DRV_VERSION);
