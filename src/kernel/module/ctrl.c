@@ -344,7 +344,7 @@ static int ublk_ctrl_start_recovery(struct ublk_device *ub)
 	if (!ublk_can_recover(ub))
 		return -EINVAL;
 	mutex_lock(&ub->mutex);
-	if (atomic_read(&ub->opened) ||
+	if (atomic_read(&ub->opened) || ub->stopped ||
 	    (ub->info.state != UBLK_S_DEV_QUIESCED && ub->info.state != UBLK_S_DEV_FAIL_IO)) {
 		ret = -EBUSY;
 	} else {
@@ -389,13 +389,6 @@ static int ublk_ctrl_end_recovery(struct ublk_device *ub, const struct ublksrv_c
 	return ret;
 }
 
-static int ublk_ctrl_stop_dev(struct ublk_device *ub)
-{
-	mutex_lock(&ub->mutex);
-	ublk_stop_dev(ub);
-	mutex_unlock(&ub->mutex);
-	return 0;
-}
 
 int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 {
@@ -448,7 +441,8 @@ int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		ret = ublk_ctrl_start_dev(ub, &h);
 		break;
 	case UBLK_CMD_STOP_DEV:
-		ret = ublk_ctrl_stop_dev(ub);
+		/* -EINTR: interrupted while a stuck server held requests; the stop goes on */
+		ret = ublk_stop_dev(ub, true);
 		break;
 	case UBLK_CMD_SET_PARAMS:
 		ret = ublk_ctrl_set_params(ub, &h);

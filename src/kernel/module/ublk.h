@@ -96,9 +96,16 @@ struct ublk_device {
 	bool tag_set_ready;
 	struct gendisk *disk;		/* non-NULL while started */
 	bool deleted;			/* DEL_DEV done: invisible to lookups */
-	bool stopped;			/* STOP_DEV done: it will not start again */
+	/*
+	 * A stop began (STOP_DEV, DEL_DEV, the server left): it will not start
+	 * again.  stop_work removes the disk; the stop is done once disk is NULL.
+	 */
+	bool stopped;
 	atomic_t opened;		/* char device is open (exclusive) */
-	/* START_DEV waits here for every tag to be fetched (or the server to leave) */
+	/*
+	 * START_DEV waits here for every tag to be fetched (or the server to
+	 * leave), STOP_DEV and DEL_DEV for the disk to be removed.
+	 */
 	wait_queue_head_t fetch_wq;
 	atomic_t nr_fetched;
 	bool srv_gone;
@@ -112,7 +119,9 @@ struct ublk_device {
 	bool recovering;
 	/*
 	 * The server left: stop the disk, or (USER_RECOVERY) mark it quiesced,
-	 * without blocking its release().
+	 * without blocking its release().  Also removes the disk of any stop:
+	 * del_gendisk() waits, uninterruptibly, for requests a stuck server
+	 * may hold forever, and the caller must stay killable (see dev.c).
 	 */
 	struct work_struct stop_work;
 	struct ublk_queue **queues;
@@ -172,7 +181,7 @@ int ublk_ctrl_permission(struct ublk_device *ub, int nr, struct ublksrv_ctrl_cmd
 /* dev.c */
 extern const struct file_operations ublk_ch_fops;
 int ublk_start_disk(struct ublk_device *ub);
-void ublk_stop_dev(struct ublk_device *ub);
+int ublk_stop_dev(struct ublk_device *ub, bool intr);
 void ublk_stop_work_fn(struct work_struct *work);
 void ublk_schedule_stop(struct ublk_device *ub);
 
