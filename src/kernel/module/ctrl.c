@@ -21,8 +21,9 @@
  * queued for as long as no server comes back, with no timeout (root may
  * choose that, a user may not make other tasks wait forever): dropped, as
  * the in-tree driver does.  USER_COPY lets the server copy a request's data
- * with pread/pwrite outside our hand-over state, which a request timeout
- * could end under it: refused.
+ * with pread/pwrite, outside q->lock; a request is not ended while a copy
+ * runs (io.c), so a copy made to wait (a page fault on a buffer the user's
+ * own FUSE or userfaultfd serves) would hold it past its timeout: refused.
  */
 #define UBLK_F_UNPRIV_DROPPED	UBLK_F_RECOVERY_FLAGS
 #define UBLK_F_UNPRIV_REFUSED	UBLK_F_USER_COPY

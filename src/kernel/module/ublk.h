@@ -52,8 +52,17 @@ struct ublk_io {
 	bool dispatching;
 	/* req was handed over with UBLK_IO_RES_NEED_GET_DATA, data not yet copied */
 	bool need_data;
-	/* req's data is being copied outside q->lock: its timeout must wait */
+	/*
+	 * req's data is being copied outside q->lock by its dispatch,
+	 * NEED_GET_DATA or COMMIT_AND_FETCH, which then end or keep it: its
+	 * timeout must wait, and USER_COPY's pread/pwrite may not start.
+	 */
 	bool copying;
+	/*
+	 * USER_COPY preads/pwrites copying req's data now, outside q->lock:
+	 * until the last is done nobody ends req (see the top of io.c).
+	 */
+	unsigned int copiers;
 	/*
 	 * req timed out and was failed while the server had it: the tag's
 	 * next COMMIT (or its pending dispatch) only gives the command back.
