@@ -7,9 +7,15 @@
  *   kmod-perm add UID [noflag|usercopy]  ADD_DEV; prints "ID FLAGS OWNER_UID" or the -errno
  *   kmod-perm cmd UID OP ID [PATH]       OP on device ID (info info2 params setparams stop del),
  *                                        PATH first in the buffer if given; prints 0 or -errno
- *   kmod-perm stall UID MB SECTOR SECS   a RAM-disk server (as root) for an unprivileged device
- *                                        added as UID; a read at SECTOR is answered only SECS
- *                                        seconds later.  Prints the id, serves until aborted.
+ *   kmod-perm stall UID MB SECTOR SECS [getdata]
+ *                                        a RAM-disk server (as root) for a device added as UID
+ *                                        (unprivileged unless 0); a read at SECTOR is answered
+ *                                        only SECS seconds later.  getdata: NEED_GET_DATA, and a
+ *                                        write at SECTOR is what waits: its NEED_GET_DATA is sent
+ *                                        SECS seconds late.  Prints the id, serves until aborted.
+ *   kmod-perm ucrace MB [SLOWDEV SECTOR] a USER_COPY RAM-disk server for root whose second thread
+ *                                        copies the tags it holds while it commits them: see
+ *                                        ucrace_server().
  *   kmod-perm guess UID MB [usercopy]    a RAM-disk server (as root) for a device added as UID
  *                                        (usercopy: UID 0, USER_COPY) that also answers tags it
  *                                        was not given: see guess_server().
@@ -20,6 +26,8 @@
 #include <grp.h>
 #include <liburing.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +97,8 @@ static int add_dev(const char *how, unsigned depth, struct ublksrv_ctrl_dev_info
 		info->flags &= ~UBLK_F_UNPRIVILEGED_DEV;
 	if (how && !strcmp(how, "usercopy"))
 		info->flags |= UBLK_F_USER_COPY;
+	if (how && !strcmp(how, "getdata"))
+		info->flags |= UBLK_F_NEED_GET_DATA;
 	return ctrl(UBLK_U_CMD_ADD_DEV, &c, info, sizeof(*info));
 }
 
@@ -238,9 +248,17 @@ static int setup_dev(struct add_args *a, size_t size, struct ublksrv_io_desc **d
 	return fd;
 }
 
-static int stall_server(unsigned uid, size_t size, __u64 stall_sector, int hold)
+#define UD_GETDATA (1ULL << 32)
+#define UD_LATE (1ULL << 33)
+
+/*
+ * With getdata, a write at stall_sector gets its NEED_GET_DATA hold seconds late; the driver
+ * must refuse it with ETIMEDOUT once the write timed out, and the commit that follows gives
+ * the tag back.  Logged: "late NEED_GET_DATA of tag T: RES".
+ */
+static int stall_server(unsigned uid, size_t size, __u64 stall_sector, int hold, bool getdata)
 {
-	struct add_args a = { .uid = uid, .depth = DEPTH };
+	struct add_args a = { .uid = uid, .depth = DEPTH, .how = getdata ? "getdata" : NULL };
 	struct ublksrv_io_desc *descs;
 	struct io_uring ring;
 	char *ram, *bufs;
@@ -271,11 +289,17 @@ static int stall_server(unsigned uid, size_t size, __u64 stall_sector, int hold)
 
 			if (!due[tag] || now() < due[tag])
 				continue;
+			due[tag] = 0;
+			if (getdata) {
+				/* the write's data, long after the kernel gave up on it */
+				queue_cmd(&ring, fd, UBLK_U_IO_NEED_GET_DATA, tag, 0,
+					  bufs + tag * MAXIO)->user_data |= UD_GETDATA | UD_LATE;
+				continue;
+			}
 			/* the read's data, long after the kernel gave up on it */
 			memcpy(bufs + tag * MAXIO, ram + (d->start_sector << 9), d->nr_sectors << 9);
 			queue_cmd(&ring, fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, d->nr_sectors << 9,
 				  bufs + tag * MAXIO);
-			due[tag] = 0;
 			fprintf(stderr, "late commit of tag %u\n", tag);
 		}
 		io_uring_for_each_cqe(&ring, head, cqe) {
@@ -287,13 +311,38 @@ static int stall_server(unsigned uid, size_t size, __u64 stall_sector, int hold)
 			int res = len;
 
 			n++;
+			if (cqe->user_data & UD_LATE) {
+				fprintf(stderr, "late NEED_GET_DATA of tag %u: %d\n", tag, cqe->res);
+				queue_cmd(&ring, fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, len, buf);
+				fprintf(stderr, "late commit of tag %u\n", tag);
+				continue;
+			}
+			if (cqe->user_data & UD_GETDATA) {
+				if (cqe->res < 0)
+					fprintf(stderr, "NEED_GET_DATA of tag %u: %d\n", tag, cqe->res);
+				else if (off + len <= size)
+					memcpy(ram + off, buf, len);
+				queue_cmd(&ring, fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag,
+					  cqe->res < 0 || off + len > size ? -EIO : res, buf);
+				continue;
+			}
+			if (cqe->res == UBLK_IO_RES_NEED_GET_DATA) {
+				if (d->start_sector == stall_sector) {
+					due[tag] = now() + hold;
+					fprintf(stderr, "holding tag %u (write of sector %llu)\n", tag,
+						(unsigned long long)stall_sector);
+					continue;
+				}
+				queue_cmd(&ring, fd, UBLK_U_IO_NEED_GET_DATA, tag, 0, buf)->user_data |= UD_GETDATA;
+				continue;
+			}
 			if (cqe->res < 0) {
 				if (cqe->res != UBLK_IO_RES_ABORT)
 					fprintf(stderr, "tag %u: %d\n", tag, cqe->res);
 				aborted++;
 				continue;
 			}
-			if (op == UBLK_IO_OP_READ && d->start_sector == stall_sector) {
+			if (!getdata && op == UBLK_IO_OP_READ && d->start_sector == stall_sector) {
 				due[tag] = now() + hold;
 				fprintf(stderr, "holding tag %u (read of sector %llu)\n", tag,
 					(unsigned long long)stall_sector);
@@ -489,6 +538,253 @@ static int guess_server(unsigned uid, size_t size, bool ucopy)
 	return 0;
 }
 
+/*
+ * The racing USER_COPY server (root's device): a RAM disk whose second thread, the hammer,
+ * preads (a write's data) or pwrites (a read's data, the same the server wrote) every tag the
+ * server holds, over and over, while the server commits it.  A commit that finds a copy of the
+ * tag in progress must fail with EBUSY, changing nothing; the server then sends it again.
+ * Were it taken, the copy would touch the pages of a request that has ended.
+ *
+ * The hammer never copies into a request the server was not told of: it copies tag T only
+ * while open[T] is set (from the request's arrival to just before its commit), and counts
+ * itself in busy[T] around the check and the copy.  The ring has DEFER_TASKRUN, so the next
+ * request's dispatch to T (task work) runs only while the server waits for completions, which
+ * it does only once busy[T] is 0 after clearing open[T].  Every second and at the end stderr
+ * gets "ucrace: served=N ebusy=N copies=N einval=N" (requests answered, commits refused with
+ * EBUSY, hammer copies done, hammer copies refused with EINVAL).
+ *
+ * With SLOWDEV (a block device whose server holds a read of SECTOR for seconds): first, the
+ * data of the first write is pread into a fresh shared mapping of SLOWDEV at SECTOR, so that
+ * the copy waits for that read in a page fault.  Meanwhile the server commits the tag, and
+ * logs "commit during a pread: RES" (taken: no answer), then "pread: N" once the copy ended
+ * and "commit after the pread: RES" (0: taken, as it must be now).
+ */
+#define UC_DEPTH 8
+
+struct ucrace {
+	struct io_uring ring;
+	int fd;
+	size_t size;
+	char *ram;
+	struct ublksrv_io_desc *descs;
+	atomic_int open[UC_DEPTH], busy[UC_DEPTH];
+	atomic_ulong copies, einval;
+	atomic_bool stop;
+	int res[UC_DEPTH];
+	unsigned long served, ebusy;
+	int aborted;
+};
+
+static __u64 uc_pos(unsigned tag)
+{
+	return UBLKSRV_IO_BUF_OFFSET + ((__u64)tag << UBLK_TAG_OFF);
+}
+
+static void *uc_hammer(void *p)
+{
+	struct ucrace *u = p;
+	char *scratch = aligned_alloc(4096, MAXIO);
+	unsigned tag = 0;
+
+	while (!atomic_load(&u->stop)) {
+		tag = (tag + 1) % UC_DEPTH;
+		atomic_fetch_add(&u->busy[tag], 1);
+		if (atomic_load(&u->open[tag])) {
+			const struct ublksrv_io_desc *d = &u->descs[tag];
+			size_t off = d->start_sector << 9, len = (size_t)d->nr_sectors << 9;
+			ssize_t r;
+
+			if (ublksrv_get_op(d) == UBLK_IO_OP_READ)
+				r = pwrite(u->fd, u->ram + off, len, uc_pos(tag));
+			else
+				r = pread(u->fd, scratch, len, uc_pos(tag));
+			if (r < 0 && errno == EINVAL)
+				atomic_fetch_add(&u->einval, 1);
+			else
+				atomic_fetch_add(&u->copies, 1);
+		}
+		atomic_fetch_sub(&u->busy[tag], 1);
+	}
+	return NULL;
+}
+
+struct uc_slow {
+	int fd;
+	char *map;
+	unsigned tag;
+	ssize_t r;
+};
+
+static void *uc_slow_pread(void *p)
+{
+	struct uc_slow *s = p;
+
+	s->r = pread(s->fd, s->map, 4096, uc_pos(s->tag));
+	return NULL;
+}
+
+/*
+ * A commit, and its answer if it came at once (a refusal); 1 if it was taken.  Never enters
+ * the ring to wait: no dispatch may run, whose completion would be taken for the answer.
+ */
+static int uc_commit_now(struct ucrace *u, unsigned tag, int res)
+{
+	struct io_uring_cqe *cqe;
+	int r;
+
+	queue_cmd(&u->ring, u->fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, res, NULL);
+	io_uring_submit(&u->ring);
+	if (!io_uring_cq_ready(&u->ring) || io_uring_peek_cqe(&u->ring, &cqe) ||
+	    (cqe->user_data & 0xffff) != tag || cqe->res >= 0)
+		return 1;
+	r = cqe->res;
+	io_uring_cqe_seen(&u->ring, cqe);
+	return r;
+}
+
+/* The deterministic check: a commit while a pread of the same tag waits in a page fault. */
+static int uc_slow_check(struct ucrace *u, unsigned tag, const char *slowdev, __u64 sector)
+{
+	struct uc_slow s = { .fd = u->fd, .tag = tag };
+	char inflight[128];
+	pthread_t t;
+	int sfd, i, r;
+
+	snprintf(inflight, sizeof(inflight), "/sys/block/%s/inflight", strrchr(slowdev, '/') + 1);
+	sfd = open(slowdev, O_RDWR);
+	if (sfd < 0)
+		return perror(slowdev), -1;
+	s.map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, sfd, sector << 9);
+	if (s.map == MAP_FAILED)
+		return perror("mmap slowdev"), -1;
+	madvise(s.map, 4096, MADV_RANDOM);
+	pthread_create(&t, NULL, uc_slow_pread, &s);
+	/* the only IO on SLOWDEV now is the page fault of the copy */
+	for (i = 0; i < 1000 && disk_inflight(inflight) <= 0; i++)
+		usleep(10000);
+	if (disk_inflight(inflight) <= 0)
+		return fprintf(stderr, "no read of %s within 10 s\n", slowdev), -1;
+	r = uc_commit_now(u, tag, 4096);
+	if (r == 1)
+		fprintf(stderr, "commit during a pread: taken\n");
+	else
+		fprintf(stderr, "commit during a pread: %d\n", r);
+	pthread_join(t, NULL);
+	fprintf(stderr, "pread: %zd\n", s.r);
+	munmap(s.map, 4096);
+	close(sfd);
+	if (r != -EBUSY)
+		return 0;
+	/* the write's data for the disk, then the commit that must be taken now */
+	if (pread(u->fd, u->ram + (u->descs[tag].start_sector << 9), 4096, uc_pos(tag)) != 4096)
+		fprintf(stderr, "pread after: %m\n");
+	r = uc_commit_now(u, tag, 4096);
+	fprintf(stderr, "commit after the pread: %d\n", r == 1 ? 0 : r);
+	return 0;
+}
+
+static void uc_report(struct ucrace *u)
+{
+	fprintf(stderr, "ucrace: served=%lu ebusy=%lu copies=%lu einval=%lu\n", u->served, u->ebusy,
+		atomic_load(&u->copies), atomic_load(&u->einval));
+}
+
+static int ucrace_server(size_t size, const char *slowdev, __u64 sector)
+{
+	struct add_args a = { .uid = 0, .how = "usercopy", .depth = UC_DEPTH };
+	static struct ucrace u;
+	double report = now() + 1;
+	pthread_t t, h;
+
+	u.size = size;
+	u.fd = setup_dev(&a, size, &u.descs);
+	if (u.fd < 0)
+		return 1;
+	u.ram = calloc(1, size);
+	if (io_uring_queue_init(4 * UC_DEPTH, &u.ring, IORING_SETUP_SQE128 |
+				IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN) < 0)
+		return fprintf(stderr, "no DEFER_TASKRUN ring\n"), 1;
+	for (unsigned tag = 0; tag < UC_DEPTH; tag++)
+		queue_cmd(&u.ring, u.fd, UBLK_U_IO_FETCH_REQ, tag, 0, NULL);
+	io_uring_submit(&u.ring);
+	pthread_create(&t, NULL, start_thread, NULL);
+	pthread_create(&h, NULL, uc_hammer, &u);
+
+	while (u.aborted < UC_DEPTH) {
+		struct __kernel_timespec ts = { .tv_nsec = 100 * 1000 * 1000 };
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0, commit[UC_DEPTH], nc = 0;
+
+		/* the only place the dispatches run */
+		io_uring_submit_and_wait_timeout(&u.ring, &cqe, 1, &ts, NULL);
+		io_uring_for_each_cqe(&u.ring, head, cqe) {
+			unsigned tag = cqe->user_data & 0xffff;
+			const struct ublksrv_io_desc *d = &u.descs[tag];
+			size_t off = d->start_sector << 9, len = (size_t)d->nr_sectors << 9;
+			unsigned op = ublksrv_get_op(d);
+
+			n++;
+			if (cqe->res == -EBUSY) {
+				/* a copy was in progress: the request is still ours, commit again */
+				u.ebusy++;
+				commit[nc++] = tag;
+				continue;
+			}
+			if (cqe->res < 0) {
+				if (cqe->res != UBLK_IO_RES_ABORT)
+					fprintf(stderr, "tag %u: %d\n", tag, cqe->res);
+				u.aborted++;
+				continue;
+			}
+			u.res[tag] = len;
+			if (off + len > size)
+				u.res[tag] = -EIO;
+			else if (op == UBLK_IO_OP_READ)
+				u.res[tag] = pwrite(u.fd, u.ram + off, len, uc_pos(tag)) == (ssize_t)len ? (int)len : -EIO;
+			else if (op == UBLK_IO_OP_WRITE && slowdev && len == 4096) {
+				/* alone on the disk (the test settles it first): the CQEs are its own */
+				io_uring_cq_advance(&u.ring, n);
+				n = 0;
+				if (uc_slow_check(&u, tag, slowdev, sector) < 0)
+					return 1;
+				slowdev = NULL;
+				break;
+			} else if (op == UBLK_IO_OP_WRITE)
+				u.res[tag] = pread(u.fd, u.ram + off, len, uc_pos(tag)) == (ssize_t)len ? (int)len : -EIO;
+			u.served++;
+			if (op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE)
+				atomic_store(&u.open[tag], 1);
+			commit[nc++] = tag;
+		}
+		io_uring_cq_advance(&u.ring, n);
+		if (!nc)
+			goto next;
+		/* give the hammer time to start copies of these tags, then commit under them */
+		for (double until = now() + 0.0002; now() < until;)
+			;
+		for (unsigned i = 0; i < nc; i++) {
+			atomic_store(&u.open[commit[i]], 0);
+			queue_cmd(&u.ring, u.fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, commit[i],
+				  u.res[commit[i]], NULL);
+		}
+		/* no GETEVENTS: no dispatch runs before the hammer is off these tags */
+		io_uring_submit(&u.ring);
+		for (unsigned i = 0; i < nc; i++)
+			while (atomic_load(&u.busy[commit[i]]))
+				sched_yield();
+next:
+		if (now() >= report) {
+			uc_report(&u);
+			report = now() + 1;
+		}
+	}
+	atomic_store(&u.stop, true);
+	pthread_join(h, NULL);
+	uc_report(&u);
+	fprintf(stderr, "all tags aborted\n");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	struct ublksrv_ctrl_dev_info info;
@@ -519,6 +815,9 @@ int main(int argc, char **argv)
 				    argc > 4 && !strcmp(argv[4], "usercopy"));
 	if (!strcmp(argv[1], "stall") && argc > 5)
 		return stall_server(atoi(argv[2]), (size_t)atoi(argv[3]) << 20, strtoull(argv[4], NULL, 0),
-				    atoi(argv[5]));
+				    atoi(argv[5]), argc > 6 && !strcmp(argv[6], "getdata"));
+	if (!strcmp(argv[1], "ucrace"))
+		return ucrace_server((size_t)atoi(argv[2]) << 20, argc > 4 ? argv[3] : NULL,
+				     argc > 4 ? strtoull(argv[4], NULL, 0) : 0);
 	return 2;
 }

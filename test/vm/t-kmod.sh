@@ -8,7 +8,8 @@
 # (kmod-perm.c), refuses a server's answers for tags it was not given (and
 # nothing hangs when that server is killed), recovers a device whose server was killed under a verifying
 # fio (USER_RECOVERY_REISSUE, and FAIL_IO), and unloads, also with devices
-# that wait for a server.
+# that wait for a server. Servers that stall, get stuck or race their own
+# copies: t-kmod-edge.sh.
 # Skips unless the run uses our module (vm-run --driver .../ublk_drv.ko).
 # vm-timeout: 840
 set -euo pipefail

@@ -21,8 +21,9 @@
  * queued for as long as no server comes back, with no timeout (root may
  * choose that, a user may not make other tasks wait forever): dropped, as
  * the in-tree driver does.  USER_COPY lets the server copy a request's data
- * with pread/pwrite outside our hand-over state, which a request timeout
- * could end under it: refused.
+ * with pread/pwrite, outside q->lock; a request is not ended while a copy
+ * runs (io.c), so a copy made to wait (a page fault on a buffer the user's
+ * own FUSE or userfaultfd serves) would hold it past its timeout: refused.
  */
 #define UBLK_F_UNPRIV_DROPPED	UBLK_F_RECOVERY_FLAGS
 #define UBLK_F_UNPRIV_REFUSED	UBLK_F_USER_COPY
@@ -347,7 +348,7 @@ static int ublk_ctrl_start_recovery(struct ublk_device *ub)
 	if (!ublk_can_recover(ub))
 		return -EINVAL;
 	mutex_lock(&ub->mutex);
-	if (atomic_read(&ub->opened) ||
+	if (atomic_read(&ub->opened) || ub->stopped ||
 	    (ub->info.state != UBLK_S_DEV_QUIESCED && ub->info.state != UBLK_S_DEV_FAIL_IO)) {
 		ret = -EBUSY;
 	} else {
@@ -392,13 +393,6 @@ static int ublk_ctrl_end_recovery(struct ublk_device *ub, const struct ublksrv_c
 	return ret;
 }
 
-static int ublk_ctrl_stop_dev(struct ublk_device *ub)
-{
-	mutex_lock(&ub->mutex);
-	ublk_stop_dev(ub);
-	mutex_unlock(&ub->mutex);
-	return 0;
-}
 
 int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 {
@@ -451,7 +445,8 @@ int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		ret = ublk_ctrl_start_dev(ub, &h);
 		break;
 	case UBLK_CMD_STOP_DEV:
-		ret = ublk_ctrl_stop_dev(ub);
+		/* -EINTR: interrupted while a stuck server held requests; the stop goes on */
+		ret = ublk_stop_dev(ub, true);
 		break;
 	case UBLK_CMD_SET_PARAMS:
 		ret = ublk_ctrl_set_params(ub, &h);

@@ -190,17 +190,16 @@ void ublk_schedule_stop(struct ublk_device *ub)
 }
 
 /*
- * STOP_DEV (also from DEL_DEV and when the server left), ub->mutex held.
- * Removing the disk waits for its requests, which the server completes, or
- * which failed already if the server is gone.  Then the commands still
- * waiting for requests are given back, so the server's queues end.  A
- * stopped device does not start again: the server deletes and re-adds it.
+ * Begins a stop, ub->mutex held: the device will not start again, IO that
+ * waits for a server fails, and the disk, if any, is removed by stop_work.
  */
-void ublk_stop_dev(struct ublk_device *ub)
+static void ublk_begin_stop(struct ublk_device *ub)
 {
-	struct gendisk *disk = ub->disk;
-
-	if (disk) {
+	if (ub->stopped)
+		return;
+	WRITE_ONCE(ub->stopped, true);
+	WRITE_ONCE(ub->recovering, false);
+	if (ub->disk) {
 		/*
 		 * Requests waiting for a server that will not come now fail
 		 * (del_gendisk waits for every request): kicked after the
@@ -208,37 +207,85 @@ void ublk_stop_dev(struct ublk_device *ub)
 		 */
 		WRITE_ONCE(ub->nosrv_wait, false);
 		smp_mb();
-		blk_mq_kick_requeue_list(disk->queue);
-		del_gendisk(disk);
-		ub->disk = NULL;
-		put_disk(disk);
+		blk_mq_kick_requeue_list(ub->disk->queue);
+		ublk_schedule_stop(ub);
+	} else {
+		ub->info.state = UBLK_S_DEV_DEAD;
+		ublk_abort_fetched(ub);
 	}
-	ub->info.state = UBLK_S_DEV_DEAD;
-	WRITE_ONCE(ub->recovering, false);
-	WRITE_ONCE(ub->stopped, true);
+	/* START_DEV and END_USER_RECOVERY give up */
 	wake_up_all(&ub->fetch_wq);
+}
+
+static bool ublk_stop_done(struct ublk_device *ub)
+{
+	return READ_ONCE(ub->stopped) && !READ_ONCE(ub->disk);
+}
+
+/*
+ * STOP_DEV (also from DEL_DEV and when the server left).  Removing the disk
+ * waits for its requests: the server completes them, or they failed already
+ * if it is gone, or (a user's device) they time out.  A stuck root server
+ * may hold them for as long as it lives, and del_gendisk() cannot be
+ * interrupted, so stop_work does it and we wait, interruptibly with intr:
+ * an interrupted stop goes on without us (-EINTR), and ends once the server
+ * answers or exits.  Then the commands still waiting for requests are given
+ * back, so the server's queues end.  A stopped device does not start again:
+ * the server deletes and re-adds it.
+ */
+int ublk_stop_dev(struct ublk_device *ub, bool intr)
+{
+	if (!intr)
+		mutex_lock(&ub->mutex);
+	else if (mutex_lock_interruptible(&ub->mutex))
+		return -EINTR;
+	ublk_begin_stop(ub);
+	mutex_unlock(&ub->mutex);
+	if (!intr)
+		wait_event(ub->fetch_wq, ublk_stop_done(ub));
+	else if (wait_event_interruptible(ub->fetch_wq, ublk_stop_done(ub)))
+		return -EINTR;
+	return 0;
+}
+
+/* stop_work, for a stop begun: no lock held, as del_gendisk() may wait for long. */
+static void ublk_remove_disk(struct ublk_device *ub, struct gendisk *disk)
+{
+	del_gendisk(disk);
+	mutex_lock(&ub->mutex);
+	WRITE_ONCE(ub->disk, NULL);
+	ub->info.state = UBLK_S_DEV_DEAD;
+	mutex_unlock(&ub->mutex);
+	put_disk(disk);
 	ublk_abort_fetched(ub);
+	wake_up_all(&ub->fetch_wq);
 }
 
 /*
  * The server left (or START_DEV found it gone): a started disk is stopped,
  * or with USER_RECOVERY stays, quiesced (its IO waits) or failing IO, until
  * START/END_USER_RECOVERY or STOP_DEV.  START_USER_RECOVERY clears srv_gone,
- * so a run after it changes nothing.
+ * so a run after it changes nothing.  A stop begun removes the disk here.
+ * A work item never runs twice at once, so only one run removes it.
  */
 void ublk_stop_work_fn(struct work_struct *work)
 {
 	struct ublk_device *ub = container_of(work, struct ublk_device, stop_work);
+	struct gendisk *disk = NULL;
 
 	mutex_lock(&ub->mutex);
-	if (ub->disk && READ_ONCE(ub->srv_gone)) {
+	if (ub->disk && !ub->stopped && READ_ONCE(ub->srv_gone)) {
 		if (!ublk_can_recover(ub))
-			ublk_stop_dev(ub);
+			ublk_begin_stop(ub);
 		else if (ublk_fail_io(ub))
 			ub->info.state = UBLK_S_DEV_FAIL_IO;
 		else
 			ub->info.state = UBLK_S_DEV_QUIESCED;
 	}
+	if (ub->stopped)
+		disk = ub->disk;
 	mutex_unlock(&ub->mutex);
+	if (disk)
+		ublk_remove_disk(ub, disk);
 	ublk_put_device(ub);
 }

@@ -33,6 +33,23 @@
  * so the server's ring could never exit, its char device never be
  * released, DEL_DEV never return.  So COMMIT_AND_FETCH, NEED_GET_DATA and
  * USER_COPY's pread/pwrite treat such a tag as one without a request.
+ *
+ * USER_COPY: the server's pread/pwrite on /dev/ublkcN copies a request's
+ * data outside q->lock (it may fault, sleep, take long), while another of
+ * its threads may send COMMIT_AND_FETCH for the same tag.  Were that commit
+ * taken, it would end the request under the copy: the copy would then touch
+ * pages the request's owner has freed or reused (or, once a new request is
+ * on the tag, mix two requests' data).  A buggy root server must not be able
+ * to corrupt kernel memory, so each copy counts itself in io->copiers under
+ * q->lock, and a COMMIT_AND_FETCH that finds copies in progress fails with
+ * -EBUSY and changes nothing: the request stays the server's, which commits
+ * again once its copies are done.  (Deferring the end to the last copier
+ * would let the commit's command be parked while its request is not ended,
+ * a state every other path would have to know of.)  A copy does not start
+ * while a commit is under way (io->copying), nor does a request time out
+ * under one.  Nor can the char device's release (ublk_server_gone()) run
+ * under a copy: pread/pwrite hold the file.  Users' devices refuse
+ * USER_COPY, so only root's servers copy this way.
  */
 #include <linux/blk-mq.h>
 #include <linux/sched.h>
@@ -328,7 +345,7 @@ static enum blk_eh_timer_return ublk_timeout(struct request *rq)
 		return BLK_EH_RESET_TIMER;
 	spin_lock(&q->lock);
 	/* otherwise its data is being copied, or it is being ended already */
-	ours = io->req == rq && !io->copying;
+	ours = io->req == rq && !io->copying && !io->copiers;
 	if (ours) {
 		/* a pending dispatch (io->dispatching) still gives the command back */
 		io->req = NULL;
@@ -538,6 +555,10 @@ static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
 	} else if (!rq || io->cmd || io->need_data || io->copying) {
 		spin_unlock(&q->lock);
 		return -EINVAL;
+	} else if (io->copiers) {
+		/* a pread/pwrite of the server's still copies: see the top of this file */
+		spin_unlock(&q->lock);
+		return -EBUSY;
 	} else {
 		io->copying = true;
 	}
@@ -662,64 +683,62 @@ int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 
 /*
  * USER_COPY: the server reads a write's data and writes a read's data with
- * pread/pwrite at UBLKSRV_IO_BUF_OFFSET + (queue, tag, byte offset).
+ * pread/pwrite at UBLKSRV_IO_BUF_OFFSET + (queue, tag, byte offset).  The
+ * request is the server's between its dispatch and its commit, and stays
+ * so while the copy runs (io->copiers, see the top of this file).
  */
-static struct request *ublk_user_copy_rq(struct ublk_device *ub, loff_t pos, size_t *off,
-					  enum req_op want)
+static ssize_t ublk_user_copy_rq(struct ublk_device *ub, loff_t pos, struct iov_iter *iter,
+				 enum req_op want)
 {
 	struct ublk_queue *q;
+	struct ublk_io *io;
 	struct request *rq;
+	ssize_t ret = 0;
+	size_t off;
 	u64 p;
 	u16 q_id, tag;
 
 	if (!ublk_user_copy(ub) || pos < UBLKSRV_IO_BUF_OFFSET)
-		return ERR_PTR(-EACCES);
+		return -EACCES;
 	p = pos - UBLKSRV_IO_BUF_OFFSET;
 	if (p >= UBLKSRV_IO_BUF_TOTAL_SIZE)
-		return ERR_PTR(-EINVAL);
+		return -EINVAL;
 	q_id = (p >> UBLK_QID_OFF) & UBLK_QID_BITS_MASK;
 	tag = (p >> UBLK_TAG_OFF) & UBLK_TAG_BITS_MASK;
-	*off = p & UBLK_IO_BUF_BITS_MASK;
+	off = p & UBLK_IO_BUF_BITS_MASK;
 	if (q_id >= ub->info.nr_hw_queues)
-		return ERR_PTR(-EINVAL);
+		return -EINVAL;
 	q = ub->queues[q_id];
 	if (tag >= q->depth)
-		return ERR_PTR(-EINVAL);
+		return -EINVAL;
+	io = &q->ios[tag];
 
-	/*
-	 * Only the server, between dispatch and commit, ends this request;
-	 * not one whose dispatch is pending, which it has not been told of.
-	 */
 	spin_lock(&q->lock);
-	rq = (q->ios[tag].cmd || q->ios[tag].dispatching) ? NULL : q->ios[tag].req;
+	rq = io->req;
+	/* not one whose dispatch is pending, which the server was not told of */
+	if (!rq || io->cmd || io->dispatching || io->copying ||
+	    req_op(rq) != want || off > blk_rq_bytes(rq))
+		ret = -EINVAL;
+	else
+		io->copiers++;
 	spin_unlock(&q->lock);
-	if (!rq || req_op(rq) != want)
-		return ERR_PTR(-EINVAL);
-	if (*off > blk_rq_bytes(rq))
-		return ERR_PTR(-EINVAL);
-	return rq;
+	if (ret)
+		return ret;
+
+	ret = ublk_copy_rq(rq, off, iter, want == REQ_OP_READ);
+
+	spin_lock(&q->lock);
+	io->copiers--;
+	spin_unlock(&q->lock);
+	return ret;
 }
 
 ssize_t ublk_ch_read_iter(struct kiocb *iocb, struct iov_iter *to)
 {
-	struct ublk_device *ub = iocb->ki_filp->private_data;
-	struct request *rq;
-	size_t off;
-
-	rq = ublk_user_copy_rq(ub, iocb->ki_pos, &off, REQ_OP_WRITE);
-	if (IS_ERR(rq))
-		return PTR_ERR(rq);
-	return ublk_copy_rq(rq, off, to, false);
+	return ublk_user_copy_rq(iocb->ki_filp->private_data, iocb->ki_pos, to, REQ_OP_WRITE);
 }
 
 ssize_t ublk_ch_write_iter(struct kiocb *iocb, struct iov_iter *from)
 {
-	struct ublk_device *ub = iocb->ki_filp->private_data;
-	struct request *rq;
-	size_t off;
-
-	rq = ublk_user_copy_rq(ub, iocb->ki_pos, &off, REQ_OP_READ);
-	if (IS_ERR(rq))
-		return PTR_ERR(rq);
-	return ublk_copy_rq(rq, off, from, true);
+	return ublk_user_copy_rq(iocb->ki_filp->private_data, iocb->ki_pos, from, REQ_OP_READ);
 }

@@ -220,23 +220,33 @@ static bool ublk_id_freed(u32 id)
 }
 
 /*
- * DEL_DEV: the device disappears from lookups at once; the call then waits
- * until its last user (normally the server's open char device) is gone so
- * that the id can be reused as soon as it returns.
+ * DEL_DEV: the disk goes first (ublk_stop_dev(): waiting for requests a
+ * stuck server holds is interruptible; the device stays visible then, so
+ * DEL_DEV can be sent again), then the device disappears from lookups, and
+ * the call waits until its last user (normally the server's open char
+ * device) is gone so that the id can be reused as soon as it returns.  A
+ * user's server may keep its char device open for as long as it likes, and
+ * must not hold whoever deletes its device (ublkd, root) with it: for a
+ * user's device that wait is at most its request timeout, after which
+ * DEL_DEV succeeds with the id still taken until the server closes.
  */
 int ublk_delete_device(struct ublk_device *ub, bool wait)
 {
 	u32 id = ub->info.dev_id;
+	long tmo = ublk_unprivileged(ub) ? ub->tag_set.timeout : MAX_SCHEDULE_TIMEOUT;
 	bool first;
+	int ret;
 
+	ret = ublk_stop_dev(ub, wait);
+	if (ret) {
+		put_device(&ub->cdev_dev);
+		return ret;
+	}
 	mutex_lock(&ublk_index_mutex);
 	first = !ub->deleted;
 	ub->deleted = true;
 	mutex_unlock(&ublk_index_mutex);
 	if (first) {
-		mutex_lock(&ub->mutex);
-		ublk_stop_dev(ub);
-		mutex_unlock(&ub->mutex);
 		/* a stop work that never ran still holds its reference */
 		if (cancel_work_sync(&ub->stop_work))
 			put_device(&ub->cdev_dev);
@@ -248,7 +258,7 @@ int ublk_delete_device(struct ublk_device *ub, bool wait)
 	put_device(&ub->cdev_dev);
 	if (!wait)
 		return 0;
-	if (wait_event_interruptible(ublk_idr_wq, ublk_id_freed(id)))
+	if (wait_event_interruptible_timeout(ublk_idr_wq, ublk_id_freed(id), tmo) < 0)
 		return -EINTR;
 	return 0;
 }

@@ -52,8 +52,17 @@ struct ublk_io {
 	bool dispatching;
 	/* req was handed over with UBLK_IO_RES_NEED_GET_DATA, data not yet copied */
 	bool need_data;
-	/* req's data is being copied outside q->lock: its timeout must wait */
+	/*
+	 * req's data is being copied outside q->lock by its dispatch,
+	 * NEED_GET_DATA or COMMIT_AND_FETCH, which then end or keep it: its
+	 * timeout must wait, and USER_COPY's pread/pwrite may not start.
+	 */
 	bool copying;
+	/*
+	 * USER_COPY preads/pwrites copying req's data now, outside q->lock:
+	 * until the last is done nobody ends req (see the top of io.c).
+	 */
+	unsigned int copiers;
 	/*
 	 * req timed out and was failed while the server had it: the tag's
 	 * next COMMIT (or its pending dispatch) only gives the command back.
@@ -96,9 +105,16 @@ struct ublk_device {
 	bool tag_set_ready;
 	struct gendisk *disk;		/* non-NULL while started */
 	bool deleted;			/* DEL_DEV done: invisible to lookups */
-	bool stopped;			/* STOP_DEV done: it will not start again */
+	/*
+	 * A stop began (STOP_DEV, DEL_DEV, the server left): it will not start
+	 * again.  stop_work removes the disk; the stop is done once disk is NULL.
+	 */
+	bool stopped;
 	atomic_t opened;		/* char device is open (exclusive) */
-	/* START_DEV waits here for every tag to be fetched (or the server to leave) */
+	/*
+	 * START_DEV waits here for every tag to be fetched (or the server to
+	 * leave), STOP_DEV and DEL_DEV for the disk to be removed.
+	 */
 	wait_queue_head_t fetch_wq;
 	atomic_t nr_fetched;
 	bool srv_gone;
@@ -112,7 +128,9 @@ struct ublk_device {
 	bool recovering;
 	/*
 	 * The server left: stop the disk, or (USER_RECOVERY) mark it quiesced,
-	 * without blocking its release().
+	 * without blocking its release().  Also removes the disk of any stop:
+	 * del_gendisk() waits, uninterruptibly, for requests a stuck server
+	 * may hold forever, and the caller must stay killable (see dev.c).
 	 */
 	struct work_struct stop_work;
 	struct ublk_queue **queues;
@@ -172,7 +190,7 @@ int ublk_ctrl_permission(struct ublk_device *ub, int nr, struct ublksrv_ctrl_cmd
 /* dev.c */
 extern const struct file_operations ublk_ch_fops;
 int ublk_start_disk(struct ublk_device *ub);
-void ublk_stop_dev(struct ublk_device *ub);
+int ublk_stop_dev(struct ublk_device *ub, bool intr);
 void ublk_stop_work_fn(struct work_struct *work);
 void ublk_schedule_stop(struct ublk_device *ub);
 
