@@ -155,6 +155,32 @@ load_ublk_driver() {
 	udevadm settle --timeout=10 >/dev/null 2>&1 || true
 }
 
+# load_our_driver: for the tests of our own module (src/kernel/module): skips unless vm-run
+# --driver gave it, loads it (load_ublk_driver), and checks the loaded ublk_drv is it: out of tree
+# ("O" in its taint), not the in-tree module of the same name.
+UBLKD_KMOD_DESC="ublkd's userspace block device driver (ublk ABI)"
+load_our_driver() {
+	[ "${UBLK_DRIVER:-intree}" != intree ] || skip "needs vm-run --driver PATH/ublk_drv.ko"
+	[ "$(modinfo -F description "$UBLK_DRIVER")" = "$UBLKD_KMOD_DESC" ] ||
+		skip "$UBLK_DRIVER is not ublkd's driver"
+	load_ublk_driver
+	grep -q O /sys/module/ublk_drv/taint || fail "the loaded ublk_drv is not $UBLK_DRIVER"
+}
+
+# build_kmod_perm: ./kmod-perm (test/vm/kmod-perm.c), the driver tests' control-command tool.
+# kmod_perm_expect WANT UID OP ID [PATH]: OP (kmod-perm cmd) as UID must return WANT (0 or -errno).
+build_kmod_perm() {
+	require_cmd gcc
+	gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" "$UBLKD_SRC/test/vm/kmod-perm.c" -o kmod-perm -luring -lpthread ||
+		fail "cannot build kmod-perm"
+}
+kmod_perm_expect() {
+	local want=$1 got
+	shift
+	got=$(./kmod-perm cmd "$@") || fail "kmod-perm cmd $*: exit $?"
+	[ "$got" = "$want" ] || fail "uid $1: $2 on device $3 ${4:+(path $4) }returned $got, expected $want"
+}
+
 # start_ublkd: the usual start of a ublkd test: driver loaded, build installed, ublkd.service
 # running and answering on the bus; stopped again (removing every device) when the test exits.
 start_ublkd() {

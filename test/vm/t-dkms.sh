@@ -21,7 +21,7 @@ require_cmd dkms modinfo modprobe jq cmp
 kv=$(uname -r)
 [ -f "/lib/modules/$kv/build/Makefile" ] ||
 	skip "no headers of the running kernel $kv (/lib/modules/$kv/build): dkms cannot build"
-mod_desc="ublkd's userspace block device driver (ublk ABI)"
+mod_desc=$UBLKD_KMOD_DESC
 
 # the package version is the project's
 ver=$(meson introspect --projectinfo "$UBLKD_BUILD" 2>/dev/null | jq -r '.version // empty') || true

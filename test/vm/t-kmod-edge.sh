@@ -16,23 +16,10 @@
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 
-[ "${UBLK_DRIVER:-intree}" != intree ] || skip "needs vm-run --driver PATH/ublk_drv.ko"
-[ "$(modinfo -F description "$UBLK_DRIVER")" = "ublkd's userspace block device driver (ublk ABI)" ] ||
-	skip "$UBLK_DRIVER is not ublkd's driver"
-
-load_ublk_driver
-grep -q O /sys/module/ublk_drv/taint || fail "the loaded ublk_drv is not $UBLK_DRIVER"
-require_cmd gcc
-gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" "$UBLKD_SRC/test/vm/kmod-perm.c" -o kmod-perm -luring -lpthread ||
-	fail "cannot build kmod-perm"
+load_our_driver
+build_kmod_perm
 head -c 8M /dev/urandom > pattern
 ua=4201
-expect() { # WANT UID OP ID [PATH]
-	local want=$1 got
-	shift
-	got=$(./kmod-perm cmd "$@") || fail "kmod-perm cmd $*: exit $?"
-	[ "$got" = "$want" ] || fail "uid $1: $2 on device $3 ${4:+(path $4) }returned $got, expected $want"
-}
 ms_since() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 # PID and every thread of it ended (a zombie left to reap is fine): an io_uring command's
 # worker thread stuck in the kernel keeps the process alive though its main thread died
@@ -80,7 +67,7 @@ cmp <(dd if=/dev/ublkb$id bs=2M count=4 iflag=direct status=none) pattern ||
 	fail "getdata-late: read back after the late commit differs"
 ! grep "^NEED_GET_DATA of tag" gd.log || fail "getdata-late: a NEED_GET_DATA in time failed"
 ./kmod-perm cmd 0 stop "$id" /dev/ublkc"$id" > /dev/null
-expect 0 0 del "$id" /dev/ublkc"$id"
+kmod_perm_expect 0 0 del "$id" /dev/ublkc"$id"
 wait "$srv" || fail "getdata-late: server exit status $?: $(cat gd.log)"
 echo "getdata-late: the write failed after $ms ms ($(cat dd.err)); the late NEED_GET_DATA got $r;" \
 	"after the commit 8 MiB written and read back on every tag"
@@ -176,7 +163,7 @@ cmp <(dd if=/dev/ublkb$id bs=4k count=1 iflag=direct status=none) <(head -c 4096
 	fail "ucrace: the write's data differs"
 echo "ucrace: $(grep -m1 'commit during' uc.log); $(grep -m1 '^pread' uc.log); $(grep -m1 'commit after' uc.log)"
 ./kmod-perm cmd 0 stop "$sid" > /dev/null
-expect 0 0 del "$sid"
+kmod_perm_expect 0 0 del "$sid"
 wait "$slow" || fail "ucrace: the slow server's exit status $?: $(cat slow.log)"
 
 # The same server's second thread copies every tag it holds, over and over, while it commits

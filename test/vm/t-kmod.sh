@@ -15,13 +15,7 @@
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 
-[ "${UBLK_DRIVER:-intree}" != intree ] || skip "needs vm-run --driver PATH/ublk_drv.ko"
-[ "$(modinfo -F description "$UBLK_DRIVER")" = "ublkd's userspace block device driver (ublk ABI)" ] ||
-	skip "$UBLK_DRIVER is not ublkd's driver"
-
-load_ublk_driver
-# out-of-tree taint (O): ours, not the in-tree module under the same name
-grep -q O /sys/module/ublk_drv/taint || fail "the loaded ublk_drv is not $UBLK_DRIVER"
+load_our_driver
 [ -c /dev/ublk-control ] || fail "no /dev/ublk-control"
 grep -q "ublk-char" /proc/devices || fail "no ublk-char major in /proc/devices"
 install_ublkd
@@ -419,16 +413,9 @@ echo "kill: IO ended, disk removed, device deleted"
 # Unprivileged devices (UBLK_F_UNPRIVILEGED_DEV): who may send which command. kmod-perm opens
 # /dev/ublk-control as root, then drops to the uid given (as ublkd's user threads do) and prints
 # the command's result (0 or -errno). Users ua, ub: numeric ids without accounts.
-gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" "$UBLKD_SRC/test/vm/kmod-perm.c" -o kmod-perm -luring -lpthread ||
-	fail "cannot build kmod-perm"
+build_kmod_perm
 ua=4201 ub=4202
 EPERM=-1 ENOENT=-2 EACCES=-13 EINVAL=-22
-expect() { # WANT UID OP ID [PATH]
-	local want=$1 got
-	shift
-	got=$(./kmod-perm cmd "$@") || fail "kmod-perm cmd $*: exit $?"
-	[ "$got" = "$want" ] || fail "uid $1: $2 on device $3 ${4:+(path $4) }returned $got, expected $want"
-}
 add_as() { # UID [noflag|usercopy]: prints "ID FLAGS OWNER" or -errno
 	./kmod-perm add "$@" || fail "kmod-perm add $*: exit $?"
 }
@@ -439,11 +426,11 @@ owned_by() { [ "$(stat -c %u "$1" 2>/dev/null)" = "$2" ]; }
 read -r rid rflags _ <<< "$(add_as 0)"
 [[ $rid =~ ^[0-9]+$ ]] || fail "root's ADD_DEV: $rid"
 (( (rflags & 0x20) == 0 )) || fail "root asked for an unprivileged device and got one ($rflags)"
-for op in info params stop del; do expect $EPERM $ua $op "$rid"; done
-expect $EPERM $ua info2 "$rid" /dev/ublkc"$rid"
-expect 0 0 info2 "$rid" /dev/ublkc"$rid"
-expect $EINVAL 0 info2 "$rid"
-expect 0 0 info "$rid"
+for op in info params stop del; do kmod_perm_expect $EPERM $ua $op "$rid"; done
+kmod_perm_expect $EPERM $ua info2 "$rid" /dev/ublkc"$rid"
+kmod_perm_expect 0 0 info2 "$rid" /dev/ublkc"$rid"
+kmod_perm_expect $EINVAL 0 info2 "$rid"
+kmod_perm_expect 0 0 info "$rid"
 echo "root's device $rid: a user gets EPERM for info, info2 (with its path), params, stop, del"
 
 r=$(add_as $ua noflag); [ "$r" = $EPERM ] || fail "a user's ADD_DEV without UBLK_F_UNPRIVILEGED_DEV: $r"
@@ -457,23 +444,23 @@ read -r b _ <<< "$(add_as $ub)"
 for d in "$a:$ua" "$a2:$ua" "$b:$ub"; do
 	wait_until 10 owned_by /dev/ublkc"${d%:*}" "${d#*:}" || fail "/dev/ublkc${d%:*} not given to ${d#*:}"
 done
-expect 0 $ua info "$a" /dev/ublkc"$a"
-expect 0 $ua info2 "$a" /dev/ublkc"$a"
-expect 0 $ua setparams "$a" /dev/ublkc"$a"
-expect 0 $ua params "$a" /dev/ublkc"$a"
+kmod_perm_expect 0 $ua info "$a" /dev/ublkc"$a"
+kmod_perm_expect 0 $ua info2 "$a" /dev/ublkc"$a"
+kmod_perm_expect 0 $ua setparams "$a" /dev/ublkc"$a"
+kmod_perm_expect 0 $ua params "$a" /dev/ublkc"$a"
 # limits the block layer WARNs about (a user could make the kernel log a WARN at START_DEV)
-expect $EINVAL $ua setparams-small-io "$a" /dev/ublkc"$a"
-expect $EINVAL $ua setparams-dma-8k "$a" /dev/ublkc"$a"
-expect $EINVAL $ua info "$a"
-expect $EINVAL 0 stop "$a"
-expect 0 0 info "$a" /dev/ublkc"$a"
+kmod_perm_expect $EINVAL $ua setparams-small-io "$a" /dev/ublkc"$a"
+kmod_perm_expect $EINVAL $ua setparams-dma-8k "$a" /dev/ublkc"$a"
+kmod_perm_expect $EINVAL $ua info "$a"
+kmod_perm_expect $EINVAL 0 stop "$a"
+kmod_perm_expect 0 0 info "$a" /dev/ublkc"$a"
 echo "ua's device $a: ua's commands carry its node's path; without one EINVAL, for root too; IO limits under a page refused"
-for op in info stop del; do expect $EACCES $ub $op "$a" /dev/ublkc"$a"; done
-expect $EPERM $ub del "$a" /dev/ublkc"$b"
-expect $EPERM $ua stop "$a" /dev/ublkc"$a2"
-expect $EPERM $ua stop "$a" /dev/null
-expect $EPERM $ua stop "$a" /dev/ublk-control
-expect $ENOENT $ua stop "$a" /dev/ublkc-none
+for op in info stop del; do kmod_perm_expect $EACCES $ub $op "$a" /dev/ublkc"$a"; done
+kmod_perm_expect $EPERM $ub del "$a" /dev/ublkc"$b"
+kmod_perm_expect $EPERM $ua stop "$a" /dev/ublkc"$a2"
+kmod_perm_expect $EPERM $ua stop "$a" /dev/null
+kmod_perm_expect $EPERM $ua stop "$a" /dev/ublk-control
+kmod_perm_expect $ENOENT $ua stop "$a" /dev/ublkc-none
 echo "ub on ua's device: EACCES through its node, EPERM through ub's own node; a path to another device EPERM"
 
 limit=/sys/module/ublk_drv/parameters/unprivileged_ublks_max
@@ -483,15 +470,15 @@ defer "echo $old_limit > $limit"
 r=$(add_as $ub); [ "$r" = $EACCES ] || fail "a fourth user device with unprivileged_ublks_max=3: $r"
 read -r r2 _ <<< "$(add_as 0)"
 [[ $r2 =~ ^[0-9]+$ ]] || fail "root's device refused at the user limit: $r2"
-expect 0 $ua del "$a2" /dev/ublkc"$a2"
+kmod_perm_expect 0 $ua del "$a2" /dev/ublkc"$a2"
 read -r b2 _ <<< "$(add_as $ub)"
 [[ $b2 =~ ^[0-9]+$ ]] || fail "a user device refused after one was deleted: $b2"
 echo "unprivileged_ublks_max=3: the fourth EACCES, root's not counted, a delete makes room"
-expect 0 $ua del "$a" /dev/ublkc"$a"
-expect 0 $ub del "$b" /dev/ublkc"$b"
-expect 0 0 del "$b2" /dev/ublkc"$b2"
-expect 0 0 del "$rid"
-expect 0 0 del "$r2"
+kmod_perm_expect 0 $ua del "$a" /dev/ublkc"$a"
+kmod_perm_expect 0 $ub del "$b" /dev/ublkc"$b"
+kmod_perm_expect 0 0 del "$b2" /dev/ublkc"$b2"
+kmod_perm_expect 0 0 del "$rid"
+kmod_perm_expect 0 0 del "$r2"
 
 # A user's server that does not answer: the request fails after unprivileged_io_timeout,
 # the server's late answer gives the tag back, and the device serves on every tag.
@@ -517,7 +504,7 @@ dd if=pattern of=/dev/ublkb$id bs=2M oflag=direct status=none || fail "stall: wr
 cmp <(dd if=/dev/ublkb$id bs=2M count=4 iflag=direct status=none) pattern ||
 	fail "stall: read back after the late commit differs"
 ./kmod-perm cmd 0 stop "$id" /dev/ublkc"$id" > /dev/null
-expect 0 0 del "$id" /dev/ublkc"$id"
+kmod_perm_expect 0 0 del "$id" /dev/ublkc"$id"
 wait "$stall_pid" || fail "stall: server exit status $?: $(cat stall.log)"
 echo "stall: after the late answer 8 MiB written and read back in 2 MiB requests (4 x 512 KiB, depth 4)"
 
