@@ -401,7 +401,7 @@ int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	int nr, ret;
 
 	/* Never marked cancelable, so never asked to cancel: nothing to do. */
-	if (issue_flags & IO_URING_F_CANCEL)
+	if (ublk_issue_is_cancel(issue_flags))
 		return -EINVAL;
 	if (!(issue_flags & IO_URING_F_SQE128))
 		return -EINVAL;
@@ -409,7 +409,7 @@ int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	if (issue_flags & IO_URING_F_NONBLOCK)
 		return -EAGAIN;
 
-	memcpy(&h, io_uring_sqe_cmd(cmd->sqe), sizeof(h));
+	memcpy(&h, ublk_cmd_payload(cmd), sizeof(h));
 	nr = ublk_ctrl_nr(cmd->cmd_op);
 	if (nr < 0)
 		return nr;

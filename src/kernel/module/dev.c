@@ -54,7 +54,7 @@ static int ublk_ch_mmap(struct file *filp, struct vm_area_struct *vma)
 	if (vma->vm_flags & VM_WRITE)
 		return -EPERM;
 	/* and no mprotect() to writable later */
-	vm_flags_clear(vma, VM_MAYWRITE);
+	ublk_vma_forbid_write(vma);
 	return remap_pfn_range(vma, vma->vm_start, virt_to_phys(q->descs) >> PAGE_SHIFT,
 			       size, vma->vm_page_prot);
 }
@@ -82,7 +82,9 @@ static const struct block_device_operations ublk_bd_fops = {
 	.free_disk	= ublk_free_disk,
 };
 
-static void ublk_params_to_limits(const struct ublk_device *ub, struct queue_limits *lim)
+/* features: BLK_FEAT_* bits, which only 6.12's queue_limits carries */
+static void ublk_params_to_limits(const struct ublk_device *ub, struct queue_limits *lim,
+				  unsigned int *features)
 {
 	const struct ublk_params *p = &ub->params;
 	const struct ublk_param_basic *b = &p->basic;
@@ -105,13 +107,14 @@ static void ublk_params_to_limits(const struct ublk_device *ub, struct queue_lim
 	lim->max_segments = USHRT_MAX;
 	lim->max_segment_size = UINT_MAX;
 	lim->dma_alignment = 3;
+	*features = 0;
 	if (b->attrs & UBLK_ATTR_VOLATILE_CACHE) {
-		lim->features |= BLK_FEAT_WRITE_CACHE;
+		*features |= BLK_FEAT_WRITE_CACHE;
 		if (b->attrs & UBLK_ATTR_FUA)
-			lim->features |= BLK_FEAT_FUA;
+			*features |= BLK_FEAT_FUA;
 	}
 	if (b->attrs & UBLK_ATTR_ROTATIONAL)
-		lim->features |= BLK_FEAT_ROTATIONAL;
+		*features |= BLK_FEAT_ROTATIONAL;
 
 	if (p->types & UBLK_PARAM_TYPE_DISCARD) {
 		const struct ublk_param_discard *d = &p->discard;
@@ -135,11 +138,12 @@ static void ublk_params_to_limits(const struct ublk_device *ub, struct queue_lim
 int ublk_start_disk(struct ublk_device *ub)
 {
 	struct queue_limits lim = {};
+	unsigned int features;
 	struct gendisk *disk;
 	int ret;
 
-	ublk_params_to_limits(ub, &lim);
-	disk = blk_mq_alloc_disk(&ub->tag_set, &lim, ub);
+	ublk_params_to_limits(ub, &lim, &features);
+	disk = ublk_alloc_disk(&ub->tag_set, &lim, features, ub);
 	if (IS_ERR(disk))
 		return PTR_ERR(disk);
 	disk->fops = &ublk_bd_fops;

@@ -183,7 +183,7 @@ static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	struct ublk_io *io = &q->ios[pdu->tag];
 	struct ublk_device *ub = q->ub;
 	/* The ring goes away with its task: nothing can be served. */
-	bool dead = (issue_flags & IO_URING_F_TASK_DEAD) || (current->flags & PF_EXITING);
+	bool dead = ublk_tw_task_dead(issue_flags);
 	bool copy = false, get_data = false, give_back;
 	struct request *rq;
 
@@ -397,27 +397,38 @@ static void ublk_cancel_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
 }
 
+/*
+ * Gives back every command of q still waiting for a request; the queue
+ * takes no requests from now on.  dead: nor may its server fetch again
+ * (its task is exiting, see compat.h).
+ */
+void ublk_abort_queue(struct ublk_queue *q, bool dead)
+{
+	u16 t;
+
+	for (t = 0; t < q->depth; t++) {
+		struct io_uring_cmd *cmd;
+
+		spin_lock(&q->lock);
+		q->canceling = true;
+		if (dead)
+			q->dead = true;
+		cmd = q->ios[t].cmd;
+		q->ios[t].cmd = NULL;
+		spin_unlock(&q->lock);
+		/* completed from its own task, with io_uring's own locking */
+		if (cmd)
+			io_uring_cmd_complete_in_task(cmd, ublk_abort_tw);
+	}
+}
+
 /* STOP_DEV: give back every command still waiting for a request. */
 void ublk_abort_fetched(struct ublk_device *ub)
 {
-	u16 i, t;
+	u16 i;
 
-	for (i = 0; i < ub->info.nr_hw_queues; i++) {
-		struct ublk_queue *q = ub->queues[i];
-
-		for (t = 0; t < q->depth; t++) {
-			struct io_uring_cmd *cmd;
-
-			spin_lock(&q->lock);
-			q->canceling = true;
-			cmd = q->ios[t].cmd;
-			q->ios[t].cmd = NULL;
-			spin_unlock(&q->lock);
-			/* completed from its own task, with io_uring's own locking */
-			if (cmd)
-				io_uring_cmd_complete_in_task(cmd, ublk_abort_tw);
-		}
-	}
+	for (i = 0; i < ub->info.nr_hw_queues; i++)
+		ublk_abort_queue(ub->queues[i], false);
 }
 
 /*
@@ -436,6 +447,7 @@ void ublk_server_gone(struct ublk_device *ub)
 	for (i = 0; i < ub->info.nr_hw_queues; i++) {
 		struct ublk_queue *q = ub->queues[i];
 
+		ublk_unwatch_queue(q);
 		for (t = 0; t < q->depth; t++) {
 			struct request *rq;
 
@@ -474,6 +486,7 @@ void ublk_reset_ios(struct ublk_device *ub)
 	for (i = 0; i < ub->info.nr_hw_queues; i++) {
 		struct ublk_queue *q = ub->queues[i];
 
+		ublk_unwatch_queue(q);
 		spin_lock(&q->lock);
 		/* the old server's requests were settled when it released the device */
 		for (t = 0; t < q->depth; t++)
@@ -510,7 +523,7 @@ static int ublk_fetch(struct ublk_queue *q, struct ublk_io *io, struct io_uring_
 	int ret = 0;
 
 	/* Marked before it is published, so a cancel always finds it. */
-	io_uring_cmd_mark_cancelable(cmd, issue_flags);
+	ublk_cmd_mark_cancelable(cmd, issue_flags);
 	spin_lock(&q->lock);
 	/* a queue without a server takes fetches only from a recovering one */
 	if (q->dead || READ_ONCE(ub->stopped) ||
@@ -575,7 +588,7 @@ static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
 			res = got ? (int)got : -EFAULT;
 	}
 
-	io_uring_cmd_mark_cancelable(cmd, issue_flags);
+	ublk_cmd_mark_cancelable(cmd, issue_flags);
 	spin_lock(&q->lock);
 	io->copying = false;
 	io->req = NULL;
@@ -630,15 +643,15 @@ static int ublk_get_data(struct ublk_queue *q, struct ublk_io *io, u64 addr)
 int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 {
 	struct ublk_device *ub = cmd->file->private_data;
-	const struct ublksrv_io_cmd *sqe_cmd = io_uring_sqe_cmd(cmd->sqe);
+	const struct ublksrv_io_cmd *sqe_cmd = ublk_cmd_payload(cmd);
 	struct ublk_cmd_pdu *pdu = ublk_pdu(cmd);
 	struct ublk_queue *q;
 	struct ublk_io *io;
 	u16 q_id, tag;
-	int res;
+	int res, ret;
 	u64 addr;
 
-	if (issue_flags & IO_URING_F_CANCEL) {
+	if (ublk_issue_is_cancel(issue_flags)) {
 		ublk_cancel_cmd(cmd, issue_flags);
 		return 0;
 	}
@@ -663,6 +676,12 @@ int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 
 	pdu->q = q;
 	pdu->tag = tag;
+
+	/* 6.1: one task per queue, watched for its exit (see compat.h) */
+	ret = ublk_watch_server(q, cmd, cmd->cmd_op == UBLK_IO_FETCH_REQ ||
+				cmd->cmd_op == UBLK_U_IO_FETCH_REQ);
+	if (ret)
+		return ret;
 
 	switch (cmd->cmd_op) {
 	case UBLK_IO_FETCH_REQ:

@@ -145,6 +145,7 @@ int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 	mutex_init(&ub->mutex);
 	init_waitqueue_head(&ub->fetch_wq);
 	INIT_WORK(&ub->stop_work, ublk_stop_work_fn);
+	ublk_watch_init(ub);
 
 	mutex_lock(&ublk_index_mutex);
 	if (unpriv && ublk_nr_unpriv >= READ_ONCE(unprivileged_ublks_max))

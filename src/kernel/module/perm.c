@@ -60,7 +60,7 @@ static int ublk_check_node(struct ublk_device *ub, const char *name, int mask)
 	    (path.mnt->mnt_flags & MNT_NODEV) || (path.mnt->mnt_sb->s_iflags & SB_I_NODEV))
 		ret = -EPERM;
 	else
-		ret = inode_permission(mnt_idmap(path.mnt), inode, mask);
+		ret = ublk_inode_permission(&path, inode, mask);
 	path_put(&path);
 	return ret;
 }

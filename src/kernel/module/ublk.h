@@ -12,12 +12,12 @@
 #include <linux/cdev.h>
 #include <linux/device.h>
 #include <linux/errno.h>
-#include <linux/io_uring/cmd.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
+#include "compat.h"
 #include "ublk_cmd.h"
 
 #define UBLK_MINORS		(1U << MINORBITS)
@@ -88,6 +88,10 @@ struct ublk_queue {
 	 */
 	bool dead;
 	unsigned int nr_fetched;
+#if UBLK_WATCH_SERVER
+	/* the server task that fetched this queue, watched for its exit (watch.c) */
+	struct task_struct *task;
+#endif
 	/* descriptor array, mapped read-only by the server */
 	struct ublksrv_io_desc *descs;
 	unsigned int descs_order;
@@ -133,6 +137,9 @@ struct ublk_device {
 	 * may hold forever, and the caller must stay killable (see dev.c).
 	 */
 	struct work_struct stop_work;
+#if UBLK_WATCH_SERVER
+	struct delayed_work watch_work;
+#endif
 	struct ublk_queue **queues;
 };
 
@@ -197,11 +204,32 @@ void ublk_schedule_stop(struct ublk_device *ub);
 /* io.c */
 extern const struct blk_mq_ops ublk_mq_ops;
 int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags);
+void ublk_abort_queue(struct ublk_queue *q, bool dead);
 void ublk_abort_fetched(struct ublk_device *ub);
 void ublk_server_gone(struct ublk_device *ub);
 void ublk_reset_ios(struct ublk_device *ub);
 void ublk_resume_io(struct ublk_device *ub);
 ssize_t ublk_ch_read_iter(struct kiocb *iocb, struct iov_iter *to);
 ssize_t ublk_ch_write_iter(struct kiocb *iocb, struct iov_iter *from);
+
+/* watch.c */
+#if UBLK_WATCH_SERVER
+void ublk_watch_init(struct ublk_device *ub);
+int ublk_watch_server(struct ublk_queue *q, struct io_uring_cmd *cmd, bool fetch);
+void ublk_unwatch_queue(struct ublk_queue *q);
+#else
+static inline void ublk_watch_init(struct ublk_device *ub)
+{
+}
+
+static inline int ublk_watch_server(struct ublk_queue *q, struct io_uring_cmd *cmd, bool fetch)
+{
+	return 0;
+}
+
+static inline void ublk_unwatch_queue(struct ublk_queue *q)
+{
+}
+#endif
 
 #endif
