@@ -167,11 +167,13 @@ load_our_driver() {
 	grep -q O /sys/module/ublk_drv/taint || fail "the loaded ublk_drv is not $UBLK_DRIVER"
 }
 
-# build_kmod_perm: ./kmod-perm (test/vm/kmod-perm.c), the driver tests' control-command tool.
+# build_kmod_perm: ./kmod-perm (test/vm/kmod-perm.c, kmod-perm-race.c), the driver tests'
+# control-command tool and servers.
 # kmod_perm_expect WANT UID OP ID [PATH]: OP (kmod-perm cmd) as UID must return WANT (0 or -errno).
 build_kmod_perm() {
 	require_cmd gcc
-	gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" "$UBLKD_SRC/test/vm/kmod-perm.c" -o kmod-perm -luring -lpthread ||
+	local d=$UBLKD_SRC/test/vm
+	gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" "$d/kmod-perm.c" "$d/kmod-perm-race.c" -o kmod-perm -luring -lpthread ||
 		fail "cannot build kmod-perm"
 }
 kmod_perm_expect() {

@@ -89,6 +89,7 @@ cat > srv.c <<'SRC'
 #include <sys/stat.h>
 #include <unistd.h>
 #include "ublk_cmd.h"
+#include "ublk-test-ctrl.h"
 
 #define DEPTH 8
 #define MAXIO (512 * 1024)
@@ -96,31 +97,7 @@ cat > srv.c <<'SRC'
 
 static int ctrl_fd;
 
-static int ctrl(unsigned op, struct ublksrv_ctrl_cmd *c)
-{
-	struct io_uring ring;
-	struct io_uring_sqe *sqe;
-	struct io_uring_cqe *cqe;
-	int r;
-
-	if (io_uring_queue_init(2, &ring, IORING_SETUP_SQE128) < 0)
-		return -1;
-	sqe = io_uring_get_sqe(&ring);
-	memset(sqe, 0, 2 * sizeof(*sqe));
-	sqe->opcode = IORING_OP_URING_CMD;
-	sqe->fd = ctrl_fd;
-	sqe->cmd_op = op;
-	memcpy(sqe->cmd, c, sizeof(*c));
-	io_uring_submit(&ring);
-	r = io_uring_wait_cqe(&ring, &cqe);
-	if (r == 0)
-		r = cqe->res;
-	io_uring_queue_exit(&ring);
-	return r;
-}
-
 static unsigned dev_id;
-
 
 /* The RAM disk lives in a file so that a recovering server finds the data. */
 static char *map_ram(const char *path, size_t *size)
@@ -151,7 +128,7 @@ static void *server_ready_thread(void *p)
 	int r;
 
 	c.data[0] = getpid();
-	r = ctrl(recover ? UBLK_U_CMD_END_USER_RECOVERY : UBLK_U_CMD_START_DEV, &c);
+	r = ublk_ctrl(ctrl_fd, recover ? UBLK_U_CMD_END_USER_RECOVERY : UBLK_U_CMD_START_DEV, &c);
 	fprintf(stderr, "%s: %d\n", recover ? "END_USER_RECOVERY" : "START_DEV", r);
 	if (r < 0)
 		exit(1);
@@ -160,13 +137,9 @@ static void *server_ready_thread(void *p)
 
 static void queue_cmd(struct io_uring *ring, int fd, unsigned op, unsigned tag, int res, __u64 addr, __u64 ud)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+	struct io_uring_sqe *sqe = ublk_cmd_sqe(ring, fd, op);
 	struct ublksrv_io_cmd *cmd = (void *)sqe->cmd;
 
-	memset(sqe, 0, 2 * sizeof(*sqe));
-	sqe->opcode = IORING_OP_URING_CMD;
-	sqe->fd = fd;
-	sqe->cmd_op = op;
 	sqe->user_data = ud | tag;
 	cmd->q_id = 0;
 	cmd->tag = tag;
@@ -215,14 +188,14 @@ int main(int argc, char **argv)
 		c.dev_id = atoi(argv[2]);
 		c.addr = (__u64)(uintptr_t)&i1;
 		c.len = sizeof(i1);
-		if ((r = ctrl(UBLK_CMD_GET_DEV_INFO, &c)) < 0)
+		if ((r = ublk_ctrl(ctrl_fd, UBLK_CMD_GET_DEV_INFO, &c)) < 0)
 			return fprintf(stderr, "GET_DEV_INFO: %d\n", r), 1;
 		n = snprintf(b.path, sizeof(b.path), "/dev/ublkc%u", c.dev_id);
 		c.dev_path_len = n;
 		c.addr = (__u64)(uintptr_t)&b;
 		c.len = n + sizeof(i2);
 		memmove(b.path + n, &i2, 0);
-		if ((r = ctrl(UBLK_U_CMD_GET_DEV_INFO2, &c)) < 0)
+		if ((r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_GET_DEV_INFO2, &c)) < 0)
 			return fprintf(stderr, "GET_DEV_INFO2: %d\n", r), 1;
 		memcpy(&i2, b.path + n, sizeof(i2));
 		c.dev_path_len = 0;
@@ -230,12 +203,12 @@ int main(int argc, char **argv)
 		par.types = 0;
 		c.addr = (__u64)(uintptr_t)&par;
 		c.len = sizeof(par);
-		if ((r = ctrl(UBLK_U_CMD_GET_PARAMS, &c)) < 0)
+		if ((r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_GET_PARAMS, &c)) < 0)
 			return fprintf(stderr, "GET_PARAMS: %d\n", r), 1;
 		c.queue_id = 0;
 		c.addr = (__u64)(uintptr_t)mask;
 		c.len = sizeof(mask);
-		if ((r = ctrl(UBLK_U_CMD_GET_QUEUE_AFFINITY, &c)) < 0)
+		if ((r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_GET_QUEUE_AFFINITY, &c)) < 0)
 			return fprintf(stderr, "GET_QUEUE_AFFINITY: %d\n", r), 1;
 		for (unsigned k = 0; k < sizeof(mask) * 8; k++)
 			bits += !!(mask[k / 8] & (1 << (k % 8)));
@@ -248,9 +221,9 @@ int main(int argc, char **argv)
 	if (argc > 2 && !strcmp(argv[1], "del")) {
 		ctrl_fd = open("/dev/ublk-control", O_RDWR);
 		c.dev_id = atoi(argv[2]);
-		r = ctrl(UBLK_U_CMD_STOP_DEV, &c);
+		r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_STOP_DEV, &c);
 		fprintf(stderr, "STOP_DEV: %d\n", r);
-		r = ctrl(UBLK_U_CMD_DEL_DEV, &c);
+		r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_DEL_DEV, &c);
 		fprintf(stderr, "DEL_DEV: %d\n", r);
 		return r < 0;
 	}
@@ -261,7 +234,8 @@ int main(int argc, char **argv)
 		/* EBUSY until the old server's char device is released */
 		dev_id = atoi(argv[2]);
 		c.dev_id = dev_id;
-		for (int i = 0; (r = ctrl(UBLK_U_CMD_START_USER_RECOVERY, &c)) == -EBUSY && i < 1000; i++)
+		for (int i = 0; (r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_START_USER_RECOVERY, &c)) == -EBUSY &&
+				i < 1000; i++)
 			usleep(10000);
 		fprintf(stderr, "START_USER_RECOVERY: %d\n", r);
 		if (r < 0)
@@ -270,14 +244,14 @@ int main(int argc, char **argv)
 	}
 	c.addr = (__u64)(uintptr_t)&info;
 	c.len = sizeof(info);
-	r = ctrl(UBLK_U_CMD_ADD_DEV, &c);
+	r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_ADD_DEV, &c);
 	if (r < 0)
 		return fprintf(stderr, "ADD_DEV: %d\n", r), 1;
 	dev_id = info.dev_id;
 	par.basic.dev_sectors = size >> 9;
 	c = (struct ublksrv_ctrl_cmd){ .dev_id = dev_id, .queue_id = 0xffff,
 		.addr = (__u64)(uintptr_t)&par, .len = sizeof(par) };
-	r = ctrl(UBLK_U_CMD_SET_PARAMS, &c);
+	r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_SET_PARAMS, &c);
 	if (r < 0)
 		return fprintf(stderr, "SET_PARAMS: %d\n", r), 1;
 	printf("%u\n", dev_id);
@@ -363,7 +337,7 @@ serve:
 	return 0;
 }
 SRC
-gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" srv.c -o srv -luring -lpthread || fail "cannot build the test server"
+gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" -I"$UBLKD_SRC/test/vm" srv.c -o srv -luring -lpthread || fail "cannot build the test server"
 head -c 8M /dev/urandom > pattern
 for mode in copy getdata usercopy; do
 	./srv $mode 64 > id.txt 2> srv.log &

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "ublk_cmd.h"
+#include "ublk-test-ctrl.h"
 
 #define DEPTH 4
 #define MAX_IO (64 * 1024)
@@ -43,40 +44,18 @@ static int ctrl_cmd(uint32_t op, uint32_t dev_id, void *addr, uint32_t len, uint
                 .len = len,
                 .data = { data0 },
         };
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&ctrl_ring);
-        struct io_uring_cqe *cqe;
-        int r;
 
-        if (!sqe)
-                return -EBUSY;
-        memset(sqe, 0, 2 * sizeof(*sqe));
-        sqe->opcode = IORING_OP_URING_CMD;
-        sqe->fd = ctrl_fd;
-        sqe->cmd_op = op;
-        memcpy(sqe->cmd, &cmd, sizeof(cmd));
-        r = io_uring_submit_and_wait(&ctrl_ring, 1);
-        if (r < 0)
-                return r;
-        r = io_uring_peek_cqe(&ctrl_ring, &cqe);
-        if (r < 0)
-                return r;
-        r = cqe->res;
-        io_uring_cqe_seen(&ctrl_ring, cqe);
-        return r;
+        return ublk_ctrl_send(&ctrl_ring, ctrl_fd, op, &cmd);
 }
 
 /* The ring has room for every tag's command twice over: there is always an SQE. */
 static void io_cmd(struct io_uring *ring, int fd, uint32_t op, uint16_t tag, int32_t res, void *buf)
 {
-        struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+        struct io_uring_sqe *sqe = ublk_cmd_sqe(ring, fd, op);
         struct ublksrv_io_cmd cmd = { .q_id = 0, .tag = tag, .result = res, .addr = (uintptr_t) buf };
 
         if (!sqe)
                 abort();
-        memset(sqe, 0, 2 * sizeof(*sqe));
-        sqe->opcode = IORING_OP_URING_CMD;
-        sqe->fd = fd;
-        sqe->cmd_op = op;
         sqe->user_data = tag;
         memcpy(sqe->cmd, &cmd, sizeof(cmd));
 }
@@ -238,7 +217,7 @@ int main(int argc, char **argv)
         ctrl_fd = open("/dev/ublk-control", O_RDWR | O_CLOEXEC);
         if (ctrl_fd < 0)
                 return perror("/dev/ublk-control"), 1;
-        if (io_uring_queue_init(4, &ctrl_ring, IORING_SETUP_SQE128) < 0)
+        if (ublk_ctrl_ring_init(&ctrl_ring) < 0)
                 return fputs("io_uring_queue_init failed\n", stderr), 1;
 
         start = now_ms();
