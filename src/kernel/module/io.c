@@ -444,10 +444,12 @@ void ublk_server_gone(struct ublk_device *ub)
 	bool reissue = ublk_reissue(ub);
 	u16 i, t;
 
+	/* 6.1: its tasks are no longer ours to watch (see watch.c) */
+	ublk_unwatch(ub);
+
 	for (i = 0; i < ub->info.nr_hw_queues; i++) {
 		struct ublk_queue *q = ub->queues[i];
 
-		ublk_unwatch_queue(q);
 		for (t = 0; t < q->depth; t++) {
 			struct request *rq;
 
@@ -486,7 +488,6 @@ void ublk_reset_ios(struct ublk_device *ub)
 	for (i = 0; i < ub->info.nr_hw_queues; i++) {
 		struct ublk_queue *q = ub->queues[i];
 
-		ublk_unwatch_queue(q);
 		spin_lock(&q->lock);
 		/* the old server's requests were settled when it released the device */
 		for (t = 0; t < q->depth; t++)

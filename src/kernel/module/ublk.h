@@ -216,7 +216,7 @@ ssize_t ublk_ch_write_iter(struct kiocb *iocb, struct iov_iter *from);
 #if UBLK_WATCH_SERVER
 void ublk_watch_init(struct ublk_device *ub);
 int ublk_watch_server(struct ublk_queue *q, struct io_uring_cmd *cmd, bool fetch);
-void ublk_unwatch_queue(struct ublk_queue *q);
+void ublk_unwatch(struct ublk_device *ub);
 #else
 static inline void ublk_watch_init(struct ublk_device *ub)
 {
@@ -227,7 +227,7 @@ static inline int ublk_watch_server(struct ublk_queue *q, struct io_uring_cmd *c
 	return 0;
 }
 
-static inline void ublk_unwatch_queue(struct ublk_queue *q)
+static inline void ublk_unwatch(struct ublk_device *ub)
 {
 }
 #endif

@@ -79,17 +79,29 @@ int ublk_watch_server(struct ublk_queue *q, struct io_uring_cmd *cmd, bool fetch
 	return ret;
 }
 
-/* The server released the char device, or a new one recovers: forget its task. */
-void ublk_unwatch_queue(struct ublk_queue *q)
+/*
+ * The server released the char device: forget its tasks, and stop watching
+ * before the module can go (a watch pending on its timer would outlive
+ * destroy_workqueue()).  A running watch may still see a task and re-arm:
+ * cancel_delayed_work_sync() waits for it and keeps it from re-arming.
+ */
+void ublk_unwatch(struct ublk_device *ub)
 {
-	struct task_struct *task;
+	u16 i;
 
-	spin_lock(&q->lock);
-	task = q->task;
-	q->task = NULL;
-	spin_unlock(&q->lock);
-	if (task)
-		put_task_struct(task);
+	for (i = 0; i < ub->info.nr_hw_queues; i++) {
+		struct ublk_queue *q = ub->queues[i];
+		struct task_struct *task;
+
+		spin_lock(&q->lock);
+		task = q->task;
+		q->task = NULL;
+		spin_unlock(&q->lock);
+		if (task)
+			put_task_struct(task);
+	}
+	if (cancel_delayed_work_sync(&ub->watch_work))
+		ublk_put_device(ub);
 }
 
 #endif
