@@ -3,7 +3,9 @@
  * The kernel interfaces that differ between the two kernel lines we build
  * for: 6.12 and later (Debian 12's backports), and 6.1 (Debian 12's own
  * kernel, which ships a ublk driver too old for unprivileged devices and
- * user copy).  Everything else in the module is written once.
+ * user copy).  Everything else in the module is written once.  "6.1" is the
+ * 6.1 stable series as Debian ships it (6.1.176 and 6.1.192 checked), whose
+ * io_uring_cmd_done() and task work callbacks take issue_flags; 6.1.0's did not.
  *
  * The difference that shapes the driver: 6.1's io_uring cannot cancel a
  * URING_CMD.  On 6.12 io_uring asks us to cancel the commands a server's
