@@ -12,7 +12,7 @@
  * ring holds when the ring or its task goes away (IO_URING_F_CANCEL), and
  * ublk_cancel_cmd() gives them back.  On 6.1 the exiting task instead waits
  * in io_uring for those commands for as long as they are held, so the
- * driver watches each queue's server task (UBLK_WATCH_SERVER, see io.c) and
+ * driver watches each queue's server task (UBLK_WATCH_SERVER, see watch.c) and
  * gives the commands back once it is exiting.  Each queue then has one
  * server task: the one that sent its first FETCH_REQ; commands from any
  * other task fail with EINVAL, as upstream's driver requires anyway.  A

@@ -32,15 +32,16 @@ static void ublk_watch_fn(struct work_struct *work)
 
 	for (i = 0; i < ub->info.nr_hw_queues; i++) {
 		struct ublk_queue *q = ub->queues[i];
-		bool exiting, alive;
+		bool watched, exiting;
 
 		spin_lock(&q->lock);
-		exiting = q->task && !q->dead && (READ_ONCE(q->task->flags) & PF_EXITING);
-		alive = q->task && !q->dead && !exiting;
+		watched = q->task && !q->dead;
+		exiting = watched && (READ_ONCE(q->task->flags) & PF_EXITING);
 		spin_unlock(&q->lock);
 		if (exiting)
 			ublk_abort_queue(q, true);
-		again |= alive;
+		else
+			again |= watched;
 	}
 	if (again)
 		ublk_watch_arm(ub);
@@ -62,12 +63,18 @@ int ublk_watch_server(struct ublk_queue *q, struct io_uring_cmd *cmd, bool fetch
 	bool arm = false;
 	int ret = 0;
 
+	/*
+	 * Every IO command passes here: the queue's own task, once set, stays
+	 * until the char device is released, so it needs no lock to recognise.
+	 */
+	if (READ_ONCE(q->task) == task)
+		return 0;
 	spin_lock(&q->lock);
 	if (q->task) {
 		if (q->task != task)
 			ret = -EINVAL;
 	} else if (fetch) {
-		q->task = get_task_struct(task);
+		WRITE_ONCE(q->task, get_task_struct(task));
 		arm = true;
 	} else {
 		/* no FETCH_REQ yet: nothing to commit, as without a request */
@@ -95,7 +102,7 @@ void ublk_unwatch(struct ublk_device *ub)
 
 		spin_lock(&q->lock);
 		task = q->task;
-		q->task = NULL;
+		WRITE_ONCE(q->task, NULL);
 		spin_unlock(&q->lock);
 		if (task)
 			put_task_struct(task);
