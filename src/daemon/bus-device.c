@@ -288,7 +288,7 @@ static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum dev
         *da = (struct device_auth) { .manager = md->manager, .id = md->id, .op = op };
         snprintf(what, sizeof(what), "%s device %u of uid %u", device_ops[op].verb, md->id, (unsigned) md->owner_uid);
         snprintf(id, sizeof(id), "%u", md->id);
-        r = bus_authorize(md->manager, msg, POLKIT_ACTION_MANAGE_OTHER, what, id, device_op_authorized, da, error);
+        r = bus_authorize(md->manager, msg, uid, POLKIT_ACTION_MANAGE_OTHER, what, id, device_op_authorized, da, error);
         if (r != 0)
                 free(da);       /* refused now (root was handled above) */
         return r < 0 ? r : 1;

@@ -247,6 +247,7 @@ struct add_work {
         sd_bus_message *call;
         const struct ublk_ctrl *ctrl;
         struct add_request req;
+        uid_t caller_uid;
         /* Results. */
         struct ublk_dev *dev;
         struct ublk_reason why;
@@ -398,14 +399,11 @@ static int add_begin(struct manager *m, struct add_work *a, sd_bus_message *msg,
         struct add_request *req = &a->req;
         uint64_t queue_bytes, user_bytes;
         unsigned user_devices;
-        uid_t uid;
+        uid_t uid = a->caller_uid;
         int r;
 
         if (m->exiting)
                 return bus_error_from_errno(error, -ESHUTDOWN, "Adding the device failed");
-        r = bus_caller_uid(msg, &uid, error);
-        if (r < 0)
-                return r;
         queue_bytes = (uint64_t) req->config.queues * req->config.depth * UBLK_DEV_MAX_IO_BYTES;
         if (uid != 0) {
                 req->config.owner_uid = uid;
@@ -510,7 +508,11 @@ static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
                 goto fail;
         }
 
-        r = bus_authorize(m, msg, POLKIT_ACTION_ADD_DEVICE, "add devices", "", add_authorized, a, error);
+        r = bus_caller_uid(msg, &a->caller_uid, error);
+        if (r < 0)
+                goto fail;
+        r = bus_authorize(m, msg, a->caller_uid, POLKIT_ACTION_ADD_DEVICE, "add devices", "", add_authorized, a,
+                          error);
         if (r < 0 || sd_bus_error_is_set(error))
                 goto fail;
         if (r == 0)

@@ -96,17 +96,14 @@ out:
         return 0;
 }
 
-int bus_authorize(struct manager *m, sd_bus_message *call, const char *action, const char *what,
-                  const char *detail_device, bus_authorize_cb_t cb, void *userdata, sd_bus_error *error)
+int bus_authorize(struct manager *m, sd_bus_message *call, uid_t uid, const char *action,
+                  const char *what, const char *detail_device, bus_authorize_cb_t cb, void *userdata,
+                  sd_bus_error *error)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *check = NULL;
         struct auth_pending *p;
-        uid_t uid;
         int r;
 
-        r = bus_caller_uid(call, &uid, error);
-        if (r < 0)
-                return r;
         if (uid == 0)
                 return 1;
         if (m->n_auth_pending >= POLKIT_MAX_PENDING)

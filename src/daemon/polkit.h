@@ -7,7 +7,8 @@
  * bus_caller_uid() is the caller's effective uid as the bus daemon has it from the caller's
  * socket; never read from /proc, which a caller could race.
  *
- * bus_authorize() decides one action for one call.  Root is never asked.  Anyone else is
+ * bus_authorize() decides one action for one call by the caller with uid (from bus_caller_uid(),
+ * a round trip to the bus daemon: callers look it up once).  Root is never asked.  Anyone else is
  * checked with polkit (org.freedesktop.PolicyKit1.Authority.CheckAuthorization, the caller's
  * unique bus name as subject), without blocking the event loop:
  *   > 0  root: authorized now, nothing else happens;
@@ -34,7 +35,8 @@ typedef void (*bus_authorize_cb_t)(sd_bus_message *call, int r, const sd_bus_err
 
 int bus_caller_uid(sd_bus_message *msg, uid_t *ret, sd_bus_error *error);
 /* what: for messages, "add devices", "remove device 3"; detail_device: "" or the device's id. */
-int bus_authorize(struct manager *m, sd_bus_message *call, const char *action, const char *what,
-                  const char *detail_device, bus_authorize_cb_t cb, void *userdata, sd_bus_error *error);
+int bus_authorize(struct manager *m, sd_bus_message *call, uid_t uid, const char *action,
+                  const char *what, const char *detail_device, bus_authorize_cb_t cb, void *userdata,
+                  sd_bus_error *error);
 /* At exit: every pending check ends with -ESHUTDOWN. */
 void bus_authorize_cancel_all(struct manager *m);
