@@ -93,6 +93,9 @@ cat > srv.c <<'SRC'
 
 #define DEPTH 8
 #define MAXIO (512 * 1024)
+/* Buffers start mid-page, as nothing forbids: the driver's copy must not assume page alignment. */
+#define BUF_SKEW 100
+#define TAG_BUF(tag) (bufs + (tag) * (MAXIO + 4096) + BUF_SKEW)
 #define UD_GETDATA (1ULL << 32)
 
 static int ctrl_fd;
@@ -269,12 +272,12 @@ serve:
 	ram = argc > (recover ? 3 : 4) ? map_ram(argv[recover ? 3 : 4], &size) : calloc(1, size);
 	if (!ram)
 		return perror("ram"), 1;
-	bufs = aligned_alloc(4096, DEPTH * MAXIO);
+	bufs = aligned_alloc(4096, DEPTH * (MAXIO + 4096));
 	if (io_uring_queue_init(2 * DEPTH, &ring, IORING_SETUP_SQE128) < 0)
 		return 1;
 	for (unsigned tag = 0; tag < DEPTH; tag++)
 		queue_cmd(&ring, fd, UBLK_U_IO_FETCH_REQ, tag, 0,
-			  ucopy ? 0 : (__u64)(uintptr_t)(bufs + tag * MAXIO), 0);
+			  ucopy ? 0 : (__u64)(uintptr_t)TAG_BUF(tag), 0);
 	io_uring_submit(&ring);
 	if (recover && argc > 4 && !strcmp(argv[4], "die")) {
 		fprintf(stderr, "exiting before END_USER_RECOVERY\n");
@@ -289,7 +292,7 @@ serve:
 		io_uring_submit_and_wait(&ring, 1);
 		io_uring_for_each_cqe(&ring, head, cqe) {
 			unsigned tag = cqe->user_data & 0xffff;
-			char *buf = bufs + tag * MAXIO;
+			char *buf = TAG_BUF(tag);
 			const struct ublksrv_io_desc *d = &descs[tag];
 			__u64 pos = UBLKSRV_IO_BUF_OFFSET + ((__u64)tag << UBLK_TAG_OFF);
 			size_t off = d->start_sector << 9, len = (size_t)d->nr_sectors << 9;
