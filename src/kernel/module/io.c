@@ -107,9 +107,9 @@ static size_t ublk_copy_rq(struct request *rq, size_t off, struct iov_iter *iter
 /*
  * Copy-mode transfer with the server's buffer; must run in the server's mm.
  * The buffer's pages are pinned, UBLK_PIN_PAGES at a time, and copied with
- * memcpy(): copy_{to,from}_user() is a "rep movsb" on CPUs with ERMS but
- * without FSRM, where memcpy() is not, and under qemu's TCG (our test VMs)
- * that cost us half again the system time per 4 KiB request (bench/RESULTS.md).
+ * memcpy(), as the in-tree driver does: copy_{to,from}_user() is a
+ * "rep movsb" on CPUs with ERMS but without FSRM, where memcpy() is not,
+ * and qemu's TCG (our test VMs) makes "rep movsb" dear (bench/RESULTS.md).
  */
 static size_t ublk_copy_user(struct request *rq, u64 addr, size_t len, bool to_rq)
 {
