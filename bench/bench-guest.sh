@@ -17,10 +17,16 @@ if has_target loop; then
 	bench_img
 	DEV[kloop]=$(losetup --direct-io=on --show -f $BENCH_IMG)
 	echo "kernel loop: ${DEV[kloop]} dio=$(cat /sys/block/${DEV[kloop]#/dev/}/loop/dio)"
-	# With auto buffer registration (7.x), uloop is zero-copy and ucloop the copy mode beside it.
-	zc=0; (( $(ublkctl features) & (1 << 11) )) && zc=1
+	# With auto buffer registration (7.x), uloop is zero-copy and ucloop the copy mode beside it;
+	# with our own driver (tools/bench --driver), uloop is in splice mode (zero-copy=on).
+	zc=0 zc_opt=()
+	if (( $(ublkctl features) & (1 << 11) )); then
+		zc=1
+	elif [ "$(cat /sys/module/ublk_drv/parameters/splice 2>/dev/null)" = Y ]; then
+		zc=1 zc_opt=(--zero-copy on)
+	fi
 	for q in $QUEUES; do
-		DEV[uloop$q]=$(ublkctl add loop $BENCH_IMG --queues "$q" --name "uloop$q")
+		DEV[uloop$q]=$(ublkctl add loop $BENCH_IMG --queues "$q" "${zc_opt[@]}" --name "uloop$q")
 		[ $zc = 1 ] && DEV[ucloop$q]=$(ublkctl add loop $BENCH_IMG --queues "$q" --zero-copy off --name "ucloop$q")
 	done
 	echo "ublkd loop: O_DIRECT=$(( 8#$(fd_flags "$(ublkd_pid)" $BENCH_IMG) >> 14 & 1 ))"

@@ -1,7 +1,8 @@
 # bench/lib.sh: what the benchmark's guest scripts (bench-guest.sh, bench-kmod.sh) share.
 # Source it after test/vm/lib.sh. Knobs (environment, passed in by tools/bench):
 #   BENCH_RUNS (3), BENCH_RUNTIME (seconds per fio run, 5), BENCH_DEPTHS ("1 32 128"),
-#   BENCH_RW ("randread randwrite"), BENCH_QUEUES ("1 2"), BENCH_TARGETS ("loop null")
+#   BENCH_RW ("randread randwrite"), BENCH_QUEUES ("1 2"), BENCH_TARGETS ("loop null"),
+#   BENCH_BS (fio's block size, 4k)
 # shellcheck shell=bash
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
@@ -9,6 +10,7 @@ DEPTHS=${BENCH_DEPTHS:-1 32 128}
 RWS=${BENCH_RW:-randread randwrite}
 QUEUES=${BENCH_QUEUES:-1 2}
 TARGETS=${BENCH_TARGETS:-loop null}
+BS=${BENCH_BS:-4k}
 BENCH_IMG=/mnt/bench/disk.img   # on tmpfs: every loop driver reads and writes the same pages
 
 # has_target T: T is one of $TARGETS
@@ -23,9 +25,9 @@ bench_img() {
 	dd if=/dev/urandom of=$BENCH_IMG bs=1M count=1024 status=none
 }
 
-# fio_iops DEV RW DEPTH JOBS: IOPS of one fio run ($RUNTIME s, 4k, io_uring, O_DIRECT); 0 if fio failed
+# fio_iops DEV RW DEPTH JOBS: IOPS of one fio run ($RUNTIME s, $BS, io_uring, O_DIRECT); 0 if fio failed
 fio_iops() {
-	fio --name=b --filename="$1" --rw="$2" --bs=4k --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
+	fio --name=b --filename="$1" --rw="$2" --bs="$BS" --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
 		--direct=1 --runtime="$RUNTIME" --time_based --group_reporting --output-format=json \
 		--output=fio.json >/dev/null 2>&1 || { echo 0; return; }
 	sed -i '/^{/,$!d' fio.json

@@ -20,6 +20,8 @@ char uring_map_order;    /* uring.h */
 #endif
 
 #define UBLK_CONTROL_PATH "/dev/ublk-control"
+/* Only ublkd's own driver (src/kernel/module/splice.c) has it. */
+#define UBLK_SPLICE_PARAM "/sys/module/ublk_drv/parameters/splice"
 
 struct ctrl_op {
         unsigned legacy_op;
@@ -127,6 +129,19 @@ static int ctrl_submit(int fd, unsigned cmd_op, const struct ublksrv_ctrl_cmd *c
         }
 }
 
+static bool module_param_is_yes(const char *path)
+{
+        char c = 0;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0)
+                return false;
+        if (read(fd, &c, 1) != 1)
+                c = 0;
+        close(fd);
+        return c == 'Y';
+}
+
 static int ctrl_cmd(const struct ublk_ctrl *ctrl, struct ctrl_op op, struct ublksrv_ctrl_cmd *cmd)
 {
         return ctrl_submit(ctrl->fd, ctrl->ioctl_encode ? op.ioctl_op : op.legacy_op, cmd);
@@ -151,6 +166,7 @@ int ublk_ctrl_open(struct ublk_ctrl *ctrl)
                 ctrl->features = features;
                 ctrl->ioctl_encode = !!(features & UBLK_F_CMD_IOCTL_ENCODE);
         }
+        ctrl->splice = (features & UBLK_F_USER_COPY) && module_param_is_yes(UBLK_SPLICE_PARAM);
         return 0;
 }
 

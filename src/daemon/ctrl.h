@@ -23,6 +23,9 @@ struct ublk_ctrl {
         int fd;
         uint64_t features;      /* GET_FEATURES, 0 when the kernel lacks it */
         bool ioctl_encode;
+        /* The driver is ublkd's own module with splice() on /dev/ublkcN (module parameter
+         * "splice" is Y): a USER_COPY server can move a write's data without copying it. */
+        bool splice;
 };
 
 int ublk_ctrl_open(struct ublk_ctrl *ctrl);

@@ -128,9 +128,14 @@ static int dev_choose_zero_copy(struct ublk_dev *dev, struct ublk_reason *reason
         }
         if (dev->config.zero_copy != UBLK_ZERO_COPY_ON)
                 return 0;
+        if (ops->splice && dev->ctrl->splice) {
+                dev->info.flags |= UBLK_F_USER_COPY;
+                return 0;
+        }
         if (ops->zero_copy)
                 snprintf(reason->text, sizeof(reason->text),
-                         "zero-copy=on needs a kernel with UBLK_F_AUTO_BUF_REG (Linux 6.16 or later)");
+                         "zero-copy=on needs a kernel with UBLK_F_AUTO_BUF_REG (Linux 6.16 or later) "
+                         "or ublkd's own ublk driver (splice)");
         else
                 snprintf(reason->text, sizeof(reason->text), "Target '%s' has no zero-copy mode", ops->name);
         return -EOPNOTSUPP;
@@ -328,6 +333,7 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                 return r;
         }
         dev->zero_copy = !!(dev->add_info.flags & UBLK_F_AUTO_BUF_REG);
+        dev->splice = !!(dev->add_info.flags & UBLK_F_USER_COPY);
 
         r = dev_kernel_add(dev, (uint32_t) -1);
         if (r < 0) {
@@ -508,6 +514,7 @@ int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config,
                         .ublksrv_flags = UBLKD_SERVER_MARK,
                 };
                 dev->zero_copy = !!(dev->info.flags & UBLK_F_AUTO_BUF_REG);
+                dev->splice = !!(dev->info.flags & UBLK_F_USER_COPY);
                 r = ops->init(dev, &dev->params, reason);
         }
         if (r < 0) {

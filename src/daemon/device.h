@@ -95,6 +95,9 @@ struct ublk_dev {
         /* UBLK_F_AUTO_BUF_REG: the kernel lends each request's pages to the queue ring as
          * fixed buffer <tag>, and the target does fixed-buffer IO on them: no copy. */
         bool zero_copy;
+        /* UBLK_F_USER_COPY with ublkd's own driver: the target moves request data with splice()
+         * through a pipe per tag, a write's data without a copy (ctrl->splice). */
+        bool splice;
         struct ublk_queue *queues;
         void *target_data;
 };

@@ -301,7 +301,7 @@ int queue_start(struct ublk_queue *q)
         q->descs = p;
 
         /* Copy-mode data buffers, one per tag; pages are only touched when used. */
-        if (!dev->zero_copy) {
+        if (!dev->zero_copy && !dev->splice) {
                 q->bufs_len = (size_t) q->depth * dev->info.max_io_buf_bytes;
                 p = mmap(NULL, q->bufs_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                          -1, 0);

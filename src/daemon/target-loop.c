@@ -6,12 +6,20 @@
  * on the queue's own ring: READ/WRITE -> read/write (FUA -> RWF_DSYNC),
  * FLUSH -> fdatasync, DISCARD -> punch hole, WRITE_ZEROES -> zero range (or
  * punch hole when unmapping is allowed).
+ *
+ * Splice mode (ublk_dev.splice, ublkd's own driver): each tag has a pipe,
+ * and READ/WRITE data goes through it with two linked splices, the device's
+ * side at the request's USER_COPY offset.  A write's data reaches the
+ * backing straight from the request's pages; a read's is copied once, from
+ * the pipe into the request.  The driver refuses a commit while the pipe
+ * still holds a write's pages, so every exit path leaves the pipe empty.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -182,11 +190,197 @@ static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ub
         return 0;
 }
 
+/* Target values of splice mode's SQEs (ublk_target_user_data()); plain IO uses the ublk op. */
+enum {
+        LOOP_SPLICE_IN = 0x100,         /* into the tag's pipe */
+        LOOP_SPLICE_OUT,                /* out of it */
+        LOOP_SPLICE_SYNC,               /* fdatasync after a FUA write */
+};
+
+struct loop_splice {
+        int pipe[2];
+        uint32_t len;           /* of the request */
+        uint32_t moved;         /* bytes that reached their destination */
+        uint32_t piped;         /* bytes in the pipe */
+        bool progress;          /* the step under way moved data */
+        int err;
+};
+
+static void loop_queue_deinit(struct ublk_queue *q)
+{
+        struct loop_splice *s = q->target_data;
+
+        for (unsigned tag = 0; s && tag < q->depth; tag++) {
+                safe_close(s[tag].pipe[0]);
+                safe_close(s[tag].pipe[1]);
+        }
+        free(s);
+        q->target_data = NULL;
+}
+
+static int loop_queue_init(struct ublk_queue *q)
+{
+        struct loop_splice *s;
+
+        if (!q->dev->splice)
+                return 0;
+        s = calloc(q->depth, sizeof(*s));
+        if (!s)
+                return -ENOMEM;
+        for (unsigned tag = 0; tag < q->depth; tag++)
+                s[tag].pipe[0] = s[tag].pipe[1] = -1;
+        q->target_data = s;
+        for (unsigned tag = 0; tag < q->depth; tag++) {
+                if (pipe2(s[tag].pipe, O_CLOEXEC) < 0) {
+                        int r = -errno;
+
+                        loop_queue_deinit(q);
+                        return r;
+                }
+                /* Room for a whole request saves round trips; a smaller pipe only costs more of them. */
+                (void) fcntl(s[tag].pipe[0], F_SETPIPE_SZ, (int) q->dev->info.max_io_buf_bytes);
+        }
+        return 0;
+}
+
+static uint64_t loop_cdev_offset(struct ublk_queue *q, unsigned tag)
+{
+        return UBLKSRV_IO_BUF_OFFSET + ((uint64_t) q->q_id << UBLK_QID_OFF) + ((uint64_t) tag << UBLK_TAG_OFF);
+}
+
+static uint64_t loop_backing_offset(struct ublk_queue *q, const struct ublksrv_io_desc *iod)
+{
+        return (iod->start_sector << 9) + q->dev->config.offset;
+}
+
+static void loop_prep_splice(struct ublk_queue *q, struct io_uring_sqe *sqe, unsigned tag, int fd_in,
+                             int64_t off_in, int fd_out, int64_t off_out, uint32_t len, uint32_t value)
+{
+        io_uring_prep_splice(sqe, fd_in, off_in, fd_out, off_out, len, 0);
+        sqe->user_data = ublk_target_user_data(tag, value);
+        q->ios[tag].target_inflight++;
+        q->target_inflight++;
+}
+
+/*
+ * Queues the next step of a splice-mode READ or WRITE: what is in the pipe goes out, or the
+ * rest of the request goes in and (linked) out.  A short splice in cancels the linked one out;
+ * the next step then sends what did arrive.
+ */
+static int loop_splice_next(struct ublk_queue *q, unsigned tag)
+{
+        struct loop_splice *s = &((struct loop_splice *) q->target_data)[tag];
+        const struct ublksrv_io_desc *iod = &q->descs[tag];
+        bool write = ublksrv_get_op(iod) == UBLK_IO_OP_WRITE;
+        int cdev = q->dev->cdev_fd, fd = q->dev->config.backing_fd;
+        int64_t cdev_off = (int64_t) (loop_cdev_offset(q, tag) + s->moved);
+        int64_t file_off = (int64_t) (loop_backing_offset(q, iod) + s->moved);
+        uint32_t rest = s->len - s->moved;
+        struct io_uring_sqe *in, *out;
+
+        s->progress = false;
+        if (s->piped) {
+                out = ublk_queue_get_sqe(q);
+                if (!out)
+                        return -EAGAIN;
+                loop_prep_splice(q, out, tag, s->pipe[0], -1, write ? fd : cdev, write ? file_off : cdev_off,
+                                 s->piped, LOOP_SPLICE_OUT);
+                return UBLK_TARGET_QUEUED;
+        }
+        /* Two SQEs that must be in the ring together: make room for both first. */
+        if (io_uring_sq_space_left(&q->ring) < 2)
+                io_uring_submit(&q->ring);
+        in = ublk_queue_get_sqe(q);
+        out = in ? ublk_queue_get_sqe(q) : NULL;
+        if (!out)
+                return -EAGAIN;
+        loop_prep_splice(q, in, tag, write ? cdev : fd, write ? cdev_off : file_off, s->pipe[1], -1, rest,
+                         LOOP_SPLICE_IN);
+        in->flags |= IOSQE_IO_LINK;
+        loop_prep_splice(q, out, tag, s->pipe[0], -1, write ? fd : cdev, write ? file_off : cdev_off, rest,
+                         LOOP_SPLICE_OUT);
+        return UBLK_TARGET_QUEUED;
+}
+
+/* An error with data still in the pipe: read it out, so that the tag's next request finds the
+ * pipe empty and the driver takes the commit. */
+static int loop_splice_drain(struct loop_splice *s)
+{
+        char scratch[4096];
+
+        while (s->piped) {
+                ssize_t n = read(s->pipe[0], scratch, s->piped < sizeof(scratch) ? s->piped : sizeof(scratch));
+
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                s->piped -= (uint32_t) n;
+        }
+        return 0;
+}
+
+static int loop_splice_done(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe)
+{
+        struct loop_splice *s = &((struct loop_splice *) q->target_data)[tag];
+        const struct ublksrv_io_desc *iod = &q->descs[tag];
+        int r;
+
+        switch (ublk_user_data_target_value(cqe->user_data)) {
+        case LOOP_SPLICE_IN:
+                if (cqe->res < 0)
+                        s->err = cqe->res;
+                else
+                        s->piped += (uint32_t) cqe->res;
+                s->progress |= cqe->res > 0;
+                break;
+        case LOOP_SPLICE_OUT:
+                if (cqe->res > 0) {
+                        s->piped -= (uint32_t) cqe->res;
+                        s->moved += (uint32_t) cqe->res;
+                        s->progress = true;
+                } else if (cqe->res < 0 && cqe->res != -ECANCELED)
+                        s->err = cqe->res;
+                break;
+        case LOOP_SPLICE_SYNC:
+                return cqe->res < 0 ? cqe->res : (int) s->len;
+        }
+        /* Both halves of a linked pair must be in before the next step. */
+        if (q->ios[tag].target_inflight)
+                return UBLK_TARGET_QUEUED;
+        /* A step that moved nothing and failed nothing (the backing ended) would repeat forever. */
+        if (!s->err && !s->progress)
+                s->err = -EIO;
+        if (!s->err && (s->moved < s->len || s->piped)) {
+                r = loop_splice_next(q, tag);
+                if (r == UBLK_TARGET_QUEUED)
+                        return r;
+                s->err = r;
+        }
+        if (s->err) {
+                r = loop_splice_drain(s);
+                if (r < 0)
+                        log_error_errno(r, "Queue %u of ublk device %u: cannot empty the pipe of tag %u: %m",
+                                        q->q_id, q->dev->id, tag);
+                return s->err;
+        }
+        if (ublksrv_get_op(iod) == UBLK_IO_OP_WRITE && (ublksrv_get_flags(iod) & UBLK_IO_F_FUA)) {
+                struct io_uring_sqe *sqe = ublk_queue_get_sqe(q);
+
+                if (!sqe)
+                        return -EAGAIN;
+                io_uring_prep_fsync(sqe, q->dev->config.backing_fd, IORING_FSYNC_DATASYNC);
+                sqe->user_data = ublk_target_user_data(tag, LOOP_SPLICE_SYNC);
+                q->ios[tag].target_inflight++;
+                q->target_inflight++;
+                return UBLK_TARGET_QUEUED;
+        }
+        return (int) s->len;
+}
+
 static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksrv_io_desc *iod)
 {
         int fd = q->dev->config.backing_fd;
         unsigned op = ublksrv_get_op(iod), flags = ublksrv_get_flags(iod);
-        uint64_t off = (iod->start_sector << 9) + q->dev->config.offset;
+        uint64_t off = loop_backing_offset(q, iod);
         uint32_t len = iod->nr_sectors << 9;
         struct io_uring_sqe *sqe;
 
@@ -200,6 +394,13 @@ static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
         default:
                 return -EOPNOTSUPP;
         }
+        if (q->dev->splice && (op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE)) {
+                struct loop_splice *s = &((struct loop_splice *) q->target_data)[tag];
+
+                *s = (struct loop_splice) { .pipe = { s->pipe[0], s->pipe[1] }, .len = len };
+                return loop_splice_next(q, tag);
+        }
+
         sqe = ublk_queue_get_sqe(q);
         if (!sqe)
                 return -EAGAIN;
@@ -238,6 +439,8 @@ static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
 
 static int loop_io_done(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe)
 {
+        if (ublk_user_data_target_value(cqe->user_data) >= LOOP_SPLICE_IN)
+                return loop_splice_done(q, tag, cqe);
         /* Bytes for READ/WRITE; 0 from fsync/fallocate, which is all the kernel wants for those. */
         return cqe->res;
 }
@@ -246,7 +449,10 @@ const struct ublk_target_ops target_loop_ops = {
         .name = "loop",
         .options = TARGET_OPT_BACKING | TARGET_OPT_OFFSET | TARGET_OPT_DIRECT_IO,
         .zero_copy = true,
+        .splice = true,
         .init = loop_init,
+        .queue_init = loop_queue_init,
+        .queue_deinit = loop_queue_deinit,
         .queue_io = loop_queue_io,
         .io_done = loop_io_done,
 };

@@ -49,6 +49,7 @@ struct ublk_target_ops {
         const char *name;
         unsigned options;       /* TARGET_OPT_*: the Add options beyond the common ones */
         bool zero_copy;         /* can serve IO from fixed buffers (see ublk_dev.zero_copy) */
+        bool splice;            /* can move data with splice() instead (see ublk_dev.splice) */
         int (*init)(struct ublk_dev *dev, struct ublk_params *params, struct ublk_reason *reason);
         void (*deinit)(struct ublk_dev *dev);
         int (*queue_init)(struct ublk_queue *q);

@@ -76,7 +76,7 @@ systemctl stop ublkd
 # The driver's other copy modes, with a server of our own.
 require_cmd gcc
 cat > srv.c <<'SRC'
-/* A minimal RAM-disk ublk server for the driver test: copy, get-data or user-copy mode. */
+/* A minimal RAM-disk ublk server for the driver test: copy, get-data, user-copy or splice mode. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -151,6 +151,106 @@ static void queue_cmd(struct io_uring *ring, int fd, unsigned op, unsigned tag, 
 }
 
 /*
+ * Splice mode (USER_COPY, our driver's splice on /dev/ublkcN): a write's data goes from the
+ * char device into the tag's pipe, then is read from there; a read's data is written into the
+ * pipe, then spliced into the char device.  For the first write, while its pages are in the
+ * pipe, commits are sent on a second ring (so that their answer is the only CQE there): with
+ * the pipe full, and with the pipe drained but a tee() copy of its buffers in another pipe,
+ * both must be refused with EBUSY.  Logged as "splice: commit with ...: RES" (1: taken).
+ */
+static int splice_pipe[DEPTH][2];
+static bool splice_probed;
+
+static int probe_commit(int fd, unsigned tag, int res)
+{
+	static struct io_uring probe;
+	static bool ready;
+	struct io_uring_cqe *cqe;
+	int r;
+
+	if (!ready && io_uring_queue_init(4, &probe, IORING_SETUP_SQE128) < 0)
+		return -ENOMEM;
+	ready = true;
+	queue_cmd(&probe, fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, res, 0, 0);
+	io_uring_submit(&probe);
+	/* a refusal completes at once; a commit taken waits for the tag's next request */
+	if (io_uring_peek_cqe(&probe, &cqe))
+		return 1;
+	r = cqe->res;
+	io_uring_cqe_seen(&probe, cqe);
+	return r;
+}
+
+static int read_full(int fd, char *p, size_t len)
+{
+	while (len) {
+		ssize_t n = read(fd, p, len);
+
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static int splice_write_data(int fd, unsigned tag, __u64 pos, char *dst, size_t len)
+{
+	int *p = splice_pipe[tag];
+	size_t moved = 0;
+
+	while (moved < len) {
+		loff_t at = pos + moved;
+		ssize_t n = splice(fd, &at, p[1], NULL, len - moved, 0);
+
+		if (n <= 0)
+			return fprintf(stderr, "splice from the device: %zd %m\n", n), -EIO;
+		if (!splice_probed) {
+			int q[2], r;
+
+			splice_probed = true;
+			fprintf(stderr, "splice: commit with the pipe full: %d\n", probe_commit(fd, tag, len));
+			if (pipe(q) < 0 || tee(p[0], q[1], n, 0) != n)
+				return fprintf(stderr, "tee: %m\n"), -EIO;
+			if (read_full(p[0], dst + moved, n))
+				return -EIO;
+			r = probe_commit(fd, tag, len);
+			fprintf(stderr, "splice: commit with a tee'd copy: %d\n", r);
+			/* the copy holds the same data */
+			if (read_full(q[0], dst + moved, n))
+				return -EIO;
+			close(q[0]);
+			close(q[1]);
+		} else if (read_full(p[0], dst + moved, n))
+			return -EIO;
+		moved += n;
+	}
+	return len;
+}
+
+static int splice_read_data(int fd, unsigned tag, __u64 pos, const char *src, size_t len)
+{
+	int *p = splice_pipe[tag];
+	size_t moved = 0;
+
+	while (moved < len) {
+		size_t chunk = len - moved < MAXIO ? len - moved : MAXIO;
+		loff_t at = pos + moved;
+		ssize_t n;
+
+		if (write(p[1], src + moved, chunk) != (ssize_t)chunk)
+			return fprintf(stderr, "write to the pipe: %m\n"), -EIO;
+		for (size_t done = 0; done < chunk; done += n) {
+			n = splice(p[0], NULL, fd, &at, chunk - done, 0);
+			if (n <= 0)
+				return fprintf(stderr, "splice into the device: %zd %m\n", n), -EIO;
+		}
+		moved += chunk;
+	}
+	return len;
+}
+
+/*
  * srv MODE SIZE_MB [RECOVERY RAMFILE]: add a device and serve it; RECOVERY is
  * none, plain, reissue or failio.  srv recover ID RAMFILE [die]: recover
  * device ID (copy mode); "die" exits between START and END_USER_RECOVERY.
@@ -158,7 +258,8 @@ static void queue_cmd(struct io_uring *ring, int fd, unsigned op, unsigned tag, 
 int main(int argc, char **argv)
 {
 	const char *mode = argv[1];
-	bool ucopy = !strcmp(mode, "usercopy"), getdata = !strcmp(mode, "getdata");
+	bool splicing = !strcmp(mode, "splice");
+	bool ucopy = !strcmp(mode, "usercopy") || splicing, getdata = !strcmp(mode, "getdata");
 	bool recover = !strcmp(mode, "recover");
 	const char *rec = argc > 3 ? argv[3] : "none";
 	__u64 recflags = !strcmp(rec, "plain") ? UBLK_F_USER_RECOVERY :
@@ -273,6 +374,9 @@ serve:
 	if (!ram)
 		return perror("ram"), 1;
 	bufs = aligned_alloc(4096, DEPTH * (MAXIO + 4096));
+	for (unsigned tag = 0; splicing && tag < DEPTH; tag++)
+		if (pipe(splice_pipe[tag]) < 0 || fcntl(splice_pipe[tag][0], F_SETPIPE_SZ, MAXIO) < 0)
+			return perror("pipe"), 1;
 	if (io_uring_queue_init(2 * DEPTH, &ring, IORING_SETUP_SQE128) < 0)
 		return 1;
 	for (unsigned tag = 0; tag < DEPTH; tag++)
@@ -313,14 +417,18 @@ serve:
 			if (off + len > size)
 				res = -EIO;
 			else if (op == UBLK_IO_OP_READ) {
-				if (ucopy)
+				if (splicing)
+					res = splice_read_data(fd, tag, pos, ram + off, len);
+				else if (ucopy)
 					res = pwrite(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
 				else {
 					memcpy(buf, ram + off, len);
 					res = len;
 				}
 			} else if (op == UBLK_IO_OP_WRITE) {
-				if (ucopy)
+				if (splicing)
+					res = splice_write_data(fd, tag, pos, ram + off, len);
+				else if (ucopy)
 					res = pread(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
 				else {
 					memcpy(ram + off, buf, len);
@@ -342,7 +450,7 @@ serve:
 SRC
 gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" -I"$UBLKD_SRC/test/vm" srv.c -o srv -luring -lpthread || fail "cannot build the test server"
 head -c 8M /dev/urandom > pattern
-for mode in copy getdata usercopy; do
+for mode in copy getdata usercopy splice; do
 	./srv $mode 64 > id.txt 2> srv.log &
 	srv_pid=$!
 	wait_until 20 test -s id.txt || fail "$mode: the server printed no id: $(cat srv.log)"
@@ -366,6 +474,13 @@ for mode in copy getdata usercopy; do
 	./srv del "$id" 2>>srv.log || fail "$mode: STOP/DEL failed: $(cat srv.log)"
 	wait "$srv_pid" || fail "$mode: server exit status $?: $(cat srv.log)"
 	grep -q "all tags aborted" srv.log || fail "$mode: server did not see its tags aborted: $(cat srv.log)"
+	if [ $mode = splice ]; then
+		grep -q "^splice: commit with the pipe full: -16$" srv.log ||
+			fail "splice: a commit while a pipe held the write's pages was not refused with EBUSY: $(cat srv.log)"
+		grep -q "^splice: commit with a tee'd copy: -16$" srv.log ||
+			fail "splice: a commit while a tee() copy held the write's pages was not refused with EBUSY: $(cat srv.log)"
+		grep "^splice:" srv.log
+	fi
 	echo "$mode: 16 MiB written and read back (direct and buffered)"
 done
 

@@ -5,6 +5,8 @@
 # and restarted with systemctl 10 times: no IO error, verify passes, same /dev/ublkbN. An ext4
 # mounted on the device survives a SIGKILL mid-write and fsck -n is clean. Recover() by hand,
 # fail-io (where the kernel has it), a device a dead ublkd never saved, and systemctl stop.
+# With our driver (vm-run --driver), the loop device is in splice mode (zero-copy=on): each
+# SIGKILL then also finds pipes holding requests' pages.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 require_cmd fio jq
@@ -15,7 +17,10 @@ defer "rm -rf $dropin; systemctl daemon-reload"
 
 img=/mnt/scratch/r.img
 truncate -s 256M $img
-dev=$(ublkctl add loop $img --name r)
+zc_opt=()
+[ "$(cat /sys/module/ublk_drv/parameters/splice 2>/dev/null)" = Y ] && zc_opt=(--zero-copy on)
+dev=$(ublkctl add loop $img --name r "${zc_opt[@]}")
+echo "loop device: ${zc_opt[*]:-copy mode}"
 blk=${dev#/dev/}
 show() { ublkctl show --json r | jq -r ".$1"; }
 # kill_ublkd: SIGKILL to ublkd, as a crash would have it. To the main process only: a plain

@@ -67,6 +67,8 @@ const struct file_operations ublk_ch_fops = {
 	.uring_cmd	= ublk_ch_uring_cmd,
 	.read_iter	= ublk_ch_read_iter,
 	.write_iter	= ublk_ch_write_iter,
+	.splice_read	= ublk_ch_splice_read,
+	.splice_write	= ublk_ch_splice_write,
 };
 
 /* The disk held a device reference from START_DEV until it is freed. */
