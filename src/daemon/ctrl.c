@@ -20,7 +20,7 @@ char uring_map_order;    /* uring.h */
 #endif
 
 #define UBLK_CONTROL_PATH "/dev/ublk-control"
-/* Only ublkd's own driver (src/kernel/module/splice.c) has it. */
+/* Only ublkd's own driver (src/kernel/module/usercopy.c) has it. */
 #define UBLK_SPLICE_PARAM "/sys/module/ublk_drv/parameters/splice"
 
 struct ctrl_op {

@@ -69,7 +69,7 @@ static int queue_submit_cmd(struct ublk_queue *q, unsigned tag, unsigned op, int
                 struct ublk_auto_buf_reg reg = { .index = (uint16_t) tag };
 
                 sqe->addr = ublk_auto_buf_reg_to_sqe_addr(&reg);
-        } else
+        } else if (!q->dev->splice)    /* USER_COPY: the data goes by pread/pwrite, no address */
                 cmd->addr = (uintptr_t) ublk_queue_io_buf(q, tag);
 
         q->ios[tag].in_kernel = true;
@@ -301,7 +301,7 @@ int queue_start(struct ublk_queue *q)
         q->descs = p;
 
         /* Copy-mode data buffers, one per tag; pages are only touched when used. */
-        if (!dev->zero_copy && !dev->splice) {
+        if (!dev->zero_copy) {
                 q->bufs_len = (size_t) q->depth * dev->info.max_io_buf_bytes;
                 p = mmap(NULL, q->bufs_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
                          -1, 0);

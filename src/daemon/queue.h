@@ -72,7 +72,8 @@ static inline uint32_t ublk_user_data_target_value(uint64_t user_data)
 
 /* For targets: an SQE on the queue's ring, or NULL if the ring is full. */
 struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q);
-/* Copy mode: the tag's data buffer, which the kernel copies request data to and from.
+/* Copy mode: the tag's data buffer, which the kernel copies request data to and from (in
+ * splice mode the target writes a READ's data from it to the device itself).
  * Zero-copy mode: NULL; the request's pages are fixed buffer <tag> of the queue's ring. */
 void *ublk_queue_io_buf(struct ublk_queue *q, unsigned tag);
 

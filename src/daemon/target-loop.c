@@ -8,11 +8,15 @@
  * punch hole when unmapping is allowed).
  *
  * Splice mode (ublk_dev.splice, ublkd's own driver): each tag has a pipe,
- * and READ/WRITE data goes through it with two linked splices, the device's
- * side at the request's USER_COPY offset.  A write's data reaches the
- * backing straight from the request's pages; a read's is copied once, from
- * the pipe into the request.  The driver refuses a commit while the pipe
+ * and a WRITE's data goes through it with two linked splices, the device's
+ * side at the request's USER_COPY offset: it reaches the backing straight
+ * from the request's pages.  The driver refuses a commit while the pipe
  * still holds a write's pages, so every exit path leaves the pipe empty.
+ * A READ is read into the tag's buffer, then written to the device at that
+ * offset (USER_COPY): the same two copies as copy mode.  Splicing it too
+ * would copy as often (into the pipe's pages, with O_DIRECT, then into the
+ * request) and cost two trips to io_uring's workers: 0.82x of copy mode,
+ * measured (bench/RESULTS.md).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -195,6 +199,7 @@ enum {
         LOOP_SPLICE_IN = 0x100,         /* into the tag's pipe */
         LOOP_SPLICE_OUT,                /* out of it */
         LOOP_SPLICE_SYNC,               /* fdatasync after a FUA write */
+        LOOP_READ_PUT,                  /* a READ's data, from the tag's buffer to the device */
 };
 
 struct loop_splice {
@@ -263,7 +268,7 @@ static void loop_prep_splice(struct ublk_queue *q, struct io_uring_sqe *sqe, uns
 }
 
 /*
- * Queues the next step of a splice-mode READ or WRITE: what is in the pipe goes out, or the
+ * Queues the next step of a splice-mode WRITE: what is in the pipe goes out, or the
  * rest of the request goes in and (linked) out.  A short splice in cancels the linked one out;
  * the next step then sends what did arrive.
  */
@@ -271,7 +276,6 @@ static int loop_splice_next(struct ublk_queue *q, unsigned tag)
 {
         struct loop_splice *s = &((struct loop_splice *) q->target_data)[tag];
         const struct ublksrv_io_desc *iod = &q->descs[tag];
-        bool write = ublksrv_get_op(iod) == UBLK_IO_OP_WRITE;
         int cdev = q->dev->cdev_fd, fd = q->dev->config.backing_fd;
         int64_t cdev_off = (int64_t) (loop_cdev_offset(q, tag) + s->moved);
         int64_t file_off = (int64_t) (loop_backing_offset(q, iod) + s->moved);
@@ -283,22 +287,19 @@ static int loop_splice_next(struct ublk_queue *q, unsigned tag)
                 out = ublk_queue_get_sqe(q);
                 if (!out)
                         return -EAGAIN;
-                loop_prep_splice(q, out, tag, s->pipe[0], -1, write ? fd : cdev, write ? file_off : cdev_off,
-                                 s->piped, LOOP_SPLICE_OUT);
+                loop_prep_splice(q, out, tag, s->pipe[0], -1, fd, file_off, s->piped, LOOP_SPLICE_OUT);
                 return UBLK_TARGET_QUEUED;
         }
-        /* Two SQEs that must be in the ring together: make room for both first. */
+        /* Two SQEs that must be in the ring together: room for both, or neither is taken. */
         if (io_uring_sq_space_left(&q->ring) < 2)
                 io_uring_submit(&q->ring);
-        in = ublk_queue_get_sqe(q);
-        out = in ? ublk_queue_get_sqe(q) : NULL;
-        if (!out)
+        if (io_uring_sq_space_left(&q->ring) < 2)
                 return -EAGAIN;
-        loop_prep_splice(q, in, tag, write ? cdev : fd, write ? cdev_off : file_off, s->pipe[1], -1, rest,
-                         LOOP_SPLICE_IN);
+        in = ublk_queue_get_sqe(q);
+        out = ublk_queue_get_sqe(q);
+        loop_prep_splice(q, in, tag, cdev, cdev_off, s->pipe[1], -1, rest, LOOP_SPLICE_IN);
         in->flags |= IOSQE_IO_LINK;
-        loop_prep_splice(q, out, tag, s->pipe[0], -1, write ? fd : cdev, write ? file_off : cdev_off, rest,
-                         LOOP_SPLICE_OUT);
+        loop_prep_splice(q, out, tag, s->pipe[0], -1, fd, file_off, rest, LOOP_SPLICE_OUT);
         return UBLK_TARGET_QUEUED;
 }
 
@@ -362,7 +363,7 @@ static int loop_splice_done(struct ublk_queue *q, unsigned tag, const struct io_
                                         q->q_id, q->dev->id, tag);
                 return s->err;
         }
-        if (ublksrv_get_op(iod) == UBLK_IO_OP_WRITE && (ublksrv_get_flags(iod) & UBLK_IO_F_FUA)) {
+        if (ublksrv_get_flags(iod) & UBLK_IO_F_FUA) {
                 struct io_uring_sqe *sqe = ublk_queue_get_sqe(q);
 
                 if (!sqe)
@@ -394,7 +395,7 @@ static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
         default:
                 return -EOPNOTSUPP;
         }
-        if (q->dev->splice && (op == UBLK_IO_OP_READ || op == UBLK_IO_OP_WRITE)) {
+        if (q->dev->splice && op == UBLK_IO_OP_WRITE) {
                 struct loop_splice *s = &((struct loop_splice *) q->target_data)[tag];
 
                 *s = (struct loop_splice) { .pipe = { s->pipe[0], s->pipe[1] }, .len = len };
@@ -437,10 +438,32 @@ static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
         return UBLK_TARGET_QUEUED;
 }
 
+/* Splice mode: a READ's data is in the tag's buffer; the device gets as much as was read
+ * (a short count ends that much of the request, and the kernel sends the rest again). */
+static int loop_read_put(struct ublk_queue *q, unsigned tag, int bytes)
+{
+        struct io_uring_sqe *sqe = ublk_queue_get_sqe(q);
+
+        if (!sqe)
+                return -EAGAIN;
+        io_uring_prep_write(sqe, q->dev->cdev_fd, ublk_queue_io_buf(q, tag), (unsigned) bytes,
+                            loop_cdev_offset(q, tag));
+        sqe->user_data = ublk_target_user_data(tag, LOOP_READ_PUT);
+        q->ios[tag].target_inflight++;
+        q->target_inflight++;
+        return UBLK_TARGET_QUEUED;
+}
+
 static int loop_io_done(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe)
 {
-        if (ublk_user_data_target_value(cqe->user_data) >= LOOP_SPLICE_IN)
+        uint32_t value = ublk_user_data_target_value(cqe->user_data);
+
+        if (value == LOOP_READ_PUT)
+                return cqe->res;
+        if (value >= LOOP_SPLICE_IN)
                 return loop_splice_done(q, tag, cqe);
+        if (value == UBLK_IO_OP_READ && q->dev->splice && cqe->res > 0)
+                return loop_read_put(q, tag, cqe->res);
         /* Bytes for READ/WRITE; 0 from fsync/fallocate, which is all the kernel wants for those. */
         return cqe->res;
 }

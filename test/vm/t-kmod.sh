@@ -742,6 +742,17 @@ wait_until 10 state_is "$pdev" 2 || fail "plain: state $(state "$pdev"), not qui
 rmmod ublk_drv || fail "rmmod ublk_drv failed"
 [ ! -e /dev/ublkb$pdev ] && [ ! -e /dev/ublkb$fid ] || fail "devices left after rmmod"
 [ ! -e /dev/ublk-control ] || wait_until 10 test ! -e /dev/ublk-control || fail "/dev/ublk-control stayed"
+
+# splice=0: ublkd sees no splice, and zero-copy=on is refused as on a kernel without zero copy.
+insmod "$UBLK_DRIVER" splice=0 || fail "insmod splice=0 failed"
+[ "$(cat /sys/module/ublk_drv/parameters/splice)" = N ] || fail "splice=0: the parameter reads $(cat /sys/module/ublk_drv/parameters/splice)"
+truncate -s 64M zc.img
+systemctl start ublkd
+if out=$(ublkctl add loop zc.img --name zc --zero-copy on 2>&1); then fail "splice=0: zero-copy=on was accepted"; fi
+[[ $out == *"or ublkd's own ublk driver (splice)"* ]] || fail "splice=0: unclear refusal: $out"
+systemctl stop ublkd
+rmmod ublk_drv || fail "rmmod after splice=0 failed"
+echo "splice=0: zero-copy=on refused: $out"
 # Leave it loaded for the tests after us, as load_ublk_driver left it.
 insmod "$UBLK_DRIVER" || fail "insmod after rmmod failed"
 wait_until 10 test -c /dev/ublk-control || fail "no /dev/ublk-control after the reload"

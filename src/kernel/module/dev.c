@@ -17,6 +17,12 @@ static int ublk_ch_open(struct inode *inode, struct file *filp)
 	if (atomic_cmpxchg(&ub->opened, 0, 1))
 		return -EBUSY;
 	filp->private_data = ub;
+	/*
+	 * USER_COPY's pread/pwrite start no IO of their own (they copy
+	 * between the request's pages and the caller's memory): io_uring may
+	 * issue them inline rather than from a worker thread.
+	 */
+	filp->f_mode |= FMODE_NOWAIT;
 	return 0;
 }
 

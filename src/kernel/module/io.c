@@ -49,7 +49,7 @@
  * while a commit is under way (io->copying), nor does a request time out
  * under one.  Nor can the char device's release (ublk_server_gone()) run
  * under a copy: pread/pwrite hold the file.  A splice from the device
- * (splice.c) is a copier until the last pipe buffer it made is released,
+ * (usercopy.c) is a copier until the last pipe buffer it made is released,
  * and holds the file as long.  Users' devices refuse USER_COPY, so only
  * root's servers copy this way.
  */
@@ -71,37 +71,6 @@ struct ublk_cmd_pdu {
 static inline struct ublk_cmd_pdu *ublk_pdu(struct io_uring_cmd *cmd)
 {
 	return io_uring_cmd_to_pdu(cmd, struct ublk_cmd_pdu);
-}
-
-/*
- * Copies between the request's pages, from byte off of the request on, and
- * iter.  Returns the bytes copied; fewer than asked means a fault.
- */
-static size_t ublk_copy_rq(struct request *rq, size_t off, struct iov_iter *iter, bool to_rq)
-{
-	struct req_iterator ri;
-	struct bio_vec bv;
-	size_t done = 0;
-
-	rq_for_each_segment(bv, rq, ri) {
-		size_t n;
-
-		if (off >= bv.bv_len) {
-			off -= bv.bv_len;
-			continue;
-		}
-		bv.bv_offset += off;
-		bv.bv_len -= off;
-		off = 0;
-		if (to_rq)
-			n = copy_page_from_iter(bv.bv_page, bv.bv_offset, bv.bv_len, iter);
-		else
-			n = copy_page_to_iter(bv.bv_page, bv.bv_offset, bv.bv_len, iter);
-		done += n;
-		if (n < bv.bv_len || !iov_iter_count(iter))
-			break;
-	}
-	return done;
 }
 
 #define UBLK_PIN_PAGES 16
@@ -756,94 +725,4 @@ int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	default:
 		return -EOPNOTSUPP;
 	}
-}
-
-/*
- * USER_COPY: the server reads a write's data and writes a read's data with
- * pread/pwrite (or splice, splice.c) at UBLKSRV_IO_BUF_OFFSET + (queue,
- * tag, byte offset).  The request is the server's between its dispatch and
- * its commit, and stays so while a copy runs (io->copiers, see the top of
- * this file).  Returns the request and counts the caller in io->copiers;
- * ublk_user_copy_end() uncounts it.
- */
-struct request *ublk_user_copy_begin(struct ublk_device *ub, loff_t pos, enum req_op want,
-				     struct ublk_queue **qp, u16 *tagp, size_t *offp)
-{
-	struct ublk_queue *q;
-	struct ublk_io *io;
-	struct request *rq;
-	size_t off;
-	u64 p;
-	u16 q_id, tag;
-
-	if (!ublk_user_copy(ub) || pos < UBLKSRV_IO_BUF_OFFSET)
-		return ERR_PTR(-EACCES);
-	p = pos - UBLKSRV_IO_BUF_OFFSET;
-	if (p >= UBLKSRV_IO_BUF_TOTAL_SIZE)
-		return ERR_PTR(-EINVAL);
-	q_id = (p >> UBLK_QID_OFF) & UBLK_QID_BITS_MASK;
-	tag = (p >> UBLK_TAG_OFF) & UBLK_TAG_BITS_MASK;
-	off = p & UBLK_IO_BUF_BITS_MASK;
-	if (q_id >= ub->info.nr_hw_queues)
-		return ERR_PTR(-EINVAL);
-	q = ub->queues[q_id];
-	if (tag >= q->depth)
-		return ERR_PTR(-EINVAL);
-	io = &q->ios[tag];
-
-	spin_lock(&q->lock);
-	rq = io->req;
-	/* not one whose dispatch is pending, which the server was not told of */
-	if (!rq || io->cmd || io->dispatching || io->copying ||
-	    req_op(rq) != want || off > blk_rq_bytes(rq))
-		rq = ERR_PTR(-EINVAL);
-	else
-		io->copiers++;
-	spin_unlock(&q->lock);
-	*qp = q;
-	*tagp = tag;
-	*offp = off;
-	return rq;
-}
-
-void ublk_user_copy_end(struct ublk_queue *q, u16 tag)
-{
-	spin_lock(&q->lock);
-	q->ios[tag].copiers--;
-	spin_unlock(&q->lock);
-}
-
-static ssize_t ublk_user_copy_rq(struct ublk_device *ub, loff_t pos, struct iov_iter *iter,
-				 enum req_op want)
-{
-	struct ublk_queue *q;
-	struct request *rq;
-	size_t off, done;
-	u16 tag;
-
-	rq = ublk_user_copy_begin(ub, pos, want, &q, &tag, &off);
-	if (IS_ERR(rq))
-		return PTR_ERR(rq);
-	done = ublk_copy_rq(rq, off, iter, want == REQ_OP_READ);
-	ublk_user_copy_end(q, tag);
-	return done;
-}
-
-/* Both advance ki_pos like any file's, which iter_file_splice_write() relies on. */
-ssize_t ublk_ch_read_iter(struct kiocb *iocb, struct iov_iter *to)
-{
-	ssize_t ret = ublk_user_copy_rq(iocb->ki_filp->private_data, iocb->ki_pos, to, REQ_OP_WRITE);
-
-	if (ret > 0)
-		iocb->ki_pos += ret;
-	return ret;
-}
-
-ssize_t ublk_ch_write_iter(struct kiocb *iocb, struct iov_iter *from)
-{
-	ssize_t ret = ublk_user_copy_rq(iocb->ki_filp->private_data, iocb->ki_pos, from, REQ_OP_READ);
-
-	if (ret > 0)
-		iocb->ki_pos += ret;
-	return ret;
 }

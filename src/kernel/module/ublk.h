@@ -209,14 +209,11 @@ void ublk_abort_fetched(struct ublk_device *ub);
 void ublk_server_gone(struct ublk_device *ub);
 void ublk_reset_ios(struct ublk_device *ub);
 void ublk_resume_io(struct ublk_device *ub);
+
+/* usercopy.c */
+struct pipe_inode_info;
 ssize_t ublk_ch_read_iter(struct kiocb *iocb, struct iov_iter *to);
 ssize_t ublk_ch_write_iter(struct kiocb *iocb, struct iov_iter *from);
-struct request *ublk_user_copy_begin(struct ublk_device *ub, loff_t pos, enum req_op want,
-				     struct ublk_queue **qp, u16 *tagp, size_t *offp);
-void ublk_user_copy_end(struct ublk_queue *q, u16 tag);
-
-/* splice.c */
-struct pipe_inode_info;
 ssize_t ublk_ch_splice_read(struct file *file, loff_t *ppos, struct pipe_inode_info *pipe,
 			    size_t len, unsigned int flags);
 ssize_t ublk_ch_splice_write(struct pipe_inode_info *pipe, struct file *file, loff_t *ppos,
