@@ -12,8 +12,8 @@
  * side at the request's USER_COPY offset: it reaches the backing straight
  * from the request's pages.  The driver refuses a commit while the pipe
  * still holds a write's pages, so every exit path leaves the pipe empty.
- * A READ is read into the tag's buffer and (linked) written from there to
- * the device at that offset (USER_COPY): the same two copies as copy mode.  Splicing it too
+ * A READ is read into the tag's buffer, then written to the device at that
+ * offset (USER_COPY): the same two copies as copy mode.  Splicing it too
  * would copy as often (into the pipe's pages, with O_DIRECT, then into the
  * request) and cost two trips to io_uring's workers: 0.82x of copy mode,
  * measured (bench/RESULTS.md).
@@ -199,15 +199,14 @@ enum {
         LOOP_SPLICE_IN = 0x100,         /* into the tag's pipe */
         LOOP_SPLICE_OUT,                /* out of it */
         LOOP_SPLICE_SYNC,               /* fdatasync after a FUA write */
-        LOOP_READ_GET,                  /* a READ's data, from the backing to the tag's buffer */
-        LOOP_READ_PUT,                  /* and from there to the device */
+        LOOP_READ_PUT,                  /* a READ's data, from the tag's buffer to the device */
 };
 
 struct loop_splice {
         int pipe[2];
         uint32_t len;           /* of the request */
         uint32_t moved;         /* bytes that reached their destination */
-        uint32_t piped;         /* bytes in the pipe (a READ: in the tag's buffer) */
+        uint32_t piped;         /* bytes in the pipe */
         bool progress;          /* the step under way moved data */
         int err;
 };
@@ -378,63 +377,6 @@ static int loop_splice_done(struct ublk_queue *q, unsigned tag, const struct io_
         return (int) s->len;
 }
 
-/*
- * Splice mode's READ: into the tag's buffer, and linked, from there to the device.  A short
- * read cancels the write; what was read is then written alone.  A short write ends that much
- * of the request, and the kernel sends the rest again.
- */
-static int loop_read_start(struct ublk_queue *q, unsigned tag, uint64_t off, uint32_t len)
-{
-        struct loop_splice *s = &((struct loop_splice *) q->target_data)[tag];
-        struct io_uring_sqe *get, *put;
-
-        *s = (struct loop_splice) { .pipe = { s->pipe[0], s->pipe[1] }, .len = len };
-        if (io_uring_sq_space_left(&q->ring) < 2)
-                io_uring_submit(&q->ring);
-        if (io_uring_sq_space_left(&q->ring) < 2)
-                return -EAGAIN;
-        get = ublk_queue_get_sqe(q);
-        put = ublk_queue_get_sqe(q);
-        io_uring_prep_read(get, q->dev->config.backing_fd, ublk_queue_io_buf(q, tag), len, off);
-        get->user_data = ublk_target_user_data(tag, LOOP_READ_GET);
-        get->flags |= IOSQE_IO_LINK;
-        io_uring_prep_write(put, q->dev->cdev_fd, ublk_queue_io_buf(q, tag), len, loop_cdev_offset(q, tag));
-        put->user_data = ublk_target_user_data(tag, LOOP_READ_PUT);
-        q->ios[tag].target_inflight += 2;
-        q->target_inflight += 2;
-        return UBLK_TARGET_QUEUED;
-}
-
-static int loop_read_done(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe)
-{
-        struct loop_splice *s = &((struct loop_splice *) q->target_data)[tag];
-        struct io_uring_sqe *put;
-
-        if (cqe->res < 0 && cqe->res != -ECANCELED)
-                s->err = cqe->res;
-        else if (cqe->res > 0 && ublk_user_data_target_value(cqe->user_data) == LOOP_READ_GET)
-                s->piped = (uint32_t) cqe->res;
-        else if (cqe->res > 0)
-                s->moved = (uint32_t) cqe->res;
-        if (q->ios[tag].target_inflight)
-                return UBLK_TARGET_QUEUED;
-        if (s->err)
-                return s->err;
-        if (s->moved)
-                return (int) s->moved;
-        /* Nothing read: the backing ended where it should not. */
-        if (!s->piped)
-                return -EIO;
-        put = ublk_queue_get_sqe(q);
-        if (!put)
-                return -EAGAIN;
-        io_uring_prep_write(put, q->dev->cdev_fd, ublk_queue_io_buf(q, tag), s->piped, loop_cdev_offset(q, tag));
-        put->user_data = ublk_target_user_data(tag, LOOP_READ_PUT);
-        q->ios[tag].target_inflight++;
-        q->target_inflight++;
-        return UBLK_TARGET_QUEUED;
-}
-
 static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksrv_io_desc *iod)
 {
         int fd = q->dev->config.backing_fd;
@@ -453,8 +395,6 @@ static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
         default:
                 return -EOPNOTSUPP;
         }
-        if (q->dev->splice && op == UBLK_IO_OP_READ)
-                return loop_read_start(q, tag, off, len);
         if (q->dev->splice && op == UBLK_IO_OP_WRITE) {
                 struct loop_splice *s = &((struct loop_splice *) q->target_data)[tag];
 
@@ -498,14 +438,32 @@ static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
         return UBLK_TARGET_QUEUED;
 }
 
+/* Splice mode: a READ's data is in the tag's buffer; the device gets as much as was read
+ * (a short count ends that much of the request, and the kernel sends the rest again). */
+static int loop_read_put(struct ublk_queue *q, unsigned tag, int bytes)
+{
+        struct io_uring_sqe *sqe = ublk_queue_get_sqe(q);
+
+        if (!sqe)
+                return -EAGAIN;
+        io_uring_prep_write(sqe, q->dev->cdev_fd, ublk_queue_io_buf(q, tag), (unsigned) bytes,
+                            loop_cdev_offset(q, tag));
+        sqe->user_data = ublk_target_user_data(tag, LOOP_READ_PUT);
+        q->ios[tag].target_inflight++;
+        q->target_inflight++;
+        return UBLK_TARGET_QUEUED;
+}
+
 static int loop_io_done(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe)
 {
         uint32_t value = ublk_user_data_target_value(cqe->user_data);
 
-        if (value == LOOP_READ_GET || value == LOOP_READ_PUT)
-                return loop_read_done(q, tag, cqe);
+        if (value == LOOP_READ_PUT)
+                return cqe->res;
         if (value >= LOOP_SPLICE_IN)
                 return loop_splice_done(q, tag, cqe);
+        if (value == UBLK_IO_OP_READ && q->dev->splice && cqe->res > 0)
+                return loop_read_put(q, tag, cqe->res);
         /* Bytes for READ/WRITE; 0 from fsync/fallocate, which is all the kernel wants for those. */
         return cqe->res;
 }
