@@ -76,13 +76,16 @@ static inline struct ublk_cmd_pdu *ublk_pdu(struct io_uring_cmd *cmd)
 #define UBLK_PIN_PAGES 16
 
 /*
- * Copy-mode transfer with the server's buffer; must run in the server's mm.
- * The buffer's pages are pinned, UBLK_PIN_PAGES at a time, and copied with
- * memcpy(), as the in-tree driver does: copy_{to,from}_user() is a
+ * Copies between the request's pages, from byte rq_off of the request on,
+ * and len bytes of user memory at addr, in the current task's mm (the
+ * server's: copy mode's buffer, USER_COPY's pread/pwrite buffer).  The user
+ * pages are pinned, UBLK_PIN_PAGES at a time, and copied with memcpy(), as
+ * the in-tree driver does in copy mode: copy_{to,from}_user() is a
  * "rep movsb" on CPUs with ERMS but without FSRM, where memcpy() is not,
  * and qemu's TCG (our test VMs) makes "rep movsb" dear (bench/RESULTS.md).
+ * Returns the bytes copied; fewer than len means a fault.
  */
-static size_t ublk_copy_user(struct request *rq, u64 addr, size_t len, bool to_rq)
+size_t ublk_copy_user(struct request *rq, size_t rq_off, u64 addr, size_t len, bool to_rq)
 {
 	struct page *pages[UBLK_PIN_PAGES];
 	unsigned long first = 0;	/* user address of pages[0] */
@@ -92,8 +95,14 @@ static size_t ublk_copy_user(struct request *rq, u64 addr, size_t len, bool to_r
 	int pinned = 0;
 
 	rq_for_each_segment(bv, rq, ri) {
-		size_t seg = 0;
+		size_t seg;
 
+		if (rq_off >= bv.bv_len) {
+			rq_off -= bv.bv_len;
+			continue;
+		}
+		seg = rq_off;
+		rq_off = 0;
 		while (seg < bv.bv_len && done < len) {
 			unsigned long uaddr = addr + done;
 			size_t uoff = offset_in_page(uaddr);
@@ -253,7 +262,7 @@ static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		return;
 	}
 	if (copy) {
-		bool ok = ublk_copy_user(rq, io->addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
+		bool ok = ublk_copy_user(rq, 0, io->addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
 
 		spin_lock(&q->lock);
 		io->copying = false;
@@ -609,7 +618,7 @@ static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
 	/* Copy mode: read data comes from the server's buffer now, in its mm. */
 	if (rq && res > 0 && req_op(rq) == REQ_OP_READ && !ublk_user_copy(ub)) {
 		size_t want = min_t(unsigned int, res, blk_rq_bytes(rq));
-		size_t got = ublk_copy_user(rq, addr, want, true);
+		size_t got = ublk_copy_user(rq, 0, addr, want, true);
 
 		if (got < want)
 			res = got ? (int)got : -EFAULT;
@@ -657,7 +666,7 @@ static int ublk_get_data(struct ublk_queue *q, struct ublk_io *io, u64 addr)
 	spin_unlock(&q->lock);
 
 	io->addr = addr;
-	ok = ublk_copy_user(rq, addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
+	ok = ublk_copy_user(rq, 0, addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
 
 	spin_lock(&q->lock);
 	io->copying = false;

@@ -203,6 +203,7 @@ void ublk_schedule_stop(struct ublk_device *ub);
 
 /* io.c */
 extern const struct blk_mq_ops ublk_mq_ops;
+size_t ublk_copy_user(struct request *rq, size_t rq_off, u64 addr, size_t len, bool to_rq);
 int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags);
 void ublk_abort_queue(struct ublk_queue *q, bool dead);
 void ublk_abort_fetched(struct ublk_device *ub);

@@ -39,13 +39,23 @@
 
 /*
  * Copies between the request's pages, from byte off of the request on, and
- * iter.  Returns the bytes copied; fewer than asked means a fault.
+ * iter.  Returns the bytes copied; fewer than asked means a fault.  A single
+ * user buffer (pread, pwrite, io_uring's READ and WRITE) takes the copy of
+ * copy mode, ublk_copy_user(); other iterators (readv, writev, the pipe's
+ * pages of a splice) copy_page_{to,from}_iter().
  */
 static size_t ublk_copy_rq(struct request *rq, size_t off, struct iov_iter *iter, bool to_rq)
 {
 	struct req_iterator ri;
 	struct bio_vec bv;
 	size_t done = 0;
+
+	if (iter_is_ubuf(iter)) {
+		done = ublk_copy_user(rq, off, (u64)(uintptr_t)iter->ubuf + iter->iov_offset,
+				      min_t(size_t, iov_iter_count(iter), blk_rq_bytes(rq) - off), to_rq);
+		iov_iter_advance(iter, done);
+		return done;
+	}
 
 	rq_for_each_segment(bv, rq, ri) {
 		size_t n;
