@@ -258,13 +258,19 @@ static uint64_t loop_backing_offset(struct ublk_queue *q, const struct ublksrv_i
         return (iod->start_sector << 9) + q->dev->config.offset;
 }
 
+/* Marks sqe as tag's (value: what it is) and counts it in flight until io_done() sees it. */
+static void loop_sqe_queued(struct ublk_queue *q, struct io_uring_sqe *sqe, unsigned tag, uint32_t value)
+{
+        sqe->user_data = ublk_target_user_data(tag, value);
+        q->ios[tag].target_inflight++;
+        q->target_inflight++;
+}
+
 static void loop_prep_splice(struct ublk_queue *q, struct io_uring_sqe *sqe, unsigned tag, int fd_in,
                              int64_t off_in, int fd_out, int64_t off_out, uint32_t len, uint32_t value)
 {
         io_uring_prep_splice(sqe, fd_in, off_in, fd_out, off_out, len, 0);
-        sqe->user_data = ublk_target_user_data(tag, value);
-        q->ios[tag].target_inflight++;
-        q->target_inflight++;
+        loop_sqe_queued(q, sqe, tag, value);
 }
 
 /*
@@ -369,9 +375,7 @@ static int loop_splice_done(struct ublk_queue *q, unsigned tag, const struct io_
                 if (!sqe)
                         return -EAGAIN;
                 io_uring_prep_fsync(sqe, q->dev->config.backing_fd, IORING_FSYNC_DATASYNC);
-                sqe->user_data = ublk_target_user_data(tag, LOOP_SPLICE_SYNC);
-                q->ios[tag].target_inflight++;
-                q->target_inflight++;
+                loop_sqe_queued(q, sqe, tag, LOOP_SPLICE_SYNC);
                 return UBLK_TARGET_QUEUED;
         }
         return (int) s->len;
@@ -432,9 +436,7 @@ static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
                                         FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
                 break;
         }
-        sqe->user_data = ublk_target_user_data(tag, op);
-        q->ios[tag].target_inflight++;
-        q->target_inflight++;
+        loop_sqe_queued(q, sqe, tag, op);
         return UBLK_TARGET_QUEUED;
 }
 
@@ -448,9 +450,7 @@ static int loop_read_put(struct ublk_queue *q, unsigned tag, int bytes)
                 return -EAGAIN;
         io_uring_prep_write(sqe, q->dev->cdev_fd, ublk_queue_io_buf(q, tag), (unsigned) bytes,
                             loop_cdev_offset(q, tag));
-        sqe->user_data = ublk_target_user_data(tag, LOOP_READ_PUT);
-        q->ios[tag].target_inflight++;
-        q->target_inflight++;
+        loop_sqe_queued(q, sqe, tag, LOOP_READ_PUT);
         return UBLK_TARGET_QUEUED;
 }
 
