@@ -22,7 +22,7 @@ if has_target loop; then
 	zc=0 zc_opt=()
 	if (( $(ublkctl features) & (1 << 11) )); then
 		zc=1
-	elif [ "$(cat /sys/module/ublk_drv/parameters/splice 2>/dev/null)" = Y ]; then
+	elif driver_splice; then
 		zc=1 zc_opt=(--zero-copy on)
 	fi
 	for q in $QUEUES; do

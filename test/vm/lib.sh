@@ -159,6 +159,11 @@ load_ublk_driver() {
 # --driver gave it, loads it (load_ublk_driver), and checks the loaded ublk_drv is it: out of tree
 # ("O" in its taint), not the in-tree module of the same name.
 UBLKD_KMOD_DESC="ublkd's userspace block device driver (ublk ABI)"
+# driver_splice: the loaded ublk_drv is ours with splice() on /dev/ublkcN (module parameter
+# splice=Y), so ublkd's zero-copy=on takes splice mode where the kernel has no AUTO_BUF_REG
+driver_splice() {
+	[ "$(cat /sys/module/ublk_drv/parameters/splice 2>/dev/null)" = Y ]
+}
 load_our_driver() {
 	[ "${UBLK_DRIVER:-intree}" != intree ] || skip "needs vm-run --driver PATH/ublk_drv.ko"
 	[ "$(modinfo -F description "$UBLK_DRIVER")" = "$UBLKD_KMOD_DESC" ] ||

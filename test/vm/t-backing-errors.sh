@@ -12,7 +12,7 @@ start_ublkd
 pid=$(ublkd_pid)
 bound=30        # seconds an IO on a failing backing may take to fail, under TCG
 zc_opt=()
-[ "$(cat /sys/module/ublk_drv/parameters/splice 2>/dev/null)" = Y ] && zc_opt=(--zero-copy on)
+driver_splice && zc_opt=(--zero-copy on)
 echo "loop devices: ${zc_opt[*]:-copy mode}"
 
 # the block layer logs "I/O error, dev X" (EIO) or "critical space allocation error, dev X" (ENOSPC)

@@ -38,7 +38,7 @@ echo "kernel features $features: zero copy by default: $zc"
 # ublkd's own driver offers splice() on /dev/ublkcN: zero-copy=on uses it where there is no
 # AUTO_BUF_REG (case 9).
 splice=false
-[ $zc = false ] && [ "$(cat /sys/module/ublk_drv/parameters/splice 2>/dev/null)" = Y ] && splice=true
+[ $zc = false ] && driver_splice && splice=true
 
 # 1. O_DIRECT backing on ext4 (auto picks it), 1 queue; the backing fd must carry O_DIRECT.
 img=/mnt/scratch/a.img

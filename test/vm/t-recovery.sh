@@ -18,7 +18,7 @@ defer "rm -rf $dropin; systemctl daemon-reload"
 img=/mnt/scratch/r.img
 truncate -s 256M $img
 zc_opt=()
-[ "$(cat /sys/module/ublk_drv/parameters/splice 2>/dev/null)" = Y ] && zc_opt=(--zero-copy on)
+driver_splice && zc_opt=(--zero-copy on)
 dev=$(ublkctl add loop $img --name r "${zc_opt[@]}")
 echo "loop device: ${zc_opt[*]:-copy mode}"
 blk=${dev#/dev/}

@@ -208,7 +208,7 @@ static const struct pipe_buf_operations ublk_pipe_buf_ops = {
 };
 
 ssize_t ublk_ch_splice_read(struct file *file, loff_t *ppos, struct pipe_inode_info *pipe,
-				   size_t len, unsigned int flags)
+			    size_t len, unsigned int flags)
 {
 	struct ublk_splice_ref *ref;
 	struct req_iterator ri;
