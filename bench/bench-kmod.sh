@@ -1,13 +1,13 @@
 #!/bin/bash
 # vm-timeout: 3600
 # Runs inside the VM (tools/bench --kmod): our ublk_drv.ko ($UBLK_DRIVER, from vm-run --driver)
-# against the kernel's in-tree ublk_drv, in one boot. Each round runs both drivers, one after the
-# other (the first alternates from round to round): stop ublkd (which removes its devices),
-# rmmod ublk_drv, load the other, start ublkd, add the same devices (null, and loop over the same
-# tmpfs file), run every fio configuration. Same ublkd binary and options on both: copy mode,
-# no recovery. Prints one JSON line per fio run ("RESULT {...}") and, at the end, medians and
-# ratios ours / in-tree.
-# env: BENCH_* (bench/lib.sh)
+# against the kernel's in-tree ublk_drv, in one boot. Every fio configuration runs on both
+# drivers back to back, with one driver swap between the two: stop ublkd (which removes its
+# devices), rmmod ublk_drv, load the other, start ublkd, add the device (null, or loop over the
+# tmpfs file both use). Same ublkd binary and options on both: copy mode, no recovery. Prints
+# one JSON line per fio run ("RESULT {...}") and, at the end, medians and ratios ours / in-tree,
+# per round too.
+# env: BENCH_* (bench/lib.sh); BENCH_PIN=1 also pins ublkd's queue threads (pin_queue_threads)
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 . "$UBLKD_SRC/bench/lib.sh"
@@ -43,58 +43,80 @@ use_driver() {
 	echo "driver $1: taint '$(cat /sys/module/ublk_drv/taint)', features $(ublkctl features)"
 }
 
-# add_devices: the devices under test, into DEV[], with the same options on every driver
+# add_device T Q: DEV[T$Q], target T with Q queues, added on the current driver unless it already
+# is, with the same options on every driver; queue threads pinned if PIN=1 (pin_queue_threads)
 declare -A DEV=()
-add_devices() {
-	local q n flags
-	DEV=()
-	for q in $QUEUES; do
-		has_target loop && DEV[loop$q]=$(ublkctl add loop $BENCH_IMG --queues "$q" --zero-copy off \
-			--recovery none --name "loop$q")
-		has_target null && DEV[null$q]=$(ublkctl add null --size 1G --queues "$q" --zero-copy off \
-			--recovery none --name "null$q")
-	done
-	for n in "${!DEV[@]}"; do
-		flags=$(ublkctl show "$n" | awk '$1 == "Flags" {print $2}')
-		echo "  $n: ${DEV[$n]} flags $flags"
-		[ -n "${MODE[$n]:-}" ] || MODE[$n]=$(( flags & DATA_FLAGS ))
-		[ "${MODE[$n]}" = $(( flags & DATA_FLAGS )) ] \
-			|| fail "$n: data mode flags $(( flags & DATA_FLAGS )) differ from the other driver's ${MODE[$n]}"
-	done
+add_device() {
+	local n=$1$2 flags
+	[ -z "${DEV[$n]:-}" ] || return 0
+	case $1 in
+	loop) DEV[$n]=$(ublkctl add loop $BENCH_IMG --queues "$2" --zero-copy off --recovery none --name "$n")
+		echo "  ublkd loop: O_DIRECT=$(( 8#$(fd_flags "$(ublkd_pid)" $BENCH_IMG) >> 14 & 1 ))" ;;
+	null) DEV[$n]=$(ublkctl add null --size 1G --queues "$2" --zero-copy off --recovery none --name "$n") ;;
+	esac
+	flags=$(ublkctl show "$n" | awk '$1 == "Flags" {print $2}')
+	echo "  $n: ${DEV[$n]} flags $flags"
+	[ -n "${MODE[$n]:-}" ] || MODE[$n]=$(( flags & DATA_FLAGS ))
+	[ "${MODE[$n]}" = $(( flags & DATA_FLAGS )) ] \
+		|| fail "$n: data mode flags $(( flags & DATA_FLAGS )) differ from the other driver's ${MODE[$n]}"
 	# what blk-mq made of each disk: any difference between the drivers shows in the summary
-	for n in "${!DEV[@]}"; do
-		{ (cd /sys/block/"${DEV[$n]#/dev/}"/queue && grep -H . -- * 2>/dev/null) || :; } \
-			| sed "s|^|$n |" | sort > "qattr.$CUR_DRV.$n"
-	done
-	has_target loop && echo "  ublkd loop: O_DIRECT=$(( 8#$(fd_flags "$(ublkd_pid)" $BENCH_IMG) >> 14 & 1 ))"
+	{ (cd /sys/block/"${DEV[$n]#/dev/}"/queue && grep -H . -- * 2>/dev/null) || :; } \
+		| sed "s|^|$n |" | sort > "qattr.$CUR_DRV.$n"
+	[ "$PIN" = 1 ] && pin_queue_threads "${DEV[$n]}" "$2"
 	# The first IO after a driver swap and ublkd start is slow (cold caches, queue threads
-	# just started): a second of unrecorded IO on every device first.
-	for n in "${!DEV[@]}"; do
-		RUNTIME=1 fio_iops "${DEV[$n]}" randread 32 1 >/dev/null
-	done
-	return 0
+	# just started): a second of unrecorded IO first.
+	RUNTIME=1 fio_iops "${DEV[$n]}" randread 32 "$2" >/dev/null
 }
 
-has_target loop && bench_img
-for run in $(seq "$RUNS"); do
-	order="intree ours"
-	(( run % 2 )) || order="ours intree"
-	for drv in $order; do
-		CUR_DRV=$drv
-		use_driver "$drv" >&2
-		add_devices >&2
-		side=ours
-		[ "$drv" = intree ] && side=base
-		for rw in $RWS; do
-			for depth in $DEPTHS; do
-				for q in $QUEUES; do
-					for t in $TARGETS; do
-						iops=$(fio_iops "${DEV[$t$q]}" "$rw" "$depth" "$q")
-						result "$run" "$rw" "$depth" "$q" "$t" "$side" "$drv" "$iops"
-					done
-				done
+# pin_queue_threads DISK QUEUES: ublkd's thread of queue q on CPU (q + QUEUES) mod nproc, the
+# CPU of fio's job q with 2 queues (blk-mq maps that CPU to queue q), the other CPU with 1 queue
+pin_queue_threads() {
+	local id=${1#/dev/ublkb} pid task comm q pinned=0
+	pid=$(ublkd_pid)
+	for task in /proc/"$pid"/task/*; do
+		comm=$(cat "$task/comm" 2>/dev/null) || continue
+		[[ $comm == "ublk$id-q"* ]] || continue
+		q=${comm#"ublk$id-q"}
+		taskset -pc $(( (q + $2) % $(nproc) )) "${task##*/}" >/dev/null || fail "taskset of $comm failed"
+		pinned=$((pinned + 1))
+	done
+	[ "$pinned" = "$2" ] || fail "pin_queue_threads: $pinned queue threads of ublk$id found, not $2"
+}
+
+# Configurations in a fixed order; the drivers alternate from one to the next (in-tree, ours;
+# ours, in-tree; ...), so that each pair is one driver swap apart, and which driver goes first
+# alternates from round to round too.
+configs=()
+for rw in $RWS; do
+	for depth in $DEPTHS; do
+		for q in $QUEUES; do
+			for t in $TARGETS; do
+				configs+=("$rw:$depth:$q:$t")
 			done
 		done
+	done
+done
+has_target loop && bench_img
+CUR_DRV=
+for run in $(seq "$RUNS"); do
+	i=0
+	for c in "${configs[@]}"; do
+		IFS=: read -r rw depth q t <<< "$c"
+		order="intree ours"
+		(( (i + run) % 2 )) && order="ours intree"
+		for drv in $order; do
+			if [ "$drv" != "$CUR_DRV" ]; then
+				CUR_DRV=$drv
+				DEV=()
+				use_driver "$drv" >&2
+			fi
+			add_device "$t" "$q" >&2
+			side=ours
+			[ "$drv" = intree ] && side=base
+			iops=$(fio_iops "${DEV[$t$q]}" "$rw" "$depth" "$q")
+			result "$run" "$rw" "$depth" "$q" "$t" "$side" "$drv" "$iops"
+		done
+		i=$((i + 1))
 	done
 done | tee results.txt
 

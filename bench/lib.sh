@@ -2,7 +2,7 @@
 # Source it after test/vm/lib.sh. Knobs (environment, passed in by tools/bench):
 #   BENCH_RUNS (3), BENCH_RUNTIME (seconds per fio run, 5), BENCH_DEPTHS ("1 32 128"),
 #   BENCH_RW ("randread randwrite"), BENCH_QUEUES ("1 2"), BENCH_TARGETS ("loop null"),
-#   BENCH_BS (fio's block size, 4k)
+#   BENCH_BS (fio's block size, 4k), BENCH_PIN (0; 1: fio's jobs pinned, see fio_iops)
 # shellcheck shell=bash
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
@@ -11,6 +11,7 @@ RWS=${BENCH_RW:-randread randwrite}
 QUEUES=${BENCH_QUEUES:-1 2}
 TARGETS=${BENCH_TARGETS:-loop null}
 BS=${BENCH_BS:-4k}
+PIN=${BENCH_PIN:-0}
 BENCH_IMG=/mnt/bench/disk.img   # on tmpfs: every loop driver reads and writes the same pages
 
 # has_target T: T is one of $TARGETS
@@ -25,9 +26,13 @@ bench_img() {
 	dd if=/dev/urandom of=$BENCH_IMG bs=1M count=1024 status=none
 }
 
-# fio_iops DEV RW DEPTH JOBS: IOPS of one fio run ($RUNTIME s, $BS, io_uring, O_DIRECT); 0 if fio failed
+# fio_iops DEV RW DEPTH JOBS: IOPS of one fio run ($RUNTIME s, $BS, io_uring, O_DIRECT); 0 if fio failed.
+# With PIN=1, job i runs on CPU i only, so that where fio runs is not the scheduler's choice,
+# made anew in every run.
 fio_iops() {
-	fio --name=b --filename="$1" --rw="$2" --bs="$BS" --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
+	local pin=()
+	[ "$PIN" = 1 ] && pin=(--cpus_allowed="0-$(($4 - 1))" --cpus_allowed_policy=split)
+	fio "${pin[@]}" --name=b --filename="$1" --rw="$2" --bs="$BS" --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
 		--direct=1 --runtime="$RUNTIME" --time_based --group_reporting --output-format=json \
 		--output=fio.json >/dev/null 2>&1 || { echo 0; return; }
 	sed -i '/^{/,$!d' fio.json

@@ -3,8 +3,10 @@
 
 usage: summary.py FILE OURS_LABEL BASE_LABEL
 Each RESULT row has rw, depth, jobs, target, side ("ours" or "base"), dev, iops. Prints, per
-(rw, depth, jobs, target), the median IOPS of each side and the ratio ours / base; then the same
-as one markdown table (a column group per target) for bench/RESULTS.md.
+(rw, depth, jobs, target), the median IOPS of each side and the ratio ours / base, then the
+round-by-round ratios (ours / base of the same run): their median, and in how many rounds ours
+was at or above base; then the medians as one markdown table (a column group per target) for
+bench/RESULTS.md.
 """
 import json
 import statistics
@@ -14,7 +16,7 @@ path, ours_label, base_label = sys.argv[1:4]
 rows = [json.loads(l.split(" ", 1)[1]) for l in open(path) if l.startswith("RESULT ")]
 if not rows:
     sys.exit("summary: no RESULT lines in " + path)
-vals, devs, keys, targets = {}, {}, [], []
+vals, devs, keys, targets, by_run = {}, {}, [], [], {}
 for r in rows:
     k = (r["rw"], r["depth"], r["jobs"])
     if k not in keys:
@@ -23,6 +25,7 @@ for r in rows:
         targets.append(r["target"])
     vals.setdefault(k + (r["target"], r["side"]), []).append(r["iops"])
     devs[(r["target"], r["side"])] = r["dev"]
+    by_run[k + (r["target"], r["side"], r["run"])] = r["iops"]
 
 
 def med(k, target, side):
@@ -56,6 +59,28 @@ for k in keys:
         print(f"{k[0]:10} {k[1]:>5} {k[2]:>4}  {t:>9}  {o:>9.0f} {devs.get((t, 'ours'), '-'):>8}"
               f" {spread(k, t, 'ours'):6.0%}  {b:>9.0f} {devs.get((t, 'base'), '-'):>8}"
               f" {spread(k, t, 'base'):6.0%}  {ratio(o, b):5.2f}x")
+
+
+
+def paired(k, target):
+    """Ratios ours / base of the runs that have both sides."""
+    out = []
+    for run in range(1, runs + 1):
+        o, b = by_run.get(k + (target, "ours", run)), by_run.get(k + (target, "base", run))
+        if o is not None and b:
+            out.append(o / b)
+    return out
+
+
+print(f"\nround by round, {ours_label} / {base_label} of the same run:")
+print(f"{'rw':10} {'depth':>5} {'jobs':>4}  {'target':>9}  median  at/above  ratios")
+for k in keys:
+    for t in targets:
+        p = paired(k, t)
+        if p:
+            ahead = sum(1 for x in p if x >= 1)
+            print(f"{k[0]:10} {k[1]:>5} {k[2]:>4}  {t:>9}  {statistics.median(p):5.2f}x  {ahead:>3} of {len(p):<3}"
+                  f" {' '.join(f'{x:.2f}' for x in p)}")
 
 print("\n| rw | depth | jobs/queues | " +
       " | ".join(f"{t} {ours_label} | {t} {base_label} | ratio" for t in targets) + " |")
