@@ -357,7 +357,8 @@ static void add_done(struct work *w, int r)
                         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
 
                         log_info("Refused to add a %s device: %s", a->req.config.target->name, a->why.text);
-                        sd_bus_error_setf(&error, r == -EOPNOTSUPP ? UBLKD_ERROR_NOT_SUPPORTED : UBLKD_ERROR_INVALID_ARGS,
+                        sd_bus_error_setf(&error, r == -EOPNOTSUPP ? UBLKD_ERROR_NOT_SUPPORTED :
+                                                  r == -EMFILE ? UBLKD_ERROR_LIMIT_EXCEEDED : UBLKD_ERROR_INVALID_ARGS,
                                           "%s", a->why.text);
                         (void) sd_bus_reply_method_error(a->call, &error);
                 } else {

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "device.h"
@@ -108,6 +110,52 @@ void ublk_params_set_basic(const struct ublk_dev *dev, struct ublk_params *param
         };
 }
 
+static int count_open_fds(unsigned *ret)
+{
+        DIR *d = opendir("/proc/self/fd");
+        unsigned n = 0;
+
+        if (!d)
+                return negative_errno();
+        while (readdir(d))
+                n++;
+        closedir(d);
+        *ret = n > 3 ? n - 3 : 0;       /* ".", ".." and the directory's own descriptor */
+        return 0;
+}
+
+/*
+ * Splice mode keeps a pipe, two descriptors, per tag for as long as the device lives: a device
+ * whose pipes do not fit under ublkd's RLIMIT_NOFILE is refused here with the numbers, rather
+ * than failing halfway through its queues with "Too many open files".
+ */
+static int dev_check_splice_fds(const struct ublk_dev *dev, struct ublk_reason *reason)
+{
+        /* Besides the pipes: the char device, the backing file, a ring per queue, some slack. */
+        uint64_t need = 2ULL * dev->config.queues * dev->config.depth + dev->config.queues + 16;
+        struct rlimit rl;
+        unsigned open_fds;
+        int r;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return negative_errno();
+        if (rl.rlim_cur == RLIM_INFINITY)
+                return 0;
+        r = count_open_fds(&open_fds);
+        if (r < 0)
+                return r;
+        if (open_fds + need <= rl.rlim_cur)
+                return 0;
+        snprintf(reason->text, sizeof(reason->text),
+                 "zero-copy=on (splice mode) keeps a pipe per tag: %u queues of depth %u need %llu file "
+                 "descriptors, and ublkd has %llu of its limit of %llu left: lower the depth or the queues, "
+                 "or raise LimitNOFILE= of ublkd.service",
+                 dev->config.queues, dev->config.depth, (unsigned long long) need,
+                 (unsigned long long) (rl.rlim_cur > open_fds ? rl.rlim_cur - open_fds : 0),
+                 (unsigned long long) rl.rlim_cur);
+        return -EMFILE;
+}
+
 /* Asks the kernel for automatic buffer registration when the device wants and can use it. */
 static int dev_choose_zero_copy(struct ublk_dev *dev, struct ublk_reason *reason)
 {
@@ -130,7 +178,7 @@ static int dev_choose_zero_copy(struct ublk_dev *dev, struct ublk_reason *reason
                 return 0;
         if (ops->splice && dev->ctrl->splice) {
                 dev->info.flags |= UBLK_F_USER_COPY;
-                return 0;
+                return dev_check_splice_fds(dev, reason);
         }
         if (ops->zero_copy)
                 snprintf(reason->text, sizeof(reason->text),

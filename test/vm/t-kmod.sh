@@ -756,4 +756,26 @@ echo "splice=0: zero-copy=on refused: $out"
 # Leave it loaded for the tests after us, as load_ublk_driver left it.
 insmod "$UBLK_DRIVER" || fail "insmod after rmmod failed"
 wait_until 10 test -c /dev/ublk-control || fail "no /dev/ublk-control after the reload"
+
+# Splice mode keeps a pipe per tag: a device whose pipes do not fit under ublkd's descriptor
+# limit is refused with the numbers and the fix, and leaves nothing behind; one that fits works.
+systemctl start ublkd
+pid=$(ublkd_pid)
+prlimit --pid "$pid" --nofile=1024:1024 || fail "prlimit on ublkd failed"
+fds=$(ls /proc/"$pid"/fd | wc -l)
+if out=$(ublkctl add loop zc.img --name zcbig --zero-copy on --queues 1 --depth 1024 2>&1); then
+	fail "splice mode: a device needing 2048 descriptors was accepted under a limit of 1024"
+fi
+[[ $out == *"need 2065 file descriptors"*"LimitNOFILE="* ]] || fail "splice mode, too many descriptors: unclear refusal: $out"
+! ublkctl list | grep -q zcbig || fail "the refused device is listed: $(ublkctl list)"
+! compgen -G "/dev/ublkb*" >/dev/null || fail "the refused device left $(ls /dev/ublkb*)"
+[ "$(ls /proc/"$pid"/fd | wc -l)" = "$fds" ] || fail "ublkd had $fds descriptors before the refused add, now $(ls /proc/"$pid"/fd | wc -l)"
+echo "splice mode, 2048 descriptors under a limit of 1024: $out"
+zdev=$(ublkctl add loop zc.img --name zcfit --zero-copy on --queues 1 --depth 256) || fail "splice mode: a device that fits was refused"
+ublkctl show --json zcfit | jq -e ".ZeroCopy == true" >/dev/null || fail "zcfit is not in splice mode: $(ublkctl show zcfit)"
+dd if=/dev/urandom of=zc.data bs=64k count=16 status=none
+dd if=zc.data of="$zdev" bs=64k oflag=direct status=none || fail "write to $zdev failed"
+cmp zc.data <(dd if="$zdev" bs=64k count=16 iflag=direct status=none) || fail "$zdev read back other data"
+ublkctl del zcfit || fail "ublkctl del zcfit failed"
+systemctl stop ublkd
 echo ok
