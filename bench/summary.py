@@ -24,7 +24,7 @@ for r in rows:
     if r["target"] not in targets:
         targets.append(r["target"])
     vals.setdefault(k + (r["target"], r["side"]), []).append(r["iops"])
-    devs[(r["target"], r["side"])] = r["dev"]
+    devs[k + (r["target"], r["side"])] = r["dev"]
     by_run[k + (r["target"], r["side"], r["run"])] = r["iops"]
 
 
@@ -56,8 +56,8 @@ for k in keys:
         o, b = med(k, t, "ours"), med(k, t, "base")
         if not o and not b:
             continue
-        print(f"{k[0]:10} {k[1]:>5} {k[2]:>4}  {t:>9}  {o:>9.0f} {devs.get((t, 'ours'), '-'):>8}"
-              f" {spread(k, t, 'ours'):6.0%}  {b:>9.0f} {devs.get((t, 'base'), '-'):>8}"
+        print(f"{k[0]:10} {k[1]:>5} {k[2]:>4}  {t:>9}  {o:>9.0f} {devs.get(k + (t, 'ours'), '-'):>8}"
+              f" {spread(k, t, 'ours'):6.0%}  {b:>9.0f} {devs.get(k + (t, 'base'), '-'):>8}"
               f" {spread(k, t, 'base'):6.0%}  {ratio(o, b):5.2f}x")
 
 
