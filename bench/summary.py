@@ -61,7 +61,6 @@ for k in keys:
               f" {spread(k, t, 'base'):6.0%}  {ratio(o, b):5.2f}x")
 
 
-
 def paired(k, target):
     """Ratios ours / base of the runs that have both sides."""
     out = []

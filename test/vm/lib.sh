@@ -227,6 +227,11 @@ ios_done() {
 	echo $((${s[0]:-0} + ${s[4]:-0}))
 }
 
+# fd_count PID: how many file descriptors PID has open
+fd_count() {
+	ls /proc/"$1"/fd | wc -l
+}
+
 # threads_of PID: PID's threads, without io_uring's own workers (iou-wrk-*, iou-sqp-*), which the
 # kernel starts and ends on its own (an idle one goes after 5 s)
 threads_of() {

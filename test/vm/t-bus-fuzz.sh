@@ -11,7 +11,7 @@ start_ublkd
 keep=$(ublkctl add null --size 16M --name keep)
 path=/org/ublk/ublkd1/device/${keep#/dev/ublkb}
 pid=$(ublkd_pid)
-fds() { ls /proc/"$pid"/fd | wc -l; }
+fds() { fd_count "$pid"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' /proc/"$pid"/status; }
 list_before=$(ublkctl --json list)
 fds_before=$(fds)

@@ -16,7 +16,7 @@ cycles=50
 del_bound_ms=$((15000 * TIME_FACTOR))   # five at once, under TCG
 fio_bound_s=$((20 * TIME_FACTOR))
 pid=$(ublkd_pid)
-fds() { ls /proc/"$pid"/fd | wc -l; }
+fds() { fd_count "$pid"; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' /proc/"$pid"/status; }
 fds0=$(fds)
 threads0=$(threads_of "$pid")

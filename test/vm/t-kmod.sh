@@ -762,14 +762,14 @@ wait_until 10 test -c /dev/ublk-control || fail "no /dev/ublk-control after the 
 systemctl start ublkd
 pid=$(ublkd_pid)
 prlimit --pid "$pid" --nofile=1024:1024 || fail "prlimit on ublkd failed"
-fds=$(ls /proc/"$pid"/fd | wc -l)
+fds=$(fd_count "$pid")
 if out=$(ublkctl add loop zc.img --name zcbig --zero-copy on --queues 1 --depth 1024 2>&1); then
 	fail "splice mode: a device needing 2048 descriptors was accepted under a limit of 1024"
 fi
 [[ $out == *"need 2065 file descriptors"*"LimitNOFILE="* ]] || fail "splice mode, too many descriptors: unclear refusal: $out"
 ! ublkctl list | grep -q zcbig || fail "the refused device is listed: $(ublkctl list)"
 ! compgen -G "/dev/ublkb*" >/dev/null || fail "the refused device left $(ls /dev/ublkb*)"
-[ "$(ls /proc/"$pid"/fd | wc -l)" = "$fds" ] || fail "ublkd had $fds descriptors before the refused add, now $(ls /proc/"$pid"/fd | wc -l)"
+[ "$(fd_count "$pid")" = "$fds" ] || fail "ublkd had $fds descriptors before the refused add, now $(fd_count "$pid")"
 echo "splice mode, 2048 descriptors under a limit of 1024: $out"
 zdev=$(ublkctl add loop zc.img --name zcfit --zero-copy on --queues 1 --depth 256) || fail "splice mode: a device that fits was refused"
 ublkctl show --json zcfit | jq -e ".ZeroCopy == true" >/dev/null || fail "zcfit is not in splice mode: $(ublkctl show zcfit)"

@@ -9,7 +9,7 @@ start_ublkd
 pid=$(ublkd_pid)
 
 threads() { threads_of "$pid"; }
-fds() { ls /proc/"$pid"/fd | wc -l; }
+fds() { fd_count "$pid"; }
 rings() { find /proc/"$pid"/fd -lname 'anon_inode:\[io_uring\]' | wc -l; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/"$pid"/status; }
 back_to_base() { [ "$(threads)" = "$base_threads" ] && [ "$(fds)" = "$base_fds" ] && [ "$(rings)" = 0 ]; }

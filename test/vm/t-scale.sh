@@ -12,7 +12,7 @@ set -euo pipefail
 start_ublkd
 pid=$(ublkd_pid)
 N=64
-fds() { ls /proc/"$pid"/fd | wc -l; }
+fds() { fd_count "$pid"; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/"$pid"/status; }
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 stats() { sort -n | awk '{ a[NR] = $1 } END { printf "median %d ms, max %d ms", a[int((NR + 1) / 2)], a[NR] }'; }
