@@ -4,7 +4,8 @@
  * (UBLK_F_UNPRIVILEGED_DEV) in our ublk driver.  /dev/ublk-control is opened as root,
  * then the process drops to uid=gid=UID (0: stays root) before it sends anything.
  *
- *   kmod-perm add UID [noflag|usercopy]  ADD_DEV; prints "ID FLAGS OWNER_UID" or the -errno
+ *   kmod-perm add UID [noflag|usercopy|getdata|negotiate]
+ *                                        ADD_DEV; prints "ID FLAGS OWNER_UID" or the -errno
  *   kmod-perm cmd UID OP ID [PATH]       OP on device ID (info info2 params setparams stop del),
  *                                        PATH first in the buffer if given; prints 0 or -errno
  *   kmod-perm stall UID MB SECTOR SECS [getdata]
@@ -85,6 +86,11 @@ static int add_dev(const char *how, unsigned depth, struct ublksrv_ctrl_dev_info
 		info->flags |= UBLK_F_USER_COPY;
 	if (how && !strcmp(how, "getdata"))
 		info->flags |= UBLK_F_NEED_GET_DATA;
+	/* flags of newer kernels (AUTO_BUF_REG, PER_IO_DAEMON, bit 40) and USER_COPY with
+	 * NEED_GET_DATA, but not CMD_IOCTL_ENCODE: what comes back is the negotiation */
+	if (how && !strcmp(how, "negotiate"))
+		info->flags = UBLK_F_USER_COPY | UBLK_F_NEED_GET_DATA | UBLK_F_AUTO_BUF_REG |
+			      1ULL << 13 | 1ULL << 40;
 	return ctrl(UBLK_U_CMD_ADD_DEV, &c, info, sizeof(*info));
 }
 

@@ -525,6 +525,16 @@ kmod_perm_expect $EINVAL 0 info2 "$rid"
 kmod_perm_expect 0 0 info "$rid"
 echo "root's device $rid: a user gets EPERM for info, info2 (with its path), params, stop, del"
 
+# ADD_DEV negotiates flags as upstream does: those of newer kernels (AUTO_BUF_REG,
+# PER_IO_DAEMON, bit 40) are cleared, not refused; CMD_IOCTL_ENCODE and URING_CMD_COMP_IN_TASK
+# come back though not asked for; USER_COPY clears NEED_GET_DATA. 6.12's in-tree driver
+# answers the same request with the same flags, 0xc2.
+read -r nid nflags _ <<< "$(add_as 0 negotiate)"
+[[ $nid =~ ^[0-9]+$ ]] || fail "ADD_DEV refused flags of newer kernels ($nid): the in-tree driver clears them"
+[ "$nflags" = 0xc2 ] || fail "ADD_DEV negotiated flags $nflags, not 0xc2 (IOCTL_ENCODE, COMP_IN_TASK, USER_COPY)"
+kmod_perm_expect 0 0 del "$nid"
+echo "ADD_DEV with flags of newer kernels: cleared, device $nid has flags $nflags"
+
 r=$(add_as $ua noflag); [ "$r" = $EPERM ] || fail "a user's ADD_DEV without UBLK_F_UNPRIVILEGED_DEV: $r"
 r=$(add_as $ua usercopy); [ "$r" = $EINVAL ] || fail "a user's ADD_DEV with UBLK_F_USER_COPY: $r"
 read -r a aflags aowner <<< "$(add_as $ua)"

@@ -99,17 +99,24 @@ static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
 		if (info.flags & UBLK_F_UNPRIV_REFUSED)
 			return -EINVAL;
 	}
-	if (info.flags & ~(UBLK_F_IMPLEMENTED | UBLK_F_UNPRIVILEGED_DEV))
-		return -EOPNOTSUPP;
+	/*
+	 * Flags are negotiated, as upstream does: what we do not implement is
+	 * cleared, not refused, and the server learns what its device has from
+	 * the info written back.  Servers written for newer kernels ask for
+	 * flags that 6.12's in-tree driver clears the same way.
+	 */
+	info.flags &= UBLK_F_IMPLEMENTED | UBLK_F_UNPRIVILEGED_DEV;
 	/* REISSUE and FAIL_IO are kinds of USER_RECOVERY, and exclude each other */
 	if ((info.flags & UBLK_F_RECOVERY_FLAGS) && !(info.flags & UBLK_F_USER_RECOVERY))
 		return -EINVAL;
 	if ((info.flags & UBLK_F_USER_RECOVERY_REISSUE) &&
 	    (info.flags & UBLK_F_USER_RECOVERY_FAIL_IO))
 		return -EINVAL;
-	/* Without a buffer address the server could never receive data. */
-	if ((info.flags & UBLK_F_USER_COPY) && (info.flags & UBLK_F_NEED_GET_DATA))
-		return -EINVAL;
+	/* what every device of ours does, asked for or not */
+	info.flags |= UBLK_F_CMD_IOCTL_ENCODE | UBLK_F_URING_CMD_COMP_IN_TASK;
+	/* a USER_COPY server takes a write's data when it wants: nothing to get */
+	if (info.flags & UBLK_F_USER_COPY)
+		info.flags &= ~UBLK_F_NEED_GET_DATA;
 
 	if (!info.nr_hw_queues || !info.queue_depth ||
 	    info.queue_depth > UBLK_MAX_QUEUE_DEPTH)

@@ -28,7 +28,7 @@
 				 UBLK_F_USER_RECOVERY_REISSUE | \
 				 UBLK_F_USER_RECOVERY_FAIL_IO)
 
-/* Flags we implement; everything else in ADD_DEV is refused. */
+/* Flags we implement; ADD_DEV clears any other (ctrl.c), as upstream clears those it lacks. */
 #define UBLK_F_IMPLEMENTED	(UBLK_F_URING_CMD_COMP_IN_TASK | \
 				 UBLK_F_CMD_IOCTL_ENCODE | \
 				 UBLK_F_NEED_GET_DATA | \
