@@ -155,7 +155,8 @@ cmp <(dd if="$dev" bs=1M count=1 iflag=direct status=none) /mnt/scratch/pattern 
 ublkctl del off
 
 # 9. splice mode (our driver, zero-copy=on): a pipe per tag, data verified with O_DIRECT and
-# buffered backing, FUA writes (O_DSYNC) read back through the page cache, ext4 across re-add.
+# buffered backing, FUA writes (O_DSYNC) read back through the page cache, a read cut short by
+# the backing's end, ext4 across re-add.
 if [ $splice = true ]; then
 	for dio in on off; do
 		dev=$(ublkctl add loop $img --name s --direct-io $dio --zero-copy on --queues 2)
@@ -172,6 +173,23 @@ if [ $splice = true ]; then
 			fail "splice: O_DSYNC write reads back differently"
 		ublkctl del s
 	done
+	# A read that the backing ends in the middle of (its file was truncated under the device):
+	# only the bytes read reach the request (none of the buffer's stale rest), the rest fails
+	# with an IO error; ublkd serves on.
+	head -c 8M /dev/urandom > /mnt/scratch/short.img
+	cp /mnt/scratch/short.img short.orig
+	dev=$(ublkctl add loop /mnt/scratch/short.img --name short --zero-copy on)
+	truncate -s $((6 * 1024 * 1024 + 12 * 1024)) /mnt/scratch/short.img
+	if timeout 30 dd if="$dev" of=tail.bin bs=64k skip=96 count=1 iflag=direct status=none 2> dd.err; then
+		fail "splice: a read across the backing's end succeeded ($(stat -c %s tail.bin) bytes)"
+	fi
+	grep -qi "input/output error" dd.err || fail "splice: a read across the backing's end: $(cat dd.err)"
+	cmp <(dd if="$dev" bs=4k skip=1536 count=3 iflag=direct status=none) <(tail -c +$((6 * 1024 * 1024 + 1)) short.orig | head -c 12k) ||
+		fail "splice: the 12 KiB before the backing's end read back differently"
+	cmp <(dd if="$dev" bs=1M count=6 iflag=direct status=none) <(head -c 6M short.orig) ||
+		fail "splice: the first 6 MiB read back differently after the short read"
+	ublkctl del short
+	echo "splice: a read across the backing's end fails with an IO error, the bytes before it read back"
 	dev=$(ublkctl add loop $fsimg --name fs --zero-copy on)
 	mount "$dev" /mnt/fs
 	(cd /mnt/fs && sha256sum --quiet -c "$OLDPWD/sums") || fail "splice: checksums differ"
