@@ -1,14 +1,18 @@
 #!/bin/bash
-# test-dkms-conf.sh DKMS_CONF VERSION FILE...: src/kernel/dkms.conf describes the package meson
-# installs with -Ddkms=true. FILEs are what goes into it beside dkms.conf (module/ and uapi/).
+# test-dkms-conf.sh DKMS_CONF VERSION SERIES FILE...: src/kernel/dkms.conf describes the package
+# meson installs with -Ddkms=true. SERIES: the kernel series the module builds for, comma-separated
+# (kmod_series of src/kernel/meson.build). FILEs are what goes into it beside dkms.conf (module/
+# and uapi/).
 #   - dkms sources dkms.conf as bash: so does this test, with the variables dkms sets, and
 #     checks the result: package ublk_drv at the project's version (dkms.conf is static: a
 #     version bump in meson.build must be made there too), built in module/ of dkms's copy
+#   - BUILD_EXCLUSIVE_KERNEL lets DKMS build for the kernels of SERIES and for no other: dkms
+#     matches it against the kernel's release with bash's =~, and so does this test
 #   - every object of ublk_drv in module/Kbuild has its .c in the package, and the UAPI header
 #     the module includes is there, so that a DKMS build needs nothing but the package
 set -euo pipefail
-conf=$1 version=$2
-shift 2
+conf=$1 version=$2 series=$3
+shift 3
 fails=0
 bad() {
 	echo "FAIL: $*" >&2
@@ -30,6 +34,27 @@ expect 'MAKE[0]' "${MAKE[0]:-}" \
 	"make -C /KSRC M=/DKMS/ublk_drv/$version/build/module UBLK_DRV_VERSION=$version modules"
 expect CLEAN "${CLEAN:-}" "make -C /KSRC M=/DKMS/ublk_drv/$version/build/module UBLK_DRV_VERSION=$version clean"
 expect 'DEST_MODULE_LOCATION[0]' "${DEST_MODULE_LOCATION[0]:-}" /updates/dkms
+
+# Releases as Debian names them, of every series near ours: only those of SERIES may match.
+re=${BUILD_EXCLUSIVE_KERNEL:-}
+IFS=, read -ra want <<<"$series"
+matched=0
+[ -n "$re" ] || bad "no BUILD_EXCLUSIVE_KERNEL: DKMS would build (or fail to) for any kernel"
+[ -z "$re" ] || for major in 5 6 7 16; do
+	for minor in 0 1 2 10 11 12 13 19 120; do
+		ours=0
+		for s in "${want[@]}"; do [ "$major.$minor" = "$s" ] && ours=1; done
+		for rel in "$major.$minor.0-57-amd64" "$major.$minor.95+deb12-amd64" "$major.$minor.7+deb13-cloud-amd64"; do
+			if [[ $rel =~ $re ]]; then
+				[ "$ours" = 1 ] || bad "BUILD_EXCLUSIVE_KERNEL '$re' matches $rel, not of $series"
+				matched=$((matched + 1))
+			else
+				[ "$ours" = 0 ] || bad "BUILD_EXCLUSIVE_KERNEL '$re' does not match $rel, of $series"
+			fi
+		done
+	done
+done
+[ -z "$re" ] || [ "$matched" = $((3 * ${#want[@]})) ] || bad "BUILD_EXCLUSIVE_KERNEL matched $matched releases, expected $((3 * ${#want[@]}))"
 
 declare -A have=()
 kbuild=
@@ -54,4 +79,4 @@ for f in "$@"; do
 	done
 done
 [ "$fails" = 0 ] || exit 1
-echo "dkms.conf: ublk_drv $PACKAGE_VERSION, ${#have[@]} files, objects: $objs"
+echo "dkms.conf: ublk_drv $PACKAGE_VERSION for Linux $series ($re), ${#have[@]} files, objects: $objs"

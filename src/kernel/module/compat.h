@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * The kernel interfaces that differ between the two kernel lines we build
- * for: 6.12 and later (Debian 12's backports), and 6.1 (Debian 12's own
- * kernel, which ships a ublk driver too old for unprivileged devices and
- * user copy).  Everything else in the module is written once.  "6.1" is the
+ * for: 6.12 (Debian 12's backports, Debian 13's own), and 6.1 (Debian 12's own
+ * kernel, built without ublk; upstream's 6.1 driver had no unprivileged
+ * devices or user copy).  Everything else in the module is written once.  "6.1" is the
  * 6.1 stable series as Debian ships it (6.1.176 and 6.1.192 checked), whose
  * io_uring_cmd_done() and task work callbacks take issue_flags; 6.1.0's did not.
  *
@@ -29,7 +29,7 @@
 #include <linux/sched.h>
 #include <linux/version.h>
 
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0) && LINUX_VERSION_CODE < KERNEL_VERSION(6, 13, 0)
 
 #include <linux/io_uring/cmd.h>
 
@@ -164,7 +164,7 @@ static inline int ublk_inode_permission(const struct path *path, struct inode *i
 }
 
 #else
-#error "ublk_drv builds against Linux 6.1 or 6.12 and later"
+#error "ublk_drv builds for Linux 6.1 and 6.12 only; from 6.13 on, use the kernel's own ublk_drv, which has every command and flag this one has"
 #endif
 
 #endif
