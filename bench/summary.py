@@ -4,11 +4,12 @@
 usage: summary.py FILE OURS_LABEL BASE_LABEL
 Each RESULT row has rw, depth, jobs, target, side ("ours" or "base"), dev, iops. Prints, per
 (rw, depth, jobs, target), the median IOPS of each side and the ratio ours / base, then the
-round-by-round ratios (ours / base of the same run): their median, and in how many rounds ours
-was at or above base; then the medians as one markdown table (a column group per target) for
+round-by-round ratios (ours / base of the same run): their median, a 95 % interval for it, and
+in how many rounds ours was at or above base; then the medians as one markdown table (a column group per target) for
 bench/RESULTS.md.
 """
 import json
+import math
 import statistics
 import sys
 
@@ -71,14 +72,31 @@ def paired(k, target):
     return out
 
 
-print(f"\nround by round, {ours_label} / {base_label} of the same run:")
-print(f"{'rw':10} {'depth':>5} {'jobs':>4}  {'target':>9}  median  at/above  ratios")
+def median_interval(xs, level=0.95):
+    """A distribution-free interval for the median of what xs sample: the j-th smallest and
+    j-th largest of xs, for the largest j that covers the median with probability >= level
+    (each x is below the median with probability 1/2, so that is a binomial sum). None for
+    fewer than 6 values, where even (min, max) covers less."""
+    xs, n = sorted(xs), len(xs)
+    best = None
+    for j in range(1, n // 2 + 1):
+        if sum(math.comb(n, i) for i in range(j, n - j + 1)) / 2 ** n < level:
+            break
+        best = (xs[j - 1], xs[n - j])
+    return best
+
+
+print(f"\nround by round, {ours_label} / {base_label} of the same run"
+      " (interval: 95 % for the median ratio, from the order statistics):")
+print(f"{'rw':10} {'depth':>5} {'jobs':>4}  {'target':>9}  median  interval     at/above  ratios")
 for k in keys:
     for t in targets:
         p = paired(k, t)
         if p:
             ahead = sum(1 for x in p if x >= 1)
-            print(f"{k[0]:10} {k[1]:>5} {k[2]:>4}  {t:>9}  {statistics.median(p):5.2f}x  {ahead:>3} of {len(p):<3}"
+            ci = median_interval(p)
+            ci = f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "-"
+            print(f"{k[0]:10} {k[1]:>5} {k[2]:>4}  {t:>9}  {statistics.median(p):5.2f}x  {ci:11}  {ahead:>3} of {len(p):<3}"
                   f" {' '.join(f'{x:.2f}' for x in p)}")
 
 print("\n| rw | depth | jobs/queues | " +
