@@ -2,10 +2,11 @@
 """Medians and ratios of the benchmark's RESULT lines (bench/lib.sh: result).
 
 usage: summary.py FILE OURS_LABEL BASE_LABEL
-Each RESULT row has rw, depth, jobs, target, side ("ours" or "base"), dev, iops. Prints, per
-(rw, depth, jobs, target), the median IOPS of each side and the ratio ours / base, then the
-round-by-round ratios (ours / base of the same run): their median, a 95 % interval for it, and
-in how many rounds ours was at or above base; then the medians as one markdown table (a column group per target) for
+Each RESULT row has rw, depth, jobs, target, side ("ours" or "base"), dev, iops.
+Prints, per (rw, depth, jobs, target), the median IOPS of each side and the ratio
+ours / base, then the round-by-round ratios (ours / base of the same run): their
+median, a 95 % interval for it, and in how many rounds ours was at or above base;
+then the medians as one markdown table (a column group per target) for
 bench/RESULTS.md.
 """
 import json

@@ -5,6 +5,9 @@
 kbuild-find.py series TREE
     prints the series of the kernel build tree TREE ("6.12"), read from its
     include/generated/uapi/linux/version.h; nothing if it has none.
+kbuild-find.py check TREE SERIES...
+    exits 0 if TREE is of one of SERIES; else prints what it is instead
+    ("Linux 7.3", "a tree without version.h") and exits 1.
 kbuild-find.py find GLOB SERIES...
     prints the build tree, among those GLOB matches that are of one of SERIES,
     to build against: the running kernel's if it is one, else the newest (by
@@ -40,9 +43,19 @@ def find(pattern, wanted):
     return max(trees, key=release_key) if trees else ''
 
 
+def check(tree, wanted):
+    found = series(tree)
+    if found in wanted:
+        return 0
+    print('Linux ' + found if found else 'a tree without version.h', end='')
+    return 1
+
+
 if __name__ == '__main__':
     if len(sys.argv) == 3 and sys.argv[1] == 'series':
         print(series(sys.argv[2]), end='')
+    elif len(sys.argv) >= 4 and sys.argv[1] == 'check':
+        sys.exit(check(sys.argv[2], sys.argv[3:]))
     elif len(sys.argv) >= 4 and sys.argv[1] == 'find':
         print(find(sys.argv[2], sys.argv[3:]), end='')
     else:

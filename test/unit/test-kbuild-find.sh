@@ -29,5 +29,15 @@ expect "find 6.1 6.12" "$(python3 "$find_py" find "$tmp/*/build" 6.1 6.12)" "$tm
 expect "find 6.1" "$(python3 "$find_py" find "$tmp/*/build" 6.1)" "$tmp/6.1.0-57-amd64/build"
 expect "find 6.2" "$(python3 "$find_py" find "$tmp/*/build" 6.2)" ""
 expect "find 6.1 in an empty glob" "$(python3 "$find_py" find "$tmp/none/*/build" 6.1)" ""
+check() {	# check TREE SERIES...: "exit STATUS: OUTPUT"
+	local out rc=0
+	out=$(python3 "$find_py" check "$@") || rc=$?
+	echo "exit $rc: $out"
+}
+expect "check 6.12 against 6.1 6.12" "$(check "$tmp/6.12.9-amd64/build" 6.1 6.12)" "exit 0: "
+expect "check 7.3 against 6.1 6.12" "$(check "$tmp/7.3.4+deb13-amd64/build" 6.1 6.12)" "exit 1: Linux 7.3"
+expect "check 6.12 against 6.1" "$(check "$tmp/6.12.9-amd64/build" 6.1)" "exit 1: Linux 6.12"
+expect "check a tree without version.h" "$(check "$tmp/6.12.99-noversion/build" 6.12)" \
+	"exit 1: a tree without version.h"
 [ "$fails" = 0 ] || exit 1
-echo "kbuild-find.py: picks the newest tree of the series asked for, none of another"
+echo "kbuild-find.py: picks the newest tree of the series asked for, none of another; check refuses another"

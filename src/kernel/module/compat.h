@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * The kernel interfaces that differ between the two kernel lines we build
- * for: 6.12 (Debian 12's backports, Debian 13's own), and 6.1 (Debian 12's own
- * kernel, built without ublk; upstream's 6.1 driver had no unprivileged
- * devices or user copy).  Everything else in the module is written once.  "6.1" is the
- * 6.1 stable series as Debian ships it (6.1.176 and 6.1.192 checked), whose
- * io_uring_cmd_done() and task work callbacks take issue_flags; 6.1.0's did not.
+ * for: 6.12 (Debian 12's backports, Debian 13's own), and 6.1 (Debian 12's
+ * own kernel, built without ublk; upstream's 6.1 driver had no unprivileged
+ * devices or user copy).  Everything else in the module is written once.
+ * "6.1" is the 6.1 stable series as Debian ships it (6.1.176 and 6.1.192
+ * checked), whose io_uring_cmd_done() and task work callbacks take
+ * issue_flags; 6.1.0's did not.
  *
  * The difference that shapes the driver: 6.1's io_uring cannot cancel a
  * URING_CMD.  On 6.12 io_uring asks us to cancel the commands a server's
