@@ -83,6 +83,10 @@ static inline struct ublk_cmd_pdu *ublk_pdu(struct io_uring_cmd *cmd)
  * the in-tree driver does in copy mode: copy_{to,from}_user() is a
  * "rep movsb" on CPUs with ERMS but without FSRM, where memcpy() is not,
  * and qemu's TCG (our test VMs) makes "rep movsb" dear (bench/RESULTS.md).
+ * A plain user access without that instruction (8-byte moves under
+ * user_access_begin(), no pin) was no faster there for 4k writes.  Plain
+ * references instead of pins, as the in-tree driver takes, are faster but
+ * unsafe to write through across a fork() (pin_user_pages.rst, case 5).
  * Returns the bytes copied; fewer than len means a fault.
  */
 size_t ublk_copy_user(struct request *rq, size_t rq_off, u64 addr, size_t len, bool to_rq)
