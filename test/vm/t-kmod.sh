@@ -3,13 +3,15 @@
 # one, answers GET_FEATURES, serves a device to ublkd, survives the server
 # being killed mid-IO (the IO ends, nothing hangs), moves data right in each
 # copy mode ublkd does not use (NEED_GET_DATA, USER_COPY; a small RAM-disk
-# server compiled here talks to the driver directly), checks who may command
-# unprivileged devices, the limit on their number and their request timeout
-# (kmod-perm.c), refuses a server's answers for tags it was not given (and
-# nothing hangs when that server is killed), recovers a device whose server was killed under a verifying
-# fio (USER_RECOVERY_REISSUE, and FAIL_IO), and unloads, also with devices
-# that wait for a server. Servers that stall, get stuck or race their own
-# copies: t-kmod-edge.sh.
+# server compiled here talks to the driver directly, and also serves one
+# queue from two rings, whose requests the batched dispatch must keep apart),
+# checks who may command unprivileged devices, the limit on their number and
+# their request timeout (kmod-perm.c), refuses a server's answers for tags it
+# was not given (and nothing hangs when that server is killed), recovers a
+# device whose server was killed under a verifying fio
+# (USER_RECOVERY_REISSUE, and FAIL_IO), and unloads, also with devices that
+# wait for a server. Servers that stall, get stuck or race their own copies:
+# t-kmod-edge.sh.
 # Skips unless the run uses our module (vm-run --driver .../ublk_drv.ko).
 # vm-timeout: 840
 set -euo pipefail
@@ -101,6 +103,13 @@ cat > srv.c <<'SRC'
 static int ctrl_fd;
 
 static unsigned dev_id;
+
+/* What the queue loops (serve()) share: set up by main() before they start. */
+static int fd;
+static struct ublksrv_io_desc *descs;
+static char *ram, *bufs;
+static size_t size;
+static bool splicing, ucopy;
 
 /* The RAM disk lives in a file so that a recovering server finds the data. */
 static char *map_ram(const char *path, size_t *size)
@@ -250,6 +259,91 @@ static int splice_read_data(int fd, unsigned tag, __u64 pos, const char *src, si
 	return len;
 }
 
+/* FETCH_REQ for tags first, first + step, ... on ring, sent. */
+static int fetch(struct io_uring *ring, unsigned first, unsigned step)
+{
+	if (io_uring_queue_init(2 * DEPTH, ring, IORING_SETUP_SQE128) < 0)
+		return -1;
+	for (unsigned tag = first; tag < DEPTH; tag += step)
+		queue_cmd(ring, fd, UBLK_U_IO_FETCH_REQ, tag, 0,
+			  ucopy ? 0 : (__u64)(uintptr_t)TAG_BUF(tag), 0);
+	return io_uring_submit(ring);
+}
+
+/*
+ * Serves the tags fetched on rings[0] (tags 0, nr, 2 * nr, ...) to rings[nr - 1] until all
+ * DEPTH commands are aborted, in this one task (6.1 takes a queue's commands from one task
+ * only).  With one ring it waits on it; with more it polls them in turn.
+ */
+static void serve(struct io_uring **rings, unsigned nr)
+{
+	unsigned aborted = 0, served[2] = { 0 }, idle = 0;
+
+	for (unsigned turn = 0; aborted < DEPTH; turn++) {
+		struct io_uring *ring = rings[turn % nr];
+		struct io_uring_cqe *cqe;
+		unsigned head, n = 0;
+
+		if (nr == 1)
+			io_uring_submit_and_wait(ring, 1);
+		else
+			io_uring_submit(ring);
+		io_uring_for_each_cqe(ring, head, cqe) {
+			unsigned tag = cqe->user_data & 0xffff;
+			char *buf = TAG_BUF(tag);
+			const struct ublksrv_io_desc *d = &descs[tag];
+			__u64 pos = UBLKSRV_IO_BUF_OFFSET + ((__u64)tag << UBLK_TAG_OFF);
+			size_t off = d->start_sector << 9, len = (size_t)d->nr_sectors << 9;
+			unsigned op = ublksrv_get_op(d);
+			int res = 0;
+
+			n++;
+			if (cqe->res == UBLK_IO_RES_NEED_GET_DATA) {
+				queue_cmd(ring, fd, UBLK_U_IO_NEED_GET_DATA, tag, 0, (__u64)(uintptr_t)buf, UD_GETDATA);
+				continue;
+			}
+			if (cqe->res < 0) {
+				if (cqe->res != UBLK_IO_RES_ABORT)
+					fprintf(stderr, "tag %u: %d\n", tag, cqe->res);
+				aborted++;
+				continue;
+			}
+			if (off + len > size)
+				res = -EIO;
+			else if (op == UBLK_IO_OP_READ) {
+				if (splicing)
+					res = splice_read_data(fd, tag, pos, ram + off, len);
+				else if (ucopy)
+					res = pwrite(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
+				else {
+					memcpy(buf, ram + off, len);
+					res = len;
+				}
+			} else if (op == UBLK_IO_OP_WRITE) {
+				if (splicing)
+					res = splice_write_data(fd, tag, pos, ram + off, len);
+				else if (ucopy)
+					res = pread(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
+				else {
+					memcpy(ram + off, buf, len);
+					res = len;
+				}
+			} else if (op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES)
+				memset(ram + off, 0, len);
+			queue_cmd(ring, fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, res,
+				  ucopy ? 0 : (__u64)(uintptr_t)buf, 0);
+			served[turn % nr]++;
+		}
+		io_uring_cq_advance(ring, n);
+		/* polling: a nap once no ring had anything for a whole round */
+		idle = n ? 0 : idle + 1;
+		if (idle >= nr)
+			usleep(50);
+	}
+	for (unsigned i = 0; nr > 1 && i < nr; i++)
+		fprintf(stderr, "ring of tags %u+%u: %u requests\n", i, nr, served[i]);
+}
+
 /*
  * srv MODE SIZE_MB [RECOVERY RAMFILE]: add a device and serve it; RECOVERY is
  * none, plain, reissue or failio.  srv recover ID RAMFILE [die]: recover
@@ -258,8 +352,10 @@ static int splice_read_data(int fd, unsigned tag, __u64 pos, const char *src, si
 int main(int argc, char **argv)
 {
 	const char *mode = argv[1];
-	bool splicing = !strcmp(mode, "splice");
-	bool ucopy = !strcmp(mode, "usercopy") || splicing, getdata = !strcmp(mode, "getdata");
+	/* tworings: copy mode, the odd tags fetched and served on a second ring (same task) */
+	bool tworings = !strcmp(mode, "tworings");
+	bool getdata = !strcmp(mode, "getdata");
+	bool splice_mode = !strcmp(mode, "splice"), ucopy_mode = !strcmp(mode, "usercopy") || splice_mode;
 	bool recover = !strcmp(mode, "recover");
 	const char *rec = argc > 3 ? argv[3] : "none";
 	__u64 recflags = !strcmp(rec, "plain") ? UBLK_F_USER_RECOVERY :
@@ -268,18 +364,20 @@ int main(int argc, char **argv)
 	struct ublksrv_ctrl_cmd c = { .dev_id = ~0U, .queue_id = 0xffff };
 	struct ublksrv_ctrl_dev_info info = {
 		.nr_hw_queues = 1, .queue_depth = DEPTH, .max_io_buf_bytes = MAXIO,
-		.flags = UBLK_F_CMD_IOCTL_ENCODE | (ucopy ? UBLK_F_USER_COPY : 0) |
+		.flags = UBLK_F_CMD_IOCTL_ENCODE | (ucopy_mode ? UBLK_F_USER_COPY : 0) |
 			 (getdata ? UBLK_F_NEED_GET_DATA : 0) | recflags,
 	};
 	struct ublk_params par = { .len = sizeof(par), .types = UBLK_PARAM_TYPE_BASIC,
 		.basic = { .logical_bs_shift = 9, .physical_bs_shift = 12, .io_min_shift = 9,
 			   .io_opt_shift = 12, .max_sectors = MAXIO >> 9 } };
-	size_t size = recover ? 0 : (size_t)atoi(argv[2]) << 20;
-	struct ublksrv_io_desc *descs;
-	struct io_uring ring;
-	char path[64], *ram, *bufs;
-	int fd, r, aborted = 0;
+	struct io_uring ring, ring2, *rings[] = { &ring, &ring2 };
+	char path[64];
 	pthread_t t;
+	int r;
+
+	splicing = splice_mode;
+	ucopy = ucopy_mode;
+	size = recover ? 0 : (size_t)atoi(argv[2]) << 20;
 
 	if (argc > 2 && !strcmp(argv[1], "info")) {
 		/* GET_DEV_INFO (legacy opcode), GET_DEV_INFO2 (path first), GET_PARAMS, affinity */
@@ -377,72 +475,19 @@ serve:
 	for (unsigned tag = 0; splicing && tag < DEPTH; tag++)
 		if (pipe(splice_pipe[tag]) < 0 || fcntl(splice_pipe[tag][0], F_SETPIPE_SZ, MAXIO) < 0)
 			return perror("pipe"), 1;
-	if (io_uring_queue_init(2 * DEPTH, &ring, IORING_SETUP_SQE128) < 0)
+	if (fetch(&ring, 0, tworings ? 2 : 1) < 0 || (tworings && fetch(&ring2, 1, 2) < 0))
 		return 1;
-	for (unsigned tag = 0; tag < DEPTH; tag++)
-		queue_cmd(&ring, fd, UBLK_U_IO_FETCH_REQ, tag, 0,
-			  ucopy ? 0 : (__u64)(uintptr_t)TAG_BUF(tag), 0);
-	io_uring_submit(&ring);
 	if (recover && argc > 4 && !strcmp(argv[4], "die")) {
 		fprintf(stderr, "exiting before END_USER_RECOVERY\n");
 		_exit(0);
 	}
 	pthread_create(&t, NULL, server_ready_thread, recover ? &recover : NULL);
 
-	while (aborted < DEPTH) {
-		struct io_uring_cqe *cqe;
-		unsigned head, n = 0;
-
-		io_uring_submit_and_wait(&ring, 1);
-		io_uring_for_each_cqe(&ring, head, cqe) {
-			unsigned tag = cqe->user_data & 0xffff;
-			char *buf = TAG_BUF(tag);
-			const struct ublksrv_io_desc *d = &descs[tag];
-			__u64 pos = UBLKSRV_IO_BUF_OFFSET + ((__u64)tag << UBLK_TAG_OFF);
-			size_t off = d->start_sector << 9, len = (size_t)d->nr_sectors << 9;
-			unsigned op = ublksrv_get_op(d);
-			int res = 0;
-
-			n++;
-			if (cqe->res == UBLK_IO_RES_NEED_GET_DATA) {
-				queue_cmd(&ring, fd, UBLK_U_IO_NEED_GET_DATA, tag, 0, (__u64)(uintptr_t)buf, UD_GETDATA);
-				continue;
-			}
-			if (cqe->res < 0) {
-				if (cqe->res != UBLK_IO_RES_ABORT)
-					fprintf(stderr, "tag %u: %d\n", tag, cqe->res);
-				aborted++;
-				continue;
-			}
-			if (off + len > size)
-				res = -EIO;
-			else if (op == UBLK_IO_OP_READ) {
-				if (splicing)
-					res = splice_read_data(fd, tag, pos, ram + off, len);
-				else if (ucopy)
-					res = pwrite(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
-				else {
-					memcpy(buf, ram + off, len);
-					res = len;
-				}
-			} else if (op == UBLK_IO_OP_WRITE) {
-				if (splicing)
-					res = splice_write_data(fd, tag, pos, ram + off, len);
-				else if (ucopy)
-					res = pread(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
-				else {
-					memcpy(ram + off, buf, len);
-					res = len;
-				}
-			} else if (op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES)
-				memset(ram + off, 0, len);
-			queue_cmd(&ring, fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, res,
-				  ucopy ? 0 : (__u64)(uintptr_t)buf, 0);
-		}
-		io_uring_cq_advance(&ring, n);
-	}
+	serve(rings, tworings ? 2 : 1);
 	fprintf(stderr, "all tags aborted\n");
 	io_uring_queue_exit(&ring);
+	if (tworings)
+		io_uring_queue_exit(&ring2);
 	munmap(descs, 4096);
 	close(fd);
 	return 0;
@@ -483,6 +528,31 @@ for mode in copy getdata usercopy splice; do
 	fi
 	echo "$mode: 16 MiB written and read back (direct and buffered)"
 done
+
+# One queue's tags fetched on two rings (even tags, odd tags) of one task. The driver hands a
+# busy queue's requests over in batches, several on one task work; a request whose command
+# came on the other ring must still complete there. A verifying fio at depth 16 (the device's
+# is 8) keeps requests of both rings waiting at once.
+./srv tworings 64 > id.txt 2> srv.log &
+srv_pid=$!
+wait_until 20 test -s id.txt || fail "tworings: the server printed no id: $(cat srv.log)"
+id=$(cat id.txt)
+wait_until 20 test -b /dev/ublkb$id || fail "tworings: no /dev/ublkb$id: $(cat srv.log)"
+fio --name=v --filename=/dev/ublkb$id --rw=randwrite --bs=4k --iodepth=16 --ioengine=io_uring \
+	--direct=1 --size=32M --verify=crc32c --verify_fatal=1 > fio-tworings.log 2>&1 &
+fio_pid=$!
+if ! wait_until 180 exited "$fio_pid"; then
+	kill -9 "$srv_pid"
+	fail "tworings: fio still runs after 180 s (requests lost between the rings?): $(cat srv.log)"
+fi
+wait "$fio_pid" || fail "tworings: verifying fio failed: $(tail -5 fio-tworings.log)"
+./srv del "$id" 2>>srv.log || fail "tworings: STOP/DEL failed: $(cat srv.log)"
+wait "$srv_pid" || fail "tworings: server exit status $?: $(cat srv.log)"
+for first in 0 1; do
+	n=$(sed -n "s/^ring of tags $first+2: \([0-9]*\) requests$/\1/p" srv.log)
+	[ "${n:-0}" -gt 1000 ] || fail "tworings: the ring of tags $first+2 served '${n:-}' requests: $(cat srv.log)"
+done
+echo "tworings: 32 MiB written at depth 16 and verified; $(grep -c '^ring of tags' srv.log) rings served $(grep '^ring of tags' srv.log | tr '\n' ' ')"
 
 # The server killed with reads in flight: they end, the disk goes, DEL works.
 ./srv copy 64 > id.txt 2> srv.log &

@@ -51,6 +51,12 @@ static inline void ublk_cmd_mark_cancelable(struct io_uring_cmd *cmd, unsigned i
 	io_uring_cmd_mark_cancelable(cmd, issue_flags);
 }
 
+/* The task that submitted the command: its task work runs there. */
+static inline struct task_struct *ublk_cmd_task(struct io_uring_cmd *cmd)
+{
+	return io_uring_cmd_get_task(cmd);
+}
+
 /* Task work that runs without the server's task: its mm is not ours to copy to. */
 static inline bool ublk_tw_task_dead(unsigned int issue_flags)
 {
@@ -167,5 +173,11 @@ static inline int ublk_inode_permission(const struct path *path, struct inode *i
 #else
 #error "ublk_drv builds for Linux 6.1 and 6.12 only; from 6.13 on, use the kernel's own ublk_drv, which has every command and flag this one has"
 #endif
+
+/* The ring the command came in on, whose lock and completions its task work runs under. */
+static inline struct io_ring_ctx *ublk_cmd_ring(struct io_uring_cmd *cmd)
+{
+	return cmd_to_io_kiocb(cmd)->ctx;
+}
 
 #endif

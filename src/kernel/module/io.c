@@ -23,7 +23,7 @@
  * fails with -ETIMEDOUT.  Until then a new request on that tag fails at
  * once.  Root's devices keep waiting for their server, as in-tree.
  *
- * Ownership: from ublk_queue_rq() until ublk_dispatch_tw() runs in the
+ * Ownership: from ublk_queue_rq() until ublk_dispatch() runs in the
  * server's task, a tag's request is not yet the server's: the command
  * that will tell it is on its way, and belongs to the dispatch
  * (io->dispatching).  The server may guess, though.  Were its
@@ -55,6 +55,7 @@
  */
 #include <linux/blk-mq.h>
 #include <linux/highmem.h>
+#include <linux/llist.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
 #include <linux/uaccess.h>
@@ -215,11 +216,9 @@ static void ublk_end_nosrv(struct ublk_queue *q, struct request *rq)
  * In the server's task: write data goes to its buffer now (copy mode), then
  * the command completes and the server finds the request in its descriptor.
  */
-static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
+static void ublk_dispatch(struct ublk_queue *q, struct ublk_io *io, struct io_uring_cmd *cmd,
+			  unsigned int issue_flags)
 {
-	struct ublk_cmd_pdu *pdu = ublk_pdu(cmd);
-	struct ublk_queue *q = pdu->q;
-	struct ublk_io *io = &q->ios[pdu->tag];
 	struct ublk_device *ub = q->ub;
 	/* The ring goes away with its task: nothing can be served. */
 	bool dead = ublk_tw_task_dead(issue_flags);
@@ -287,6 +286,41 @@ static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		}
 	}
 	io_uring_cmd_done(cmd, UBLK_IO_RES_OK, 0, issue_flags);
+}
+
+/* One request's dispatch, on its own command's task work. */
+static void ublk_dispatch_one_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	struct ublk_cmd_pdu *pdu = ublk_pdu(cmd);
+
+	ublk_dispatch(pdu->q, &pdu->q->ios[pdu->tag], cmd, issue_flags);
+}
+
+/*
+ * The queue's requests handed over since the last run, oldest first, on the
+ * task work of the command of the first: blk-mq hands a busy queue many
+ * requests in a row, and a task work each costs the server more than one
+ * for all (bench/RESULTS.md).  A command of another ring or task than the
+ * first's gets a task work of its own: its completion belongs to its ring,
+ * a copy to its task's mm.
+ */
+static void ublk_dispatch_tw(struct io_uring_cmd *cmd, unsigned int issue_flags)
+{
+	struct ublk_queue *q = ublk_pdu(cmd)->q;
+	struct io_ring_ctx *ring = ublk_cmd_ring(cmd);
+	struct task_struct *task = ublk_cmd_task(cmd);
+	struct llist_node *batch = llist_reverse_order(llist_del_all(&q->dispatch_list));
+	struct ublk_io *io, *next;
+
+	/* cmd completes in the loop: only what was read of it above is used */
+	llist_for_each_entry_safe(io, next, batch, dispatch_node) {
+		struct io_uring_cmd *c = io->dispatch_cmd;
+
+		if (ublk_cmd_ring(c) == ring && ublk_cmd_task(c) == task)
+			ublk_dispatch(q, io, c, issue_flags);
+		else
+			io_uring_cmd_complete_in_task(c, ublk_dispatch_one_tw);
+	}
 }
 
 static blk_status_t ublk_fill_desc(struct ublk_queue *q, struct request *rq,
@@ -365,11 +399,14 @@ static blk_status_t ublk_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_m
 	io->cmd = NULL;
 	io->req = rq;
 	io->dispatching = true;
+	io->dispatch_cmd = cmd;
 	io->need_data = false;
 	spin_unlock(&q->lock);
 
 	blk_mq_start_request(rq);
-	io_uring_cmd_complete_in_task(cmd, ublk_dispatch_tw);
+	/* the first on the list carries the task work for all (ublk_dispatch_tw()) */
+	if (llist_add(&io->dispatch_node, &q->dispatch_list))
+		io_uring_cmd_complete_in_task(cmd, ublk_dispatch_tw);
 	return BLK_STS_OK;
 }
 

@@ -118,6 +118,7 @@ static int ublk_alloc_queues(struct ublk_device *ub)
 		q->q_id = i;
 		q->depth = depth;
 		spin_lock_init(&q->lock);
+		init_llist_head(&q->dispatch_list);
 		q->descs_order = get_order(ublk_descs_bytes(depth));
 		q->descs = (void *)__get_free_pages(GFP_KERNEL | __GFP_ZERO, q->descs_order);
 		if (!q->descs)

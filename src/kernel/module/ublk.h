@@ -45,11 +45,14 @@ struct ublk_io {
 	u64 addr;
 	/*
 	 * req was given to this tag, but the server has not been told yet: its
-	 * dispatch (ublk_dispatch_tw()) waits to run in the server's task and
+	 * dispatch (ublk_dispatch()) waits to run in the server's task and
 	 * still owns the command.  Until then the server may not commit,
 	 * get data for or copy the tag.
 	 */
 	bool dispatching;
+	/* while dispatching: the command that will tell, on q->dispatch_list */
+	struct io_uring_cmd *dispatch_cmd;
+	struct llist_node dispatch_node;
 	/* req was handed over with UBLK_IO_RES_NEED_GET_DATA, data not yet copied */
 	bool need_data;
 	/*
@@ -92,6 +95,8 @@ struct ublk_queue {
 	/* the server task that fetched this queue, watched for its exit (watch.c) */
 	struct task_struct *task;
 #endif
+	/* tags handed over to the server whose dispatch has not run yet, newest first */
+	struct llist_head dispatch_list;
 	/* descriptor array, mapped read-only by the server */
 	struct ublksrv_io_desc *descs;
 	unsigned int descs_order;
