@@ -355,8 +355,10 @@ int main(int argc, char **argv)
 	/* tworings: copy mode, the odd tags fetched and served on a second ring (same task) */
 	bool tworings = !strcmp(mode, "tworings");
 	bool getdata = !strcmp(mode, "getdata");
-	bool splice_mode = !strcmp(mode, "splice"), ucopy_mode = !strcmp(mode, "usercopy") || splice_mode;
 	bool recover = !strcmp(mode, "recover");
+	/* the modes serve() needs, set before info's flags are made of them */
+	splicing = !strcmp(mode, "splice");
+	ucopy = !strcmp(mode, "usercopy") || splicing;
 	const char *rec = argc > 3 ? argv[3] : "none";
 	__u64 recflags = !strcmp(rec, "plain") ? UBLK_F_USER_RECOVERY :
 			 !strcmp(rec, "reissue") ? UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE :
@@ -364,7 +366,7 @@ int main(int argc, char **argv)
 	struct ublksrv_ctrl_cmd c = { .dev_id = ~0U, .queue_id = 0xffff };
 	struct ublksrv_ctrl_dev_info info = {
 		.nr_hw_queues = 1, .queue_depth = DEPTH, .max_io_buf_bytes = MAXIO,
-		.flags = UBLK_F_CMD_IOCTL_ENCODE | (ucopy_mode ? UBLK_F_USER_COPY : 0) |
+		.flags = UBLK_F_CMD_IOCTL_ENCODE | (ucopy ? UBLK_F_USER_COPY : 0) |
 			 (getdata ? UBLK_F_NEED_GET_DATA : 0) | recflags,
 	};
 	struct ublk_params par = { .len = sizeof(par), .types = UBLK_PARAM_TYPE_BASIC,
@@ -375,8 +377,6 @@ int main(int argc, char **argv)
 	pthread_t t;
 	int r;
 
-	splicing = splice_mode;
-	ucopy = ucopy_mode;
 	size = recover ? 0 : (size_t)atoi(argv[2]) << 20;
 
 	if (argc > 2 && !strcmp(argv[1], "info")) {
