@@ -218,15 +218,21 @@ static int do_request(unsigned tag)
 	return 0;
 }
 
-/* FETCH_REQ for tags first, first + step, ... on ring, sent. */
-static int fetch(struct io_uring *ring, unsigned first, unsigned step)
+/* FETCH_REQ for tags first, first + step, ... on the set-up ring, sent: how many. */
+static int send_fetches(struct io_uring *ring, unsigned first, unsigned step)
 {
-	if (io_uring_queue_init(2 * DEPTH, ring, IORING_SETUP_SQE128) < 0)
-		return -1;
 	for (unsigned tag = first; tag < DEPTH; tag += step)
 		queue_cmd(ring, fd, UBLK_U_IO_FETCH_REQ, tag, 0,
 			  ucopy ? 0 : (__u64)(uintptr_t)TAG_BUF(tag), 0);
 	return io_uring_submit(ring);
+}
+
+/* A new ring, and FETCH_REQ for tags first, first + step, ... on it. */
+static int fetch(struct io_uring *ring, unsigned first, unsigned step)
+{
+	if (io_uring_queue_init(2 * DEPTH, ring, IORING_SETUP_SQE128) < 0)
+		return -1;
+	return send_fetches(ring, first, step);
 }
 
 /*
@@ -293,9 +299,7 @@ struct shared_ring {
 static void fetch_shared(struct shared_ring *s, unsigned first)
 {
 	pthread_mutex_lock(&s->lock);
-	for (unsigned tag = first; tag < DEPTH; tag += 2)
-		queue_cmd(&s->ring, fd, UBLK_U_IO_FETCH_REQ, tag, 0, (__u64)(uintptr_t)TAG_BUF(tag), 0);
-	if (io_uring_submit(&s->ring) != DEPTH / 2)
+	if (send_fetches(&s->ring, first, 2) != DEPTH / 2)
 		fprintf(stderr, "task of tags %u+2: FETCH_REQ not submitted\n", first);
 	pthread_mutex_unlock(&s->lock);
 }
@@ -333,9 +337,8 @@ static int serve_shared(struct shared_ring *s, unsigned first)
 				aborted++;
 				continue;
 			}
-			res[i] = do_request(tags[i]);
 			tags[commits] = tags[i];
-			res[commits++] = res[i];
+			res[commits++] = do_request(tags[i]);
 		}
 		if (!commits) {
 			/* the task's own task work runs when the nap ends */
