@@ -10,7 +10,12 @@
 #   within a bound set by the request timeout;
 # - USER_COPY (root): a COMMIT_AND_FETCH while a pread of the same tag copies (it waits in a
 #   page fault on a slow device) fails with EBUSY and leaves the request to the server; a
-#   second server thread copying the tags the server commits, under fio --verify.
+#   second server thread copying the tags the server commits, under fio --verify;
+# - lookups racing ADD_DEV: GET_DEV_INFO of an id that is being added and deleted over and over
+#   (udev's ublk-owner does this for a uevent that arrives late) must not take a reference on
+#   a device ADD_DEV has not finished: no kobject or refcount warning;
+# - an id taken by another ADD_DEV while DEL_DEV waits for it: DEL_DEV waits for its own device
+#   to be freed, not for the id to be free, so it returns.
 # Skips unless the run uses our module (vm-run --driver .../ublk_drv.ko).
 # vm-timeout: 600
 set -euo pipefail
@@ -191,4 +196,31 @@ ebusy=$(sed -n 's/.* ebusy=\([0-9]*\).*/\1/p' <<< "$stat")
 grep -E "^tag [0-9]+: " uc.log && fail "ucrace: unexpected command results: $(grep -E '^tag ' uc.log | head -3)"
 echo "$stat; fio: $(jq '.jobs[0].write.total_ios' fio-uc.json) writes," \
 	"$(jq '.jobs[0].read.total_ios' fio-uc.json) verified reads, 0 errors; 8 MiB read back"
+
+# Lookups racing ADD_DEV and DEL_DEV of one id. CI met this once: t-churn's 1000 devices all
+# take id 0, udev's ublk-owner looks up the id of an old uevent, and the kernel said
+# "kobject_get" of a device not yet initialized. Here three processes do nothing but look the
+# id up while it is added and deleted 1500 times; both answers must have come many times.
+warn0=$(dmesg | grep -cE 'WARNING:|refcount_t' || true)
+t0=$(date +%s%N)
+out=$(timeout $((300 * TIME_FACTOR)) "$UBLKD_BUILD/test/ublk-churn" --lookups 1500 3) ||
+	fail "lookups: ublk-churn failed or hung: $out"
+found=$(sed -n 's/.* found=\([0-9]*\).*/\1/p' <<< "$out")
+absent=$(sed -n 's/.* absent=\([0-9]*\).*/\1/p' <<< "$out")
+(( found >= 100 && absent >= 100 )) || fail "lookups: the probers did not race the adds: $out"
+warn1=$(dmesg | grep -cE 'WARNING:|refcount_t' || true)
+(( warn1 == warn0 )) || fail "lookups: the kernel warned: $(dmesg | grep -E 'WARNING:|refcount_t' | tail -2)"
+[ -z "$(ls /sys/class/ublk-char)" ] || fail "lookups: devices left: $(ls /sys/class/ublk-char)"
+echo "lookups: $out, $(ms_since "$t0") ms, no kernel warning"
+
+# An id taken again while DEL_DEV waits for it. DEL_DEV returns once its device is freed, so
+# that the id can be reused at once; a second process that adds a device with that id as soon
+# as it can, and keeps it until that DEL_DEV returns, must not hold the DEL_DEV with it.
+t0=$(date +%s%N)
+out=$(timeout $((300 * TIME_FACTOR)) "$UBLKD_BUILD/test/ublk-churn" --reuse 500) ||
+	fail "reuse: ublk-churn failed or hung: $out"
+raced=$(sed -n 's/.* raced=\([0-9]*\).*/\1/p' <<< "$out")
+(( raced >= 10 )) || fail "reuse: the id was seldom taken while DEL_DEV waited, nothing was raced: $out"
+[ -z "$(ls /sys/class/ublk-char)" ] || fail "reuse: devices left: $(ls /sys/class/ublk-char)"
+echo "reuse: $out, $(ms_since "$t0") ms"
 echo ok

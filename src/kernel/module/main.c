@@ -19,6 +19,8 @@ static DEFINE_MUTEX(ublk_index_mutex);
 static DECLARE_WAIT_QUEUE_HEAD(ublk_idr_wq);
 /* unprivileged devices not yet freed, under ublk_index_mutex */
 static unsigned int ublk_nr_unpriv;
+/* the next device's index_seq, under ublk_index_mutex */
+static u64 ublk_next_seq;
 
 /*
  * Every device pins kernel memory (tag set, descriptors) that its size
@@ -127,6 +129,14 @@ static int ublk_alloc_queues(struct ublk_device *ub)
 	return 0;
 }
 
+/* The device becomes visible to lookups by id, complete. */
+static void ublk_publish_device(struct ublk_device *ub)
+{
+	mutex_lock(&ublk_index_mutex);
+	idr_replace(&ublk_index_idr, ub, ub->info.dev_id);
+	mutex_unlock(&ublk_index_mutex);
+}
+
 /*
  * ADD_DEV after validation: takes an id (info->dev_id, or any when it is
  * (u32)-1), creates /dev/ublkcN and the tag set.  On success info is
@@ -148,21 +158,28 @@ int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 	INIT_WORK(&ub->stop_work, ublk_stop_work_fn);
 	ublk_watch_init(ub);
 
+	/*
+	 * The id is taken with no device behind it: a lookup (GET_DEV_INFO
+	 * from udev's handler of an old uevent for the same id, say) must
+	 * not find the device, and take a reference, before its struct
+	 * device is initialized.  ublk_publish_device() puts it there.
+	 */
 	mutex_lock(&ublk_index_mutex);
 	if (unpriv && ublk_nr_unpriv >= READ_ONCE(unprivileged_ublks_max))
 		id = -EACCES;
 	else if (want_id == U32_MAX)
-		id = idr_alloc(&ublk_index_idr, ub, 0, UBLK_MAX_DEVS, GFP_KERNEL);
+		id = idr_alloc(&ublk_index_idr, NULL, 0, UBLK_MAX_DEVS, GFP_KERNEL);
 	else if (want_id >= UBLK_MAX_DEVS)
 		id = -EINVAL;
 	else {
-		id = idr_alloc(&ublk_index_idr, ub, want_id, want_id + 1, GFP_KERNEL);
+		id = idr_alloc(&ublk_index_idr, NULL, want_id, want_id + 1, GFP_KERNEL);
 		if (id == -ENOSPC)
 			id = -EEXIST;
 	}
 	/* counted with the id taken, uncounted when the id is given back */
 	if (id >= 0 && unpriv)
 		ublk_nr_unpriv++;
+	ub->index_seq = ublk_next_seq++;
 	mutex_unlock(&ublk_index_mutex);
 	if (id < 0) {
 		mutex_destroy(&ub->mutex);
@@ -201,9 +218,14 @@ int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 
 	cdev_init(&ub->cdev, &ublk_ch_fops);
 	ub->cdev.owner = THIS_MODULE;
+	/* udev's handler of the uevent looks the id up: it must find the device */
+	dev_set_uevent_suppress(&ub->cdev_dev, 1);
 	ret = cdev_device_add(&ub->cdev, &ub->cdev_dev);
 	if (ret)
 		goto fail;
+	ublk_publish_device(ub);
+	dev_set_uevent_suppress(&ub->cdev_dev, 0);
+	kobject_uevent(&ub->cdev_dev.kobj, KOBJ_ADD);
 	return 0;
 
 fail:
@@ -211,12 +233,19 @@ fail:
 	return ret;
 }
 
-static bool ublk_id_freed(u32 id)
+/*
+ * The device that had id and index_seq is freed.  Not "the id is free": by
+ * the time a waiter looks, another ADD_DEV may have taken the id again, and
+ * DEL_DEV must not wait for that device too.
+ */
+static bool ublk_dev_freed(u32 id, u64 seq)
 {
+	struct ublk_device *ub;
 	bool freed;
 
 	mutex_lock(&ublk_index_mutex);
-	freed = !idr_find(&ublk_index_idr, id);
+	ub = idr_find(&ublk_index_idr, id);
+	freed = !ub || ub->index_seq != seq;
 	mutex_unlock(&ublk_index_mutex);
 	return freed;
 }
@@ -235,6 +264,7 @@ static bool ublk_id_freed(u32 id)
 int ublk_delete_device(struct ublk_device *ub, bool wait)
 {
 	u32 id = ub->info.dev_id;
+	u64 seq = ub->index_seq;
 	long tmo = ublk_unprivileged(ub) ? ub->tag_set.timeout : MAX_SCHEDULE_TIMEOUT;
 	bool first;
 	int ret;
@@ -260,7 +290,7 @@ int ublk_delete_device(struct ublk_device *ub, bool wait)
 	put_device(&ub->cdev_dev);
 	if (!wait)
 		return 0;
-	if (wait_event_interruptible_timeout(ublk_idr_wq, ublk_id_freed(id), tmo) < 0)
+	if (wait_event_interruptible_timeout(ublk_idr_wq, ublk_dev_freed(id, seq), tmo) < 0)
 		return -EINTR;
 	return 0;
 }

@@ -114,6 +114,7 @@ struct ublk_device {
 	bool tag_set_ready;
 	struct gendisk *disk;		/* non-NULL while started */
 	bool deleted;			/* DEL_DEV done: invisible to lookups */
+	u64 index_seq;			/* tells this device from a later one with its id */
 	/*
 	 * A stop began (STOP_DEV, DEL_DEV, the server left): it will not start
 	 * again.  stop_work removes the disk; the stop is done once disk is NULL.
