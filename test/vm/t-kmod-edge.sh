@@ -36,6 +36,7 @@ no_live_thread() {
 	done
 }
 hung_tasks() { dmesg | grep -c "blocked for more than" || true; }
+kernel_warnings() { dmesg | grep -E 'WARNING:|refcount_t' || true; }
 start_stall() { # LOG ARGS...: a kmod-perm stall server; sets $srv (pid) and $id
 	local log=$1
 	shift
@@ -201,15 +202,15 @@ echo "$stat; fio: $(jq '.jobs[0].write.total_ios' fio-uc.json) writes," \
 # take id 0, udev's ublk-owner looks up the id of an old uevent, and the kernel said
 # "kobject_get" of a device not yet initialized. Here three processes do nothing but look the
 # id up while it is added and deleted 1500 times; both answers must have come many times.
-warn0=$(dmesg | grep -cE 'WARNING:|refcount_t' || true)
+warn0=$(kernel_warnings | wc -l)
 t0=$(date +%s%N)
 out=$(timeout $((300 * TIME_FACTOR)) "$UBLKD_BUILD/test/ublk-churn" --lookups 1500 3) ||
 	fail "lookups: ublk-churn failed or hung: $out"
 found=$(sed -n 's/.* found=\([0-9]*\).*/\1/p' <<< "$out")
 absent=$(sed -n 's/.* absent=\([0-9]*\).*/\1/p' <<< "$out")
 (( found >= 100 && absent >= 100 )) || fail "lookups: the probers did not race the adds: $out"
-warn1=$(dmesg | grep -cE 'WARNING:|refcount_t' || true)
-(( warn1 == warn0 )) || fail "lookups: the kernel warned: $(dmesg | grep -E 'WARNING:|refcount_t' | tail -2)"
+warn1=$(kernel_warnings | wc -l)
+(( warn1 == warn0 )) || fail "lookups: the kernel warned: $(kernel_warnings | tail -2)"
 [ -z "$(ls /sys/class/ublk-char)" ] || fail "lookups: devices left: $(ls /sys/class/ublk-char)"
 echo "lookups: $out, $(ms_since "$t0") ms, no kernel warning"
 

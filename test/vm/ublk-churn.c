@@ -26,8 +26,9 @@
  * one id and deletes it, while a second process tries to add a device with the same id over
  * and over, and keeps it once it has it until this DEL_DEV has returned.  DEL_DEV waits until
  * its own device is freed, not until the id is free: a DEL_DEV still waiting after 10 s
- * fails the run (once the taker has given the id back, it must return).  Prints in how many cycles the second process took the id while DEL_DEV had
- * not yet returned: t-kmod-edge wants at least 5 (17 to 35 seen in 500 cycles).
+ * fails the run (once the taker has given the id back, it must return).  Prints in how many
+ * cycles the second process took the id while DEL_DEV had not yet returned: t-kmod-edge wants
+ * at least 5 (17 to 35 seen in 500 cycles).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -326,8 +327,8 @@ static int lookups(unsigned cycles, unsigned nr_probers)
 
 /*
  * --reuse: the deleter tells the taker on one pipe when its DEL_DEV begins ('D') and when it
- * has returned ('R'), or to stop ('S'); the taker answers on another once it has given the id
- * back ('C').  Blocking reads, no spinning: a busy loop beside the driver's own work only
+ * has returned ('R'), and closes the pipe to stop it (read_byte() gives 'S'); the taker answers
+ * on another once it has given the id back ('C').  Blocking reads, no spinning: a busy loop beside the driver's own work only
  * slows everything down under TCG.
  */
 struct reuse_counts {

@@ -13,7 +13,10 @@
 
 #include "ublk.h"
 
-/* Device ids; an id stays taken until its device is freed, so DEL_DEV can wait for that. */
+/*
+ * Device ids; an id stays taken until its device is freed, so DEL_DEV can wait
+ * for that.  Its entry is NULL while ADD_DEV builds the device.
+ */
 static DEFINE_IDR(ublk_index_idr);
 static DEFINE_MUTEX(ublk_index_mutex);
 static DECLARE_WAIT_QUEUE_HEAD(ublk_idr_wq);
