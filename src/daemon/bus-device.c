@@ -129,12 +129,11 @@ static int device_run(struct work *w)
         d->in_kernel = d->dev->in_kernel;
         d->quiesced = d->dev->quiesced;
         if (d->op == OP_REMOVE && r >= 0) {
-                uint32_t id = d->dev->id;
-
+                /* Before the free lets the id go: the next device with it has state of its own. */
+                state_forget(d->dev->id);
                 /* Here, not on the event loop: closing the backing file may flush it. */
                 ublk_dev_free(d->dev);
                 d->dev = NULL;
-                state_forget(id);
         }
         return r;
 }

@@ -333,12 +333,11 @@ static int add_run(struct work *w)
         if (a->req.start) {
                 r = ublk_dev_start(a->dev);
                 if (r < 0) {
-                        uint32_t id = a->dev->id;
-
                         a->failed = "Starting the device failed";
+                        /* Before the free lets the id go to another device. */
+                        state_forget(a->dev->id);
                         ublk_dev_free(a->dev);
                         a->dev = NULL;
-                        state_forget(id);
                         return r;
                 }
         }

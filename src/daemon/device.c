@@ -10,6 +10,7 @@
 
 #include "device.h"
 #include "devinfo.h"
+#include "ids.h"
 #include "log.h"
 #include "macro.h"
 #include "queue.h"
@@ -259,22 +260,20 @@ static int dev_choose_recovery(struct ublk_dev *dev, struct ublk_reason *reason)
         return 0;
 }
 
-/* ADD_DEV asking for want_id ((uint32_t) -1: any), then SET_PARAMS. */
-static int dev_kernel_add(struct ublk_dev *dev, uint32_t want_id)
+/* ADD_DEV with dev->id, then SET_PARAMS. */
+static int dev_kernel_add(struct ublk_dev *dev)
 {
         int r;
 
         dev->info = dev->add_info;
-        dev->info.dev_id = want_id;
+        dev->info.dev_id = dev->id;
         dev->added_usec = devinfo_now_usec();
         if (dev->unprivileged)
                 r = ublk_ctrl_add_dev_as(dev->ctrl, &dev->info, dev->config.owner_uid, dev->config.owner_gid);
         else
                 r = ublk_ctrl_add_dev(dev->ctrl, &dev->info);
         if (r < 0)
-                return log_debug_errno(r, "ADD_DEV failed: %m");
-        if (want_id == (uint32_t) -1)
-                dev->id = dev->info.dev_id;
+                return log_debug_errno(r, "ADD_DEV of ublk device %u failed: %m", dev->id);
         if (dev->info.nr_hw_queues != dev->config.queues) {
                 log_notice("ublk device %u: the kernel granted %u queues of %u asked for.",
                            dev->id, dev->info.nr_hw_queues, dev->config.queues);
@@ -315,10 +314,32 @@ static void dev_kernel_renew(struct ublk_dev *dev)
                 log_warning_errno(r, "Failed to delete ublk device %u from the kernel: %m", dev->id);
                 return;
         }
-        r = dev_kernel_add(dev, dev->id);
+        r = dev_kernel_add(dev);
         if (r < 0)
                 log_warning_errno(r, "Failed to add ublk device %u to the kernel again (the next start "
                                   "tries again): %m", dev->id);
+}
+
+/* ADD_DEV under the lowest id ublkd does not hold (ids.h) that the kernel has free; the device
+ * holds the id from now on, until ublk_dev_free(). */
+static int dev_kernel_add_any_id(struct ublk_dev *dev)
+{
+        uint32_t from = 0;
+        int r;
+
+        for (;;) {
+                r = ids_hold_lowest(from, &dev->id);
+                if (r < 0)
+                        return r;
+                r = dev_kernel_add(dev);
+                if (r >= 0)
+                        return 0;
+                ids_release(dev->id);
+                if (r != -EEXIST)
+                        return r;
+                /* Another program's device. */
+                from = dev->id + 1;
+        }
 }
 
 /* A device of config, which gives its backing fd to it. */
@@ -383,7 +404,7 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         dev->zero_copy = !!(dev->add_info.flags & UBLK_F_AUTO_BUF_REG);
         dev->splice = !!(dev->add_info.flags & UBLK_F_USER_COPY);
 
-        r = dev_kernel_add(dev, (uint32_t) -1);
+        r = dev_kernel_add_any_id(dev);
         if (r < 0) {
                 if (ops->deinit)
                         ops->deinit(dev);
@@ -490,7 +511,7 @@ int ublk_dev_start(struct ublk_dev *dev)
         if (dev->quiesced)
                 return -EBUSY;
         if (!dev->in_kernel) {
-                r = dev_kernel_add(dev, dev->id);
+                r = dev_kernel_add(dev);
                 if (r < 0)
                         return r;
         }
@@ -647,6 +668,7 @@ void ublk_dev_free(struct ublk_dev *dev)
         if (dev->config.target->deinit)
                 dev->config.target->deinit(dev);
         safe_close(dev->config.backing_fd);
+        ids_release(dev->id);
         free(dev);
 }
 

@@ -21,6 +21,8 @@
  * so a stop, or a failed start, renews the kernel device under the same id:
  * the id stays taken, and /dev/ublkbN keeps its number.  Should the new
  * ADD_DEV fail, the device is out of the kernel and the next start adds it.
+ * A device holds its id (ids.h) from ublk_dev_add() to ublk_dev_free(), in the kernel or not,
+ * so that no other Add of ublkd's takes it while the device is out of the kernel.
  * These calls block (START_DEV waits for every queue to fetch its tags, DEL_DEV
  * for the char device to be released): the daemon makes them from a work
  * thread (work.h), one at a time per device, never from a queue thread.
@@ -116,7 +118,8 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                  struct ublk_dev **ret);
 int ublk_dev_start(struct ublk_dev *dev);
 /* config describes the device id as a previous ublkd created it (state.h); its backing fd
- * moves to the device.  -ESTALE when the kernel's device is not that one. */
+ * moves to the device.  -ESTALE when the kernel's device is not that one.  The caller holds
+ * id (ids.h); once adopted, the device holds it until ublk_dev_free(). */
 int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, uint32_t id,
                    struct ublk_reason *reason, struct ublk_dev **ret);
 /* How long a recovery waits for the kernel to let go of the old server (normally moments). */

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ids.h"
 #include "log.h"
 #include "macro.h"
 #include "manager.h"
@@ -69,6 +70,7 @@ static void adopt_done(struct work *w, int r)
                         log_error_errno(r, "Cannot serve ublk device %u again (%m); %s it.", a->id,
                                         a->removed ? "removed" : "failed to remove");
                 manager_free_device(m, md);
+                ids_release(a->id);
                 goto out;
         }
 
@@ -134,6 +136,7 @@ static void orphan_done(struct work *w, int r)
         else
                 log_info("ublk device %u belongs to another ublk server (pid %d): leaving it alone.", o->id,
                          (int) o->server);
+        ids_release(o->id);
         free(o);
 }
 
@@ -151,12 +154,18 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
         char *backing = NULL;
         int r;
 
+        r = ids_hold(id);
+        if (r < 0)
+                return r;
         a = calloc(1, sizeof(*a));
-        if (!a)
+        if (!a) {
+                ids_release(id);
                 return -ENOMEM;
+        }
         r = state_load(id, &a->config, &backing);
         if (r < 0) {
                 log_error_errno(r, "Failed to read the saved state of ublk device %u: %m", id);
+                ids_release(id);
                 free(a);
                 return r;
         }
@@ -168,6 +177,7 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
         if (!a->md) {
                 safe_close(a->config.backing_fd);
                 free(backing);
+                ids_release(id);
                 free(a);
                 return -ENOMEM;
         }
@@ -184,6 +194,7 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
         if (r < 0) {
                 manager_free_device(m, a->md);
                 safe_close(a->config.backing_fd);
+                ids_release(id);
                 free(a);
         }
         return r;
@@ -191,19 +202,28 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
 
 static int orphan_start(struct manager *m, uint32_t id)
 {
-        struct orphan_work *o = calloc(1, sizeof(*o));
+        struct orphan_work *o;
         int r;
 
-        if (!o)
+        /* Held while it is deleted: an Add of ours taking the id then would stall the DEL_DEV. */
+        r = ids_hold(id);
+        if (r < 0)
+                return r;
+        o = calloc(1, sizeof(*o));
+        if (!o) {
+                ids_release(id);
                 return -ENOMEM;
+        }
         o->ctrl = &m->ctrl;
         o->id = id;
         o->work.run = orphan_run;
         o->work.done = orphan_done;
         snprintf(o->work.what, sizeof(o->work.what), "checking ublk device %u", id);
         r = work_start(m, &o->work);
-        if (r < 0)
+        if (r < 0) {
+                ids_release(id);
                 free(o);
+        }
         return r;
 }
 

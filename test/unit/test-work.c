@@ -10,23 +10,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "manager.h"
 #include "work.h"
 
-static unsigned passed, failed;
 static pthread_t loop_thread;
 static unsigned ticks, dones;
-
-#define CHECK(cond, ...)                                                \
-        do {                                                            \
-                if (cond)                                               \
-                        passed++;                                       \
-                else {                                                  \
-                        failed++;                                       \
-                        fprintf(stderr, "FAILED: " __VA_ARGS__);        \
-                        fputc('\n', stderr);                            \
-                }                                                       \
-        } while (0)
 
 struct test_work {
         struct work work;
@@ -123,6 +112,5 @@ int main(void)
         sd_event_source_unref(quit);
         work_teardown(&m);
         sd_event_unref(m.event);
-        printf("%u passed, %u failed\n", passed, failed);
-        return failed ? 1 : 0;
+        return check_summary();
 }
