@@ -129,11 +129,12 @@ static int device_run(struct work *w)
         d->in_kernel = d->dev->in_kernel;
         d->quiesced = d->dev->quiesced;
         if (d->op == OP_REMOVE && r >= 0) {
-                /* Before the free lets the id go: the next device with it has state of its own. */
+                /* Before the free on the event loop lets the id go: the next device with it
+                 * has state of its own. */
                 state_forget(d->dev->id);
-                /* Here, not on the event loop: closing the backing file may flush it. */
-                ublk_dev_free(d->dev);
-                d->dev = NULL;
+                /* Here, not on the event loop: closing the backing file may flush it.  The
+                 * struct itself stays until device_done(): the loop reads md->dev until then. */
+                ublk_dev_release(d->dev);
         }
         return r;
 }
@@ -169,7 +170,6 @@ static void device_done(struct work *w, int r)
                 log_error_errno(r, "%s (ublk device %u): %m", device_ops[d->op].failed, id);
                 (void) bus_reply_errno(d->call, r, device_ops[d->op].failed);
         } else if (d->op == OP_REMOVE) {
-                md->dev = NULL;         /* freed by the work */
                 manager_free_device(m, md);
                 log_info("Removed ublk device %u.", id);
                 (void) bus_device_emit_removed(m, id);

@@ -656,6 +656,16 @@ int ublk_dev_remove(struct ublk_dev *dev)
         return dev_kernel_del(dev);
 }
 
+void ublk_dev_release(struct ublk_dev *dev)
+{
+        if (dev->released)
+                return;
+        if (dev->config.target->deinit)
+                dev->config.target->deinit(dev);
+        dev->config.backing_fd = safe_close(dev->config.backing_fd);
+        dev->released = true;
+}
+
 void ublk_dev_free(struct ublk_dev *dev)
 {
         int r;
@@ -665,9 +675,7 @@ void ublk_dev_free(struct ublk_dev *dev)
         r = ublk_dev_remove(dev);
         if (r < 0)
                 log_warning_errno(r, "Failed to remove ublk device %u from the kernel: %m", dev->id);
-        if (dev->config.target->deinit)
-                dev->config.target->deinit(dev);
-        safe_close(dev->config.backing_fd);
+        ublk_dev_release(dev);
         ids_release(dev->id);
         free(dev);
 }

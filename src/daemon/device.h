@@ -12,7 +12,8 @@
  *   ublk_dev_stop()   STOP_DEV, join queue threads, then DEL_DEV and ADD_DEV
  *                     + SET_PARAMS with the same id               -> stopped
  *   ublk_dev_remove() stop if live, DEL_DEV                      -> out of the kernel
- *   ublk_dev_free()   ublk_dev_remove() if not done, free
+ *   ublk_dev_release() target deinit, backing fd closed (may flush it)
+ *   ublk_dev_free()   ublk_dev_remove() and ublk_dev_release() if not done, free
  * A device a previous ublkd left in the kernel comes back with:
  *   ublk_dev_adopt()   target init on the saved configuration, GET_DEV_INFO; a device the
  *                      kernel stopped (DEAD) is renewed                 -> stopped or quiesced
@@ -91,6 +92,7 @@ struct ublk_dev {
         bool live;              /* START_DEV done, STOP_DEV not yet */
         bool quiesced;          /* adopted with no server: IO waits (or fails) until recovered */
         bool unprivileged;      /* UBLK_F_UNPRIVILEGED_DEV: config.owner_uid's */
+        bool released;          /* ublk_dev_release() done */
         uint64_t added_usec;    /* CLOCK_MONOTONIC of the last ADD_DEV (devinfo_wait_udev()) */
         struct ublksrv_ctrl_dev_info add_info;  /* what ADD_DEV is sent again with */
         struct ublk_params params;
@@ -131,7 +133,10 @@ const char *ublk_recovery_to_string(uint64_t flags);
 int ublk_recovery_from_string(const char *s, enum ublk_recovery *ret);
 int ublk_dev_stop(struct ublk_dev *dev);
 int ublk_dev_remove(struct ublk_dev *dev);
-/* Does not block when ublk_dev_remove() was done. */
+/* After ublk_dev_remove(), what may block, for a work thread to do while the event loop may
+ * still read dev->config; the id stays held until ublk_dev_free(). */
+void ublk_dev_release(struct ublk_dev *dev);
+/* Does not block when ublk_dev_remove() and ublk_dev_release() were done. */
 void ublk_dev_free(struct ublk_dev *dev);
 /* -EBUSY when /dev/ublkbN is mounted or otherwise held open exclusively. */
 int ublk_dev_check_unused(const struct ublk_dev *dev);

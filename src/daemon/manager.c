@@ -88,9 +88,10 @@ void manager_remove_all(struct manager *m)
                 uint32_t id = md->id;
                 bool had_dev = md->dev;
 
-                manager_free_device(m, md);
+                /* Before the free lets the id go, as everywhere. */
                 if (had_dev)
                         state_forget(id);
+                manager_free_device(m, md);
                 log_info("Removed ublk device %u.", id);
         }
 }

@@ -20,20 +20,24 @@ a_id=${dev#/dev/ublkb}
 
 # Another program's device has the next id: ublkd's Add goes on to the one after it.
 build_kmod_perm
-read -r other _ < <(./kmod-perm add 0 noflag)
-[ "$other" -ge 0 ] 2> /dev/null || fail "kmod-perm could not add a device: $other"
-defer "./kmod-perm cmd 0 del $other > /dev/null"
+out=$(./kmod-perm add 0 noflag) || fail "kmod-perm add: exit $?"
+other=${out%% *}
+[ "$other" -ge 0 ] 2> /dev/null || fail "kmod-perm could not add a device: $out"
+# Only while it is the other program's: once deleted, the id may be one of ublkd's devices'.
+defer 'if [ -n "$other" ]; then ./kmod-perm cmd 0 del "$other" > /dev/null; fi'
 [ "$other" = $((a_id + 1)) ] || fail "another program's device got id $other, not $((a_id + 1))"
 dev=$(ublkctl add null --size 16M --name C)
 [ "$dev" = "/dev/ublkb$((other + 1))" ] || fail "Add beside another program's device $other: $dev"
 ublkctl del C
 [ "$(./kmod-perm cmd 0 del "$other")" = 0 ] || fail "deleting the other program's device $other"
 echo "another program's device had id $other: Add got $dev"
+other=
 
 no_shared_ids() {
-	local dups
-	dups=$(ublkctl list | awk 'NR > 1 { print $1 }' | sort | uniq -d)
-	[ -z "$dups" ] || { echo "ids listed twice: $dups"; ublkctl list; return 1; }
+	local list dups
+	list=$(timeout $bound ublkctl list) || { echo "list: rc=$?"; return 1; }
+	dups=$(awk 'NR > 1 { print $1 }' <<< "$list" | sort | uniq -d)
+	[ -z "$dups" ] || { echo "ids listed twice: $dups"; echo "$list"; return 1; }
 }
 
 # Each loop writes its cycle count to $dir/NAME, or why it stopped to $dir/NAME.failed.
@@ -42,7 +46,7 @@ restart_a() {
 	while [ $SECONDS -lt $end ]; do
 		timeout $bound ublkctl stop A || { echo "stop A: rc=$?"; return 1; }
 		timeout $bound ublkctl start A || { echo "start A: rc=$?"; ublkctl list; return 1; }
-		ublkctl list | grep -Eq "^$a_id +A +null +live +/dev/ublkb$a_id\$" \
+		timeout $bound ublkctl list | grep -Eq "^$a_id +A +null +live +/dev/ublkb$a_id\$" \
 			|| { echo "A is not live under id $a_id:"; ublkctl list; return 1; }
 		n=$((n + 1))
 	done
