@@ -1,12 +1,13 @@
 #!/bin/bash
 # Device ids under concurrent clients: one device is stopped and started over and over (a
 # stop takes it out of the kernel and adds it again under its id) while three clients each
-# add and remove a device of their own.  Every call returns within its bound, the stopped
-# device always comes back under its id, and no two devices share an id.  Before ublkd
-# picked ids itself (src/daemon/ids.h), ADD_DEV's "any id" could hand an Add the id of a
-# device being stopped or removed: on the in-tree driver this failed within seconds (the
-# stopped device could not start again, two devices listed under one id, a removal that
-# never returned).  An Add skips ids that another program's device has.
+# add and remove a device of their own, and two more list the devices all along.  Every call
+# returns within its bound, the stopped device always comes back under its id, and no two
+# devices share an id.  Before ublkd picked ids itself (src/daemon/ids.h), ADD_DEV's "any
+# id" could hand an Add the id of a device being stopped or removed: on the in-tree driver
+# (7.x) this failed within seconds (the stopped device could not start again, two devices
+# listed under one id, a removal that never returned).  An Add skips ids that another
+# program's device has.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 start_ublkd
@@ -64,6 +65,22 @@ add_remove_b() {
 	echo $n > "$dir/B$k"
 }
 
+# Two more clients list the devices without pause, so that the event loop reads every device
+# while the removals' works end (a removal once freed its device there before the loop let go
+# of it: ASan saw the use after free within seconds).
+lister() {
+	python3 -c '
+import dbus, sys, time
+m = dbus.Interface(dbus.SystemBus().get_object("org.ublk.ublkd1", "/org/ublk/ublkd1"),
+                   "org.ublk.ublkd1.Manager")
+end, n = time.monotonic() + float(sys.argv[1]), 0
+while time.monotonic() < end:
+    m.ListDevices()
+    n += 1
+print(n)' "$seconds"
+}
+lister > "$dir/L1" 2> "$dir/L1.failed" &
+lister > "$dir/L2" 2> "$dir/L2.failed" &
 restart_a > "$dir/A.failed" 2>&1 &
 pids=($!)
 for k in 1 2 3; do
@@ -71,12 +88,13 @@ for k in 1 2 3; do
 	pids+=($!)
 done
 for p in "${pids[@]}"; do wait "$p" || true; done
+wait
 
-for who in A B1 B2 B3; do
-	[ -s "$dir/$who" ] || fail "$who: $(tr '\n' ' ' < "$dir/$who.failed")"
+for who in A B1 B2 B3 L1 L2; do
+	[ -s "$dir/$who" ] || fail "$who: $(tail -n 3 "$dir/$who.failed" | tr '\n' ' ')"
 done
 echo "in ${seconds} s: A stopped and started $(cat "$dir/A") times, B1-B3 added and removed" \
-	"$(cat "$dir/B1") $(cat "$dir/B2") $(cat "$dir/B3") times"
+	"$(cat "$dir/B1") $(cat "$dir/B2") $(cat "$dir/B3") times, $(cat "$dir/L1") and $(cat "$dir/L2") lists"
 # Fewer would not have raced: each loop must have turned over more than a few times.
 for who in A B1 B2 B3; do
 	[ "$(cat "$dir/$who")" -ge 5 ] || fail "$who went round only $(cat "$dir/$who") times in ${seconds} s"
