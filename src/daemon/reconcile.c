@@ -148,24 +148,35 @@ static bool in_list(const uint32_t *ids, unsigned n, uint32_t id)
         return false;
 }
 
+/*
+ * Starts a work on the kernel device id, holding the id (ids.h) until its done() lets it go: an
+ * Add of ours taking it meanwhile would stall a DEL_DEV of it, or a renewal's ADD_DEV.  Called
+ * before the event loop runs, so no Add can pick the id before this holds it.
+ */
+static int work_start_holding(struct manager *m, struct work *w, uint32_t id)
+{
+        int r = ids_hold(id);
+
+        if (r < 0)
+                return r;
+        r = work_start(m, w);
+        if (r < 0)
+                ids_release(id);
+        return r;
+}
+
 static int adopt_start(struct manager *m, uint32_t id, bool recover)
 {
         struct adopt_work *a;
         char *backing = NULL;
         int r;
 
-        r = ids_hold(id);
-        if (r < 0)
-                return r;
         a = calloc(1, sizeof(*a));
-        if (!a) {
-                ids_release(id);
+        if (!a)
                 return -ENOMEM;
-        }
         r = state_load(id, &a->config, &backing);
         if (r < 0) {
                 log_error_errno(r, "Failed to read the saved state of ublk device %u: %m", id);
-                ids_release(id);
                 free(a);
                 return r;
         }
@@ -177,7 +188,6 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
         if (!a->md) {
                 safe_close(a->config.backing_fd);
                 free(backing);
-                ids_release(id);
                 free(a);
                 return -ENOMEM;
         }
@@ -190,11 +200,10 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
         a->work.run = adopt_run;
         a->work.done = adopt_done;
         snprintf(a->work.what, sizeof(a->work.what), "taking over ublk device %u", id);
-        r = work_start(m, &a->work);
+        r = work_start_holding(m, &a->work, id);
         if (r < 0) {
                 manager_free_device(m, a->md);
                 safe_close(a->config.backing_fd);
-                ids_release(id);
                 free(a);
         }
         return r;
@@ -202,28 +211,19 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
 
 static int orphan_start(struct manager *m, uint32_t id)
 {
-        struct orphan_work *o;
+        struct orphan_work *o = calloc(1, sizeof(*o));
         int r;
 
-        /* Held while it is deleted: an Add of ours taking the id then would stall the DEL_DEV. */
-        r = ids_hold(id);
-        if (r < 0)
-                return r;
-        o = calloc(1, sizeof(*o));
-        if (!o) {
-                ids_release(id);
+        if (!o)
                 return -ENOMEM;
-        }
         o->ctrl = &m->ctrl;
         o->id = id;
         o->work.run = orphan_run;
         o->work.done = orphan_done;
         snprintf(o->work.what, sizeof(o->work.what), "checking ublk device %u", id);
-        r = work_start(m, &o->work);
-        if (r < 0) {
-                ids_release(id);
+        r = work_start_holding(m, &o->work, id);
+        if (r < 0)
                 free(o);
-        }
         return r;
 }
 
