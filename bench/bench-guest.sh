@@ -28,6 +28,10 @@ if has_target loop; then
 	for q in $QUEUES; do
 		DEV[uloop$q]=$(ublkctl add loop $BENCH_IMG --queues "$q" "${zc_opt[@]}" --name "uloop$q")
 		[ $zc = 1 ] && DEV[ucloop$q]=$(ublkctl add loop $BENCH_IMG --queues "$q" --zero-copy off --name "ucloop$q")
+		if [ "$PIN" = 1 ]; then
+			pin_queue_threads "${DEV[uloop$q]}" "$q"
+			[ $zc = 0 ] || pin_queue_threads "${DEV[ucloop$q]}" "$q"
+		fi
 	done
 	echo "ublkd loop: O_DIRECT=$(( 8#$(fd_flags "$(ublkd_pid)" $BENCH_IMG) >> 14 & 1 ))"
 fi
@@ -42,6 +46,7 @@ if has_target null; then
 		echo 1 > "$d/power"
 		DEV[knull$q]=/dev/nullb$q
 		DEV[unull$q]=$(ublkctl add null --size 1G --queues "$q" --name "unull$q")
+		[ "$PIN" = 1 ] && pin_queue_threads "${DEV[unull$q]}" "$q"
 	done
 fi
 ublkctl list

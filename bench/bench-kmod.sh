@@ -68,21 +68,6 @@ add_device() {
 	RUNTIME=1 fio_iops "${DEV[$n]}" randread 32 "$2" >/dev/null
 }
 
-# pin_queue_threads DISK QUEUES: ublkd's thread of queue q on CPU (q + QUEUES) mod nproc, the
-# CPU of fio's job q with 2 queues (blk-mq maps that CPU to queue q), the other CPU with 1 queue
-pin_queue_threads() {
-	local id=${1#/dev/ublkb} pid task comm q pinned=0
-	pid=$(ublkd_pid)
-	for task in /proc/"$pid"/task/*; do
-		comm=$(cat "$task/comm" 2>/dev/null) || continue
-		[[ $comm == "ublk$id-q"* ]] || continue
-		q=${comm#"ublk$id-q"}
-		taskset -pc $(( (q + $2) % $(nproc) )) "${task##*/}" >/dev/null || fail "taskset of $comm failed"
-		pinned=$((pinned + 1))
-	done
-	[ "$pinned" = "$2" ] || fail "pin_queue_threads: $pinned queue threads of ublk$id found, not $2"
-}
-
 # Configurations in a fixed order; the drivers alternate from one to the next (in-tree, ours;
 # ours, in-tree; ...), so that each pair is one driver swap apart, and which driver goes first
 # alternates from round to round too.

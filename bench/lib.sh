@@ -2,7 +2,8 @@
 # Source it after test/vm/lib.sh. Knobs (environment, passed in by tools/bench):
 #   BENCH_RUNS (3), BENCH_RUNTIME (seconds per fio run, 5), BENCH_DEPTHS ("1 32 128"),
 #   BENCH_RW ("randread randwrite"), BENCH_QUEUES ("1 2"), BENCH_TARGETS ("loop null"),
-#   BENCH_BS (fio's block size, 4k), BENCH_PIN (0; 1: fio's jobs pinned, see fio_iops)
+#   BENCH_BS (fio's block size, 4k), BENCH_PIN (0; 1: fio's jobs and ublkd's queue threads pinned,
+#   see fio_iops and pin_queue_threads)
 # shellcheck shell=bash
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
@@ -37,6 +38,22 @@ fio_iops() {
 		--output=fio.json >/dev/null 2>&1 || { echo 0; return; }
 	sed -i '/^{/,$!d' fio.json
 	jq --arg rw "$2" '(if $rw == "randread" then .jobs[0].read else .jobs[0].write end).iops | floor' fio.json
+}
+
+# pin_queue_threads DISK QUEUES: ublkd's thread of queue q on CPU (q + QUEUES) mod nproc, the
+# CPU of fio's job q with 2 queues (blk-mq maps that CPU to queue q), the other CPU with 1 queue.
+# For PIN=1, so that the queue threads' CPUs are not the scheduler's choice either.
+pin_queue_threads() {
+	local id=${1#/dev/ublkb} pid task comm q pinned=0
+	pid=$(ublkd_pid)
+	for task in /proc/"$pid"/task/*; do
+		comm=$(cat "$task/comm" 2>/dev/null) || continue
+		[[ $comm == "ublk$id-q"* ]] || continue
+		q=${comm#"ublk$id-q"}
+		taskset -pc $(( (q + $2) % $(nproc) )) "${task##*/}" >/dev/null || fail "taskset of $comm failed"
+		pinned=$((pinned + 1))
+	done
+	[ "$pinned" = "$2" ] || fail "pin_queue_threads: $pinned queue threads of ublk$id found, not $2"
 }
 
 # result RUN RW DEPTH JOBS TARGET SIDE DEV IOPS: one "RESULT {json}" line. SIDE is "ours" or "base";
