@@ -3,7 +3,9 @@
 #   BENCH_RUNS (3), BENCH_RUNTIME (seconds per fio run, 5), BENCH_DEPTHS ("1 32 128"),
 #   BENCH_RW ("randread randwrite"), BENCH_QUEUES ("1 2"), BENCH_TARGETS ("loop null"),
 #   BENCH_BS (fio's block size, 4k), BENCH_PIN (0; 1: fio's jobs and ublkd's queue threads pinned,
-#   see fio_iops and pin_queue_threads)
+#   see fio_iops and pin_queue_threads), BENCH_BACKING (tmpfs; brd: see bench_img),
+#   BENCH_EVENTS (none; perf events to count per IO, e.g. "io_uring:io_uring_queue_async_work,
+#   syscalls:sys_enter_io_uring_enter": see fio_iops)
 # shellcheck shell=bash
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
@@ -13,30 +15,64 @@ QUEUES=${BENCH_QUEUES:-1 2}
 TARGETS=${BENCH_TARGETS:-loop null}
 BS=${BENCH_BS:-4k}
 PIN=${BENCH_PIN:-0}
-BENCH_IMG=/mnt/bench/disk.img   # on tmpfs: every loop driver reads and writes the same pages
+BACKING=${BENCH_BACKING:-tmpfs}
+case $BACKING in
+tmpfs) BENCH_IMG=/mnt/bench/disk.img ;;
+brd) BENCH_IMG=/dev/ram0 ;;
+*) fail "BENCH_BACKING=$BACKING: tmpfs or brd" ;;
+esac
+EVENTS=${BENCH_EVENTS:-}
+if [ -n "$EVENTS" ]; then
+	command -v perf >/dev/null || fail "BENCH_EVENTS needs perf (apt install linux-perf on the host)"
+	mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing \
+		|| fail "BENCH_EVENTS: cannot mount tracefs"
+	perf stat -a -x "," -e "$EVENTS" -o /dev/null -- true \
+		|| fail "BENCH_EVENTS=$EVENTS: perf stat cannot count these (perf list shows what it can)"
+fi
 
 # has_target T: T is one of $TARGETS
 has_target() {
 	[[ " $TARGETS " == *" $1 "* ]]
 }
 
-# bench_img: a 1 GiB file of random data on a fresh tmpfs at /mnt/bench ($BENCH_IMG)
+# bench_img: $BENCH_IMG, what every loop device of the run reads and writes: 1 GiB of random data
+# in RAM. BENCH_BACKING=tmpfs: a file on a fresh tmpfs at /mnt/bench. brd: the RAM disk /dev/ram0.
+# On 6.12, io_uring hands every one of ublkd's reads and writes of a tmpfs file to an io-wq
+# worker, and with 2 queues the workers' writes spin on the file's inode lock: the work per IO
+# then swings by up to 13 % from run to run (bench/RESULTS.md, 2026-12-05). brd takes ublkd's
+# reads and writes inline, as a disk does with O_DIRECT.
 bench_img() {
+	if [ "$BACKING" = brd ]; then
+		[ -b "$BENCH_IMG" ] || modprobe brd rd_nr=1 rd_size=1048576 max_part=0 \
+			|| fail "modprobe brd failed"
+		wait_until 10 test -b "$BENCH_IMG" || fail "modprobe brd: no $BENCH_IMG"
+		dd if=/dev/urandom of="$BENCH_IMG" bs=1M count=1024 oflag=direct status=none
+		return
+	fi
 	mkdir -p /mnt/bench
 	mountpoint -q /mnt/bench || mount -t tmpfs -o size=1200M tmpfs /mnt/bench
-	dd if=/dev/urandom of=$BENCH_IMG bs=1M count=1024 status=none
+	dd if=/dev/urandom of="$BENCH_IMG" bs=1M count=1024 status=none
 }
 
 # fio_iops DEV RW DEPTH JOBS: IOPS of one fio run ($RUNTIME s, $BS, io_uring, O_DIRECT); 0 if fio failed.
 # With PIN=1, job i runs on CPU i only, so that where fio runs is not the scheduler's choice,
-# made anew in every run.
+# made anew in every run. With BENCH_EVENTS, fio runs under "perf stat -a" and fio.events gets
+# each event's count on all CPUs divided by the IOs fio did, for result() (with --icount, where
+# an IO's instructions go: how many syscalls, task work runs, context switches, io-wq hand-offs).
 fio_iops() {
-	local pin=()
+	local pin=() stat=() ios
 	[ "$PIN" = 1 ] && pin=(--cpus_allowed="0-$(($4 - 1))" --cpus_allowed_policy=split)
-	fio "${pin[@]}" --name=b --filename="$1" --rw="$2" --bs="$BS" --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
+	[ -n "$EVENTS" ] && stat=(perf stat -a -x "," -o perf.csv -e "$EVENTS" --)
+	rm -f fio.events
+	"${stat[@]}" fio "${pin[@]}" --name=b --filename="$1" --rw="$2" --bs="$BS" --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
 		--direct=1 --runtime="$RUNTIME" --time_based --group_reporting --output-format=json \
 		--output=fio.json >/dev/null 2>&1 || { echo 0; return; }
 	sed -i '/^{/,$!d' fio.json
+	if [ -n "$EVENTS" ]; then
+		ios=$(jq '.jobs[0].read.total_ios + .jobs[0].write.total_ios' fio.json)
+		awk -F, -v ios="$ios" '!/^#/ && $1 ~ /^[0-9]+$/ && ios > 0 {
+			printf "%s\"%s\":%.4f", n++ ? "," : "", $3, $1 / ios }' perf.csv > fio.events
+	fi
 	jq --arg rw "$2" '(if $rw == "randread" then .jobs[0].read else .jobs[0].write end).iops | floor' fio.json
 }
 
@@ -57,9 +93,14 @@ pin_queue_threads() {
 }
 
 # result RUN RW DEPTH JOBS TARGET SIDE DEV IOPS: one "RESULT {json}" line. SIDE is "ours" or "base";
-# the summary compares the two sides of each (rw, depth, jobs, target).
+# the summary compares the two sides of each (rw, depth, jobs, target). With BENCH_EVENTS, the
+# line has the counts per IO of the fio run just done too ("events").
 result() {
-	printf 'RESULT {"run":%d,"rw":"%s","depth":%d,"jobs":%d,"target":"%s","side":"%s","dev":"%s","iops":%d}\n' "$@"
+	local events=
+	[ -s fio.events ] && events=",\"events\":{$(cat fio.events)}"
+	rm -f fio.events
+	printf 'RESULT {"run":%d,"rw":"%s","depth":%d,"jobs":%d,"target":"%s","side":"%s","dev":"%s","iops":%d%s}\n' \
+		"$@" "$events"
 }
 
 # bench_summary FILE OURS_LABEL BASE_LABEL: medians and ratios (ours / base) of FILE's RESULT lines,

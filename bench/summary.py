@@ -7,7 +7,8 @@ Prints, per (rw, depth, jobs, target), the median IOPS of each side and the rati
 ours / base, then the round-by-round ratios (ours / base of the same run): their
 median, a 95 % interval for it, and in how many rounds ours was at or above base;
 then the medians as one markdown table (a column group per target) for
-bench/RESULTS.md.
+bench/RESULTS.md. Rows with "events" (BENCH_EVENTS: counts per IO) add a table of each
+event's median count per IO on each side.
 """
 import json
 import math
@@ -18,7 +19,7 @@ path, ours_label, base_label = sys.argv[1:4]
 rows = [json.loads(l.split(" ", 1)[1]) for l in open(path) if l.startswith("RESULT ")]
 if not rows:
     sys.exit("summary: no RESULT lines in " + path)
-vals, devs, keys, targets, by_run = {}, {}, [], [], {}
+vals, devs, keys, targets, by_run, events = {}, {}, [], [], {}, {}
 for r in rows:
     k = (r["rw"], r["depth"], r["jobs"])
     if k not in keys:
@@ -28,6 +29,8 @@ for r in rows:
     vals.setdefault(k + (r["target"], r["side"]), []).append(r["iops"])
     devs[k + (r["target"], r["side"])] = r["dev"]
     by_run[k + (r["target"], r["side"], r["run"])] = r["iops"]
+    for e, n in r.get("events", {}).items():
+        events.setdefault(e, {}).setdefault(k + (r["target"], r["side"]), []).append(n)
 
 
 def med(k, target, side):
@@ -99,6 +102,19 @@ for k in keys:
             ci = f"{ci[0]:.2f}-{ci[1]:.2f}" if ci else "-"
             print(f"{k[0]:10} {k[1]:>5} {k[2]:>4}  {t:>9}  {statistics.median(p):5.2f}x  {ci:11}  {ahead:>3} of {len(p):<3}"
                   f" {' '.join(f'{x:.2f}' for x in p)}")
+
+if events:
+    print(f"\nevents per IO, median of the runs, {ours_label} / {base_label}:")
+    print(f"{'rw':10} {'depth':>5} {'jobs':>4}  {'target':>9}  {'event':44} {ours_label:>9} {base_label:>9}")
+    for k in keys:
+        for t in targets:
+            for e in sorted(events):
+                o, b = events[e].get(k + (t, "ours")), events[e].get(k + (t, "base"))
+                if o is None and b is None:
+                    continue
+                o = f"{statistics.median(o):9.3f}" if o else f"{'-':>9}"
+                b = f"{statistics.median(b):9.3f}" if b else f"{'-':>9}"
+                print(f"{k[0]:10} {k[1]:>5} {k[2]:>4}  {t:>9}  {e:44} {o} {b}")
 
 print("\n| rw | depth | jobs/queues | " +
       " | ".join(f"{t} {ours_label} | {t} {base_label} | ratio" for t in targets) + " |")
