@@ -9,7 +9,7 @@ set -euo pipefail
 . "$UBLKD_SRC/bench/lib.sh"
 
 start_ublkd
-echo "kernel $(uname -r), $(nproc) vCPUs, ublk features $(ublkctl features), runs=$RUNS runtime=${RUNTIME}s"
+echo "kernel $(uname -r), $(nproc) vCPUs, ublk features $(ublkctl features), runs=$RUNS runtime=${RUNTIME}s batch=$BATCH"
 
 # Devices under test: NAME=/dev/X, kernel's and ours, created once for the whole run.
 declare -A DEV=()

@@ -16,7 +16,7 @@ set -euo pipefail
 [ -f "$UBLK_DRIVER" ] || fail "bench-kmod: UBLK_DRIVER=$UBLK_DRIVER: no such file"
 install_ublkd
 defer "systemctl stop ublkd"
-echo "kernel $(uname -r), $(nproc) vCPUs, runs=$RUNS runtime=${RUNTIME}s, our module: $UBLK_DRIVER"
+echo "kernel $(uname -r), $(nproc) vCPUs, runs=$RUNS runtime=${RUNTIME}s batch=$BATCH, our module: $UBLK_DRIVER"
 
 # Device flags that decide how data moves, or what the hot path checks: zero copy, NEED_GET_DATA,
 # USER_COPY, AUTO_BUF_REG, recovery. They must be the same on both drivers for a fair comparison.

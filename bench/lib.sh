@@ -5,7 +5,8 @@
 #   BENCH_BS (fio's block size, 4k), BENCH_PIN (0; 1: fio's jobs and ublkd's queue threads pinned,
 #   see fio_iops and pin_queue_threads), BENCH_BACKING (tmpfs; brd: see bench_img),
 #   BENCH_EVENTS (none; perf events to count per IO, e.g. "io_uring:io_uring_queue_async_work,
-#   syscalls:sys_enter_io_uring_enter": see fio_iops)
+#   syscalls:sys_enter_io_uring_enter": see fio_iops), BENCH_BATCH (1; N: fio submits N IOs in one
+#   io_uring_enter once N have completed, so that blk-mq gets them as one plugged batch)
 # shellcheck shell=bash
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
@@ -21,6 +22,8 @@ tmpfs) BENCH_IMG=/mnt/bench/disk.img ;;
 brd) BENCH_IMG=/dev/ram0 ;;
 *) fail "BENCH_BACKING=$BACKING: tmpfs or brd" ;;
 esac
+BATCH=${BENCH_BATCH:-1}
+[[ $BATCH =~ ^[1-9][0-9]*$ ]] || fail "BENCH_BATCH=$BATCH: a number of IOs, 1 or more"
 EVENTS=${BENCH_EVENTS:-}
 if [ -n "$EVENTS" ]; then
 	command -v perf >/dev/null || fail "BENCH_EVENTS needs perf (apt install linux-perf on the host)"
@@ -60,11 +63,14 @@ bench_img() {
 # each event's count on all CPUs divided by the IOs fio did, for result() (with --icount, where
 # an IO's instructions go: how many syscalls, task work runs, context switches, io-wq hand-offs).
 fio_iops() {
-	local pin=() stat=() ios
+	local pin=() stat=() batch=() ios
 	[ "$PIN" = 1 ] && pin=(--cpus_allowed="0-$(($4 - 1))" --cpus_allowed_policy=split)
+	# never more than the depth: a batch that cannot fill would wait forever
+	[ "$BATCH" -gt 1 ] && [ "$3" -gt 1 ] && batch=(--iodepth_batch_submit="$(( BATCH < $3 ? BATCH : $3 ))"
+		--iodepth_batch_complete_min="$(( BATCH < $3 ? BATCH : $3 ))")
 	[ -n "$EVENTS" ] && stat=(perf stat -a -x "," -o perf.csv -e "$EVENTS" --)
 	rm -f fio.events
-	"${stat[@]}" fio "${pin[@]}" --name=b --filename="$1" --rw="$2" --bs="$BS" --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
+	"${stat[@]}" fio "${pin[@]}" "${batch[@]}" --name=b --filename="$1" --rw="$2" --bs="$BS" --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
 		--direct=1 --runtime="$RUNTIME" --time_based --group_reporting --output-format=json \
 		--output=fio.json >/dev/null 2>&1 || { echo 0; return; }
 	sed -i '/^{/,$!d' fio.json

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Our own ublk driver (src/kernel/module): it loads in place of the in-tree
 # one, answers GET_FEATURES, serves a device to ublkd, survives the server
-# being killed mid-IO (the IO ends, nothing hangs), moves data right in each
+# being killed mid-IO (the IO ends, nothing hangs), takes plugged batches of
+# requests in one go (6.12, ublk_queue_rqs()), moves data right in each
 # copy mode ublkd does not use (NEED_GET_DATA, USER_COPY; kmod-srv.c, a
 # RAM-disk server compiled here, talks to the driver directly, and also serves
 # one queue from two rings and from two processes on one ring, whose requests
@@ -73,6 +74,39 @@ wait_until 10 test -b "$dev" || fail "no $dev after the restart"
 dd if="$dev" of=/dev/null bs=1M count=8 iflag=direct status=none || fail "read after restart failed"
 ublkctl del kmod
 wait_until 10 test ! -e "$dev" || fail "$dev still exists after del"
+
+# Plugged batches (6.12): fio hands io_uring 16 IOs at a time, blk-mq passes each plug's
+# requests to ublk_queue_rqs(), which hands a queue's run of them to the server in one go.
+# Data verified on a 2-queue loop device; a kprobe counts the calls, which must carry more
+# than 2 requests each on average, or this says nothing about batches.
+if [ "$UBLKD_VM_KERNEL" != 6.1 ]; then
+	mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+	tr=/sys/kernel/tracing
+	echo 'p:kmod_qrqs ublk_drv:ublk_queue_rqs' >> $tr/kprobe_events ||
+		fail "batches: no kprobe on ublk_queue_rqs"
+	defer "echo 0 > $tr/events/kprobes/kmod_qrqs/enable; echo '-:kmod_qrqs' >> $tr/kprobe_events; echo 1 > $tr/tracing_on"
+	echo 0 > $tr/tracing_on
+	echo 1 > $tr/events/kprobes/kmod_qrqs/enable
+	truncate -s 64M /dev/shm/kmod-batch.img
+	defer "rm -f /dev/shm/kmod-batch.img"
+	bdev=$(ublkctl add loop /dev/shm/kmod-batch.img --queues 2 --name kmodbatch)
+	wait_until 10 test -b "$bdev" || fail "batches: no $bdev"
+	ios_before=$(ios_done "${bdev#/dev/}")
+	fio --name=b --filename="$bdev" --rw=randwrite --bs=4k --iodepth=32 --iodepth_batch_submit=16 \
+		--iodepth_batch_complete_min=16 --numjobs=2 --size=16M --offset_increment=32M \
+		--ioengine=io_uring --direct=1 --verify=crc32c --verify_fatal=1 --group_reporting \
+		--output-format=json --output=fio-batch.json > /dev/null 2>&1 ||
+		fail "batches: verifying fio failed: $(head -c 1500 fio-batch.json)"
+	sed -i '/^{/,$!d' fio-batch.json
+	jq -e '.jobs[0].error == 0 and .jobs[0].read.total_ios > 0' fio-batch.json > /dev/null ||
+		fail "batches: fio reported errors: $(head -c 1500 fio-batch.json)"
+	ios=$(( $(ios_done "${bdev#/dev/}") - ios_before ))
+	calls=$(awk '$1 == "kmod_qrqs" {print $2}' $tr/kprobe_profile)
+	[ "${calls:-0}" -gt 0 ] && [ "$ios" -gt $(( 2 * calls )) ] ||
+		fail "batches: $ios requests in ${calls:-no} ublk_queue_rqs() calls"
+	echo "batches: $ios requests verified, $calls ublk_queue_rqs() calls ($(( ios / calls )) requests each)"
+	ublkctl del kmodbatch
+fi
 systemctl stop ublkd
 
 # The driver's other copy modes, with a server of our own.

@@ -35,6 +35,8 @@
 #include <linux/io_uring/cmd.h>
 
 #define UBLK_WATCH_SERVER 0
+/* blk_mq_ops.queue_rqs() with a struct rq_list (6.1's takes a bare list: not wired) */
+#define UBLK_HAVE_QUEUE_RQS 1
 
 static inline const void *ublk_cmd_payload(const struct io_uring_cmd *cmd)
 {
@@ -86,6 +88,7 @@ static inline int ublk_inode_permission(const struct path *path, struct inode *i
 #include <linux/io_uring_types.h>
 
 #define UBLK_WATCH_SERVER 1
+#define UBLK_HAVE_QUEUE_RQS 0
 
 /* 6.12's queue_limits.features, which 6.1 sets with queue calls instead */
 #define BLK_FEAT_WRITE_CACHE	(1U << 0)

@@ -23,6 +23,13 @@
  * fails with -ETIMEDOUT.  Until then a new request on that tag fails at
  * once.  Root's devices keep waiting for their server, as in-tree.
  *
+ * Batches: a queue's requests handed over in a row wait on
+ * q->dispatch_list for one task work, that of the first (ublk_dispatch_tw()).
+ * blk-mq passes a plug's requests to ublk_queue_rqs() (6.12), which takes
+ * each as ublk_queue_rq() does and lists a queue's run of them at once;
+ * those it cannot take on that fast path go back to blk-mq, which passes
+ * them to ublk_queue_rq() one by one.
+ *
  * Ownership: from ublk_queue_rq() until ublk_dispatch() runs in the
  * server's task, a tag's request is not yet the server's: the command
  * that will tell it is on its way, and belongs to the dispatch
@@ -368,6 +375,35 @@ static blk_status_t ublk_fill_desc(struct ublk_queue *q, struct request *rq,
 	return BLK_STS_OK;
 }
 
+/*
+ * Under q->lock: rq's descriptor is filled and its tag's command set aside
+ * for the dispatch, which the caller starts.  BLK_STS_RESOURCE: the queue
+ * has no server (ublk_queue_rq() decides: wait or fail); BLK_STS_IOERR: the
+ * server did not fetch this tag; either way nothing changed.
+ */
+static blk_status_t ublk_take_rq(struct ublk_queue *q, struct request *rq)
+{
+	struct ublk_io *io = &q->ios[rq->tag];
+	blk_status_t st;
+
+	spin_lock(&q->lock);
+	if (q->canceling)
+		st = BLK_STS_RESOURCE;
+	else if (!io->cmd)
+		st = BLK_STS_IOERR;
+	else
+		st = ublk_fill_desc(q, rq, &q->descs[rq->tag], io->addr);
+	if (st == BLK_STS_OK) {
+		io->dispatch_cmd = io->cmd;
+		io->cmd = NULL;
+		io->req = rq;
+		io->dispatching = true;
+		io->need_data = false;
+	}
+	spin_unlock(&q->lock);
+	return st;
+}
+
 static blk_status_t ublk_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_mq_queue_data *bd)
 {
 	struct ublk_queue *q = hctx->driver_data;
@@ -376,39 +412,78 @@ static blk_status_t ublk_queue_rq(struct blk_mq_hw_ctx *hctx, const struct blk_m
 	struct io_uring_cmd *cmd;
 	blk_status_t st;
 
-	spin_lock(&q->lock);
-	cmd = io->cmd;
-	if (q->canceling) {
-		spin_unlock(&q->lock);
+	st = ublk_take_rq(q, rq);
+	if (st == BLK_STS_RESOURCE) {
 		/* no server: wait for the next one (USER_RECOVERY), or fail */
 		if (!READ_ONCE(q->ub->nosrv_wait))
 			return BLK_STS_IOERR;
 		ublk_requeue_nosrv(q, rq);
 		return BLK_STS_OK;
 	}
-	if (!cmd) {
-		/* a server that did not fetch this tag: it cannot take it */
-		spin_unlock(&q->lock);
-		return BLK_STS_IOERR;
-	}
-	st = ublk_fill_desc(q, rq, &q->descs[rq->tag], io->addr);
-	if (st) {
-		spin_unlock(&q->lock);
+	if (st)
 		return st;
-	}
-	io->cmd = NULL;
-	io->req = rq;
-	io->dispatching = true;
-	io->dispatch_cmd = cmd;
-	io->need_data = false;
-	spin_unlock(&q->lock);
 
+	cmd = io->dispatch_cmd;
 	blk_mq_start_request(rq);
 	/* the first on the list carries the task work for all (ublk_dispatch_tw()) */
 	if (llist_add(&io->dispatch_node, &q->dispatch_list))
 		io_uring_cmd_complete_in_task(cmd, ublk_dispatch_tw);
 	return BLK_STS_OK;
 }
+
+#if UBLK_HAVE_QUEUE_RQS
+/* The requests of one queue taken in a row, newest first, and the oldest's command. */
+struct ublk_batch {
+	struct ublk_queue *q;
+	struct llist_node *newest, *oldest;
+	struct io_uring_cmd *oldest_cmd;
+};
+
+static void ublk_hand_over_batch(struct ublk_batch *b)
+{
+	if (b->newest && llist_add_batch(b->newest, b->oldest, &b->q->dispatch_list))
+		io_uring_cmd_complete_in_task(b->oldest_cmd, ublk_dispatch_tw);
+	*b = (struct ublk_batch){};
+}
+
+/*
+ * A plug's requests (blk_mq_flush_plug_list()): each taken as
+ * ublk_queue_rq() takes it, then a queue's run of them handed over with one
+ * llist_add_batch(), so the server gets them all in one task work and
+ * blk-mq skips its per-request issue.  What cannot be taken on the fast path
+ * stays on rqlist: blk-mq passes those to ublk_queue_rq() one by one.
+ */
+static void ublk_queue_rqs(struct rq_list *rqlist)
+{
+	struct ublk_batch b = {};
+	struct rq_list left;
+	struct request *rq;
+
+	rq_list_init(&left);
+	while ((rq = rq_list_pop(rqlist))) {
+		struct ublk_queue *q = rq->mq_hctx->driver_data;
+		struct ublk_io *io = &q->ios[rq->tag];
+
+		if (q != b.q)
+			ublk_hand_over_batch(&b);
+		if (ublk_take_rq(q, rq) != BLK_STS_OK) {
+			rq_list_add_tail(&left, rq);
+			continue;
+		}
+		blk_mq_start_request(rq);
+		/* newest first, as llist_add() leaves them: ublk_dispatch_tw() reverses */
+		b.q = q;
+		io->dispatch_node.next = b.newest;
+		b.newest = &io->dispatch_node;
+		if (!b.oldest) {
+			b.oldest = b.newest;
+			b.oldest_cmd = io->dispatch_cmd;
+		}
+	}
+	ublk_hand_over_batch(&b);
+	*rqlist = left;
+}
+#endif
 
 /* See the top of this file. */
 static enum blk_eh_timer_return ublk_timeout(struct request *rq)
@@ -445,6 +520,9 @@ static int ublk_init_hctx(struct blk_mq_hw_ctx *hctx, void *driver_data, unsigne
 
 const struct blk_mq_ops ublk_mq_ops = {
 	.queue_rq	= ublk_queue_rq,
+#if UBLK_HAVE_QUEUE_RQS
+	.queue_rqs	= ublk_queue_rqs,
+#endif
 	.timeout	= ublk_timeout,
 	.init_hctx	= ublk_init_hctx,
 };
