@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * A minimal RAM-disk ublk server for t-kmod.sh, talking to the driver directly (no ublkd):
- * copy, get-data, user-copy or splice mode, one queue of DEPTH tags; also one queue's tags
- * served from two rings of one task (tworings) or by two processes on one ring (twotasks),
- * and recovery of a device whose server died.  Usage above main().
+ * copy, get-data, user-copy or splice mode (or copy mode with each buffer mapped anew), one
+ * queue of DEPTH tags; also one queue's tags served from two rings of one task (tworings) or
+ * by two processes on one ring (twotasks), and recovery of a device whose server died.  Usage
+ * above main().
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,7 +37,7 @@ static int fd;
 static struct ublksrv_io_desc *descs;
 static char *ram, *bufs;
 static size_t size;
-static bool splicing, ucopy;
+static bool splicing, ucopy, remapping;
 
 /* The RAM disk lives in a file so that a recovering server finds the data. */
 static char *map_ram(const char *path, size_t *size)
@@ -186,6 +187,22 @@ static int splice_read_data(int fd, unsigned tag, __u64 pos, const char *src, si
 	return len;
 }
 
+/*
+ * remap: the tag's buffer gets fresh pages at the same address (a new mapping over the old),
+ * which a driver keeping the old pages pinned must notice: before a read's data goes in, and
+ * after a write's came out (the tag's next write lands in the new pages).
+ */
+static void remap_buf(unsigned tag)
+{
+	char *base = bufs + tag * (MAXIO + 4096);
+
+	if (mmap(base, MAXIO + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+		 -1, 0) != base) {
+		perror("remap");
+		exit(1);
+	}
+}
+
 /* The tag's request done on the RAM disk: the result its COMMIT_AND_FETCH_REQ carries. */
 static int do_request(unsigned tag)
 {
@@ -202,6 +219,8 @@ static int do_request(unsigned tag)
 			return splice_read_data(fd, tag, pos, ram + off, len);
 		if (ucopy)
 			return pwrite(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
+		if (remapping)
+			remap_buf(tag);
 		memcpy(buf, ram + off, len);
 		return len;
 	}
@@ -211,6 +230,8 @@ static int do_request(unsigned tag)
 		if (ucopy)
 			return pread(fd, ram + off, len, pos) == (ssize_t)len ? (int)len : -EIO;
 		memcpy(ram + off, buf, len);
+		if (remapping)
+			remap_buf(tag);
 		return len;
 	}
 	if (op == UBLK_IO_OP_DISCARD || op == UBLK_IO_OP_WRITE_ZEROES)
@@ -394,7 +415,8 @@ static int serve_two_tasks(void)
 
 /*
  * srv MODE SIZE_MB [RECOVERY RAMFILE]: add a device, print its id, serve it until its
- * commands are aborted; MODE is copy, getdata, usercopy, splice, tworings or twotasks,
+ * commands are aborted; MODE is copy, getdata, usercopy, splice, remap (copy mode, each
+ * request's buffer mapped anew, see remap_buf()), tworings or twotasks,
  * RECOVERY none, plain, reissue or failio.  Exit 3: twotasks' second task was refused.
  * srv recover ID RAMFILE [die]: recover device ID (copy mode); "die" exits between START and
  * END_USER_RECOVERY.  srv info ID: the info commands' answers on one line.  srv del ID:
@@ -409,6 +431,7 @@ int main(int argc, char **argv)
 	bool twotasks = !strcmp(mode, "twotasks");
 	bool getdata = !strcmp(mode, "getdata");
 	bool recover = !strcmp(mode, "recover");
+	remapping = !strcmp(mode, "remap");
 	/* the modes serve() needs, set before info's flags are made of them */
 	splicing = !strcmp(mode, "splice");
 	ucopy = !strcmp(mode, "usercopy") || splicing;

@@ -107,6 +107,56 @@ if [ "$UBLKD_VM_KERNEL" != 6.1 ]; then
 	echo "batches: $ios requests verified, $calls ublk_queue_rqs() calls ($(( ios / calls )) requests each)"
 	ublkctl del kmodbatch
 fi
+
+# Copy mode's buffers stay pinned between IOs (pins.c). A verifying fio on a root's loop
+# device, first with pin_cache=N: the copy that pins per IO (ublk_copy_user, counted by a
+# kprobe) runs once per IO, and no pin outlives its IO (pins taken less pins released, from
+# /proc/vmstat, back where they were). Then with pin_cache=Y: it runs for under 1 IO in 8
+# (a tag's first copies), the pins stay while the device is served, and go with the device.
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing
+tr=/sys/kernel/tracing
+echo 'p:kmod_copy ublk_drv:ublk_copy_user' >> $tr/kprobe_events || fail "pins: no kprobe on ublk_copy_user"
+defer "echo 0 > $tr/events/kprobes/kmod_copy/enable; echo '-:kmod_copy' >> $tr/kprobe_events; echo 1 > $tr/tracing_on; echo Y > /sys/module/ublk_drv/parameters/pin_cache"
+echo 0 > $tr/tracing_on
+echo 1 > $tr/events/kprobes/kmod_copy/enable
+# pins_held: user pages pinned now (FOLL_PIN), per-CPU counts folded in first
+pins_held() {
+	echo 1 > /proc/sys/vm/stat_refresh
+	awk '$1 == "nr_foll_pin_acquired" {a = $2} $1 == "nr_foll_pin_released" {r = $2} END {print a - r}' /proc/vmstat
+}
+pins_back_to() { [ "$(pins_held)" -le "$1" ]; }
+# pins_fio SETTING: the verifying fio with pin_cache=SETTING; sets $pin_ios and $pin_calls
+pins_fio() {
+	local ios0 calls0
+
+	echo "$1" > /sys/module/ublk_drv/parameters/pin_cache || fail "pins: cannot set pin_cache=$1"
+	ios0=$(ios_done "${pdev#/dev/}")
+	calls0=$(awk '$1 == "kmod_copy" {print $2}' $tr/kprobe_profile)
+	fio --name=p --filename="$pdev" --rw=randwrite --bs=16k --iodepth=16 --size=32M \
+		--ioengine=io_uring --direct=1 --verify=crc32c --verify_fatal=1 > "fio-pins-$1.log" 2>&1 ||
+		fail "pins: verifying fio with pin_cache=$1 failed: $(grep -m 3 -i 'verify\|crc\|err' "fio-pins-$1.log")"
+	pin_ios=$(( $(ios_done "${pdev#/dev/}") - ios0 ))
+	pin_calls=$(( $(awk '$1 == "kmod_copy" {print $2}' $tr/kprobe_profile) - calls0 ))
+}
+truncate -s 64M /dev/shm/kmod-pins.img
+defer "rm -f /dev/shm/kmod-pins.img"
+pins0=$(pins_held)
+pdev=$(ublkctl add loop /dev/shm/kmod-pins.img --name kmodpins)
+wait_until 10 test -b "$pdev" || fail "pins: no $pdev"
+pins_fio N
+[ "$pin_calls" -ge $(( pin_ios - pin_ios / 10 )) ] ||
+	fail "pins: with pin_cache=N, $pin_calls pinning copies for $pin_ios IOs (the probe misses them?)"
+wait_until 10 pins_back_to "$pins0" || fail "pins: with pin_cache=N, $(( $(pins_held) - pins0 )) pins outlive their IOs"
+echo "pins: pin_cache=N: $pin_ios IOs verified, $pin_calls copies pinned per IO, none kept"
+pins_fio Y
+pins_kept=$(( $(pins_held) - pins0 ))
+[ $(( 8 * pin_calls )) -lt "$pin_ios" ] ||
+	fail "pins: with pin_cache=Y, $pin_calls copies pinned per IO for $pin_ios IOs"
+[ "$pins_kept" -gt 0 ] || fail "pins: with pin_cache=Y, no pins kept while the device is served"
+ublkctl del kmodpins || fail "pins: del failed"
+wait_until 10 pins_back_to "$pins0" ||
+	fail "pins: $(( $(pins_held) - pins0 )) pins left after the device's deletion (of $pins_kept kept)"
+echo "pins: pin_cache=Y: $pin_ios IOs verified, $pin_calls copies pinned per IO, $pins_kept pages kept, released at del"
 systemctl stop ublkd
 
 # The driver's other copy modes, with a server of our own.
@@ -123,7 +173,7 @@ start_srv() {
 }
 
 head -c 8M /dev/urandom > pattern
-for mode in copy getdata usercopy splice; do
+for mode in copy getdata usercopy splice remap; do
 	start_srv $mode
 	wait_until 20 test -b /dev/ublkb$id || fail "$mode: no /dev/ublkb$id: $(cat srv.log)"
 	dd if=pattern of=/dev/ublkb$id bs=64k oflag=direct status=none || fail "$mode: direct write failed"

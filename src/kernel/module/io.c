@@ -86,11 +86,12 @@ static inline struct ublk_cmd_pdu *ublk_pdu(struct io_uring_cmd *cmd)
 /*
  * Copies between the request's pages, from byte rq_off of the request on,
  * and len bytes of user memory at addr, in the current task's mm (the
- * server's: copy mode's buffer, USER_COPY's pread/pwrite buffer).  The user
- * pages are pinned, UBLK_PIN_PAGES at a time, and copied with memcpy(), as
- * the in-tree driver does in copy mode: copy_{to,from}_user() is a
- * "rep movsb" on CPUs with ERMS but without FSRM, where memcpy() is not,
- * and qemu's TCG (our test VMs) makes "rep movsb" dear (bench/RESULTS.md).
+ * server's: copy mode's buffer where pins.c keeps none, USER_COPY's
+ * pread/pwrite buffer).  The user pages are pinned, UBLK_PIN_PAGES at a
+ * time, and copied with memcpy(), as the in-tree driver does in copy mode:
+ * copy_{to,from}_user() is a "rep movsb" on CPUs with ERMS but without
+ * FSRM, where memcpy() is not, and qemu's TCG (our test VMs) makes
+ * "rep movsb" dear (bench/RESULTS.md).
  * A plain user access without that instruction (8-byte moves under
  * user_access_begin(), no pin) was no faster there for 4k writes.  Plain
  * references instead of pins, as the in-tree driver takes, are faster but
@@ -119,8 +120,6 @@ size_t ublk_copy_user(struct request *rq, size_t rq_off, u64 addr, size_t len, b
 			unsigned long uaddr = addr + done;
 			size_t uoff = offset_in_page(uaddr);
 			size_t n = min3((size_t)bv.bv_len - seg, PAGE_SIZE - uoff, len - done);
-			void *rq_buf, *user_buf;
-			struct page *upage;
 
 			/* done only grows: past the pinned pages, pin the next ones */
 			if (!pinned || uaddr >= first + pinned * PAGE_SIZE) {
@@ -134,17 +133,7 @@ size_t ublk_copy_user(struct request *rq, size_t rq_off, u64 addr, size_t len, b
 				if (pinned <= 0)
 					return done;
 			}
-			upage = pages[(uaddr - first) >> PAGE_SHIFT];
-			rq_buf = kmap_local_page(bv.bv_page);
-			user_buf = kmap_local_page(upage);
-			if (to_rq)
-				memcpy(rq_buf + bv.bv_offset + seg, user_buf + uoff, n);
-			else
-				memcpy(user_buf + uoff, rq_buf + bv.bv_offset + seg, n);
-			kunmap_local(user_buf);
-			kunmap_local(rq_buf);
-			if (!to_rq)
-				flush_dcache_page(upage);
+			ublk_copy_page(&bv, seg, pages[(uaddr - first) >> PAGE_SHIFT], uoff, n, to_rq);
 			seg += n;
 			done += n;
 		}
@@ -272,7 +261,7 @@ static void ublk_dispatch(struct ublk_queue *q, struct ublk_io *io, struct io_ur
 		return;
 	}
 	if (copy) {
-		bool ok = ublk_copy_user(rq, 0, io->addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
+		bool ok = ublk_copy_io(q, io, rq, io->addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
 
 		spin_lock(&q->lock);
 		io->copying = false;
@@ -625,6 +614,9 @@ void ublk_server_gone(struct ublk_device *ub)
 			else
 				blk_mq_end_request(rq, BLK_STS_IOERR);
 		}
+		/* nobody copies any more: the server's pages are its own again */
+		for (t = 0; t < q->depth; t++)
+			ublk_pins_drop(&q->ios[t]);
 	}
 	WRITE_ONCE(ub->recovering, false);
 	WRITE_ONCE(ub->srv_gone, true);
@@ -642,6 +634,9 @@ void ublk_reset_ios(struct ublk_device *ub)
 	for (i = 0; i < ub->info.nr_hw_queues; i++) {
 		struct ublk_queue *q = ub->queues[i];
 
+		/* none left: the old server's release dropped them */
+		for (t = 0; t < q->depth; t++)
+			ublk_pins_drop(&q->ios[t]);
 		spin_lock(&q->lock);
 		/* the old server's requests were settled when it released the device */
 		for (t = 0; t < q->depth; t++)
@@ -737,7 +732,7 @@ static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
 	/* Copy mode: read data comes from the server's buffer now, in its mm. */
 	if (rq && res > 0 && req_op(rq) == REQ_OP_READ && !ublk_user_copy(ub)) {
 		size_t want = min_t(unsigned int, res, blk_rq_bytes(rq));
-		size_t got = ublk_copy_user(rq, 0, addr, want, true);
+		size_t got = ublk_copy_io(q, io, rq, addr, want, true);
 
 		if (got < want)
 			res = got ? (int)got : -EFAULT;
@@ -785,7 +780,7 @@ static int ublk_get_data(struct ublk_queue *q, struct ublk_io *io, u64 addr)
 	spin_unlock(&q->lock);
 
 	io->addr = addr;
-	ok = ublk_copy_user(rq, 0, addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
+	ok = ublk_copy_io(q, io, rq, addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
 
 	spin_lock(&q->lock);
 	io->copying = false;

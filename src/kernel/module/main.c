@@ -69,7 +69,7 @@ void ublk_put_device(struct ublk_device *ub)
 
 static void ublk_free_queues(struct ublk_device *ub)
 {
-	u16 i;
+	u16 i, t;
 
 	if (!ub->queues)
 		return;
@@ -78,6 +78,9 @@ static void ublk_free_queues(struct ublk_device *ub)
 
 		if (!q)
 			continue;
+		/* none left after the server's release; a device never started has none */
+		for (t = 0; t < q->depth; t++)
+			ublk_pins_drop(&q->ios[t]);
 		if (q->descs)
 			free_pages((unsigned long)q->descs, q->descs_order);
 		kfree(q);

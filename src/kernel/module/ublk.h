@@ -12,6 +12,7 @@
 #include <linux/cdev.h>
 #include <linux/device.h>
 #include <linux/errno.h>
+#include <linux/highmem.h>
 #include <linux/mutex.h>
 #include <linux/spinlock.h>
 #include <linux/wait.h>
@@ -71,6 +72,9 @@ struct ublk_io {
 	 * next COMMIT (or its pending dispatch) only gives the command back.
 	 */
 	bool timed_out;
+	/* copy mode's buffer kept pinned (pins.c), and the buffer page last copied through */
+	struct ublk_pins *pins;
+	unsigned long pins_start;
 };
 
 struct ublk_queue {
@@ -184,6 +188,23 @@ static inline size_t ublk_descs_bytes(u16 depth)
 	return PAGE_ALIGN(depth * sizeof(struct ublksrv_io_desc));
 }
 
+/* n bytes between a request's segment, from byte seg of it, and a user page at uoff */
+static inline void ublk_copy_page(const struct bio_vec *bv, size_t seg, struct page *upage,
+				  size_t uoff, size_t n, bool to_rq)
+{
+	void *rq_buf = kmap_local_page(bv->bv_page);
+	void *user_buf = kmap_local_page(upage);
+
+	if (to_rq)
+		memcpy(rq_buf + bv->bv_offset + seg, user_buf + uoff, n);
+	else
+		memcpy(user_buf + uoff, rq_buf + bv->bv_offset + seg, n);
+	kunmap_local(user_buf);
+	kunmap_local(rq_buf);
+	if (!to_rq)
+		flush_dcache_page(upage);
+}
+
 /* main.c */
 extern struct class ublk_chr_class;
 extern dev_t ublk_chr_devt;
@@ -216,6 +237,11 @@ void ublk_abort_fetched(struct ublk_device *ub);
 void ublk_server_gone(struct ublk_device *ub);
 void ublk_reset_ios(struct ublk_device *ub);
 void ublk_resume_io(struct ublk_device *ub);
+
+/* pins.c */
+size_t ublk_copy_io(struct ublk_queue *q, struct ublk_io *io, struct request *rq, u64 addr,
+		    size_t len, bool to_rq);
+void ublk_pins_drop(struct ublk_io *io);
 
 /* usercopy.c */
 struct pipe_inode_info;
