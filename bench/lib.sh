@@ -64,10 +64,10 @@ bench_img() {
 # an IO's instructions go: how many syscalls, task work runs, context switches, io-wq hand-offs).
 fio_iops() {
 	local pin=() stat=() batch=() ios
-	[ "$PIN" = 1 ] && pin=(--cpus_allowed="0-$(($4 - 1))" --cpus_allowed_policy=split)
 	# never more than the depth: a batch that cannot fill would wait forever
-	[ "$BATCH" -gt 1 ] && [ "$3" -gt 1 ] && batch=(--iodepth_batch_submit="$(( BATCH < $3 ? BATCH : $3 ))"
-		--iodepth_batch_complete_min="$(( BATCH < $3 ? BATCH : $3 ))")
+	local nbatch=$(( BATCH < $3 ? BATCH : $3 ))
+	[ "$PIN" = 1 ] && pin=(--cpus_allowed="0-$(($4 - 1))" --cpus_allowed_policy=split)
+	[ "$nbatch" -gt 1 ] && batch=(--iodepth_batch_submit="$nbatch" --iodepth_batch_complete_min="$nbatch")
 	[ -n "$EVENTS" ] && stat=(perf stat -a -x "," -o perf.csv -e "$EVENTS" --)
 	rm -f fio.events
 	"${stat[@]}" fio "${pin[@]}" "${batch[@]}" --name=b --filename="$1" --rw="$2" --bs="$BS" --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
