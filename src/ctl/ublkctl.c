@@ -101,7 +101,7 @@ static void help(void)
                "      --queues N           Hardware queues (default 1)\n"
                "      --depth N            Queue depth (default 128)\n"
                "      --logical-block-size N  512 (default) to 4096\n"
-               "      --name NAME          A unique name for the device\n"
+               "      --name NAME          A unique name for the device (USER:NAME for a user's)\n"
                "      --read-only          Refuse writes\n"
                "      --no-start           Create the device without starting it\n"
                "      --offset BYTES       loop: where the device starts in FILE (default 0)\n"
@@ -359,12 +359,30 @@ static void json_string(const char *s)
 
                 if (c == '"' || c == '\\')
                         printf("\\%c", c);
-                else if (c < 0x20)
+                else if (c < 0x20 || c == 0x7f)
                         printf("\\u%04x", c);
+                else if (c == 0xc2 && (unsigned char) s[1] >= 0x80 && (unsigned char) s[1] <= 0x9f)
+                        printf("\\u%04x", (unsigned char) *++s);     /* a C1 control */
                 else
                         putchar(c);
         }
         putchar('"');
+}
+
+/* A string from ublkd for a terminal: a backing file's name is the caller's choice, and may hold
+ * escape sequences meant for whoever reads it (root, with ublkctl show).  Control characters (C0,
+ * DEL and C1 in UTF-8) and backslashes are written as \xNN. */
+static void print_escaped(const char *s)
+{
+        for (const unsigned char *c = (const unsigned char *) s; *c; c++) {
+                if (*c < 0x20 || *c == 0x7f || *c == '\\')
+                        printf("\\x%02x", *c);
+                else if (c[0] == 0xc2 && c[1] >= 0x80 && c[1] <= 0x9f) {
+                        printf("\\x%02x\\x%02x", c[0], c[1]);
+                        c++;
+                } else
+                        putchar(*c);
+        }
 }
 
 /* "--json" is accepted after list/show too; removes it from argv and returns the new argc. */
@@ -499,8 +517,10 @@ static int cmd_show(int argc, char *argv[])
                 default:
                         if (arg_json)
                                 json_string(v.s);
+                        else if (*v.s)
+                                print_escaped(v.s);
                         else
-                                printf("%s", *v.s ? v.s : "-");
+                                putchar('-');
                 }
                 if (!arg_json)
                         putchar('\n');
@@ -568,12 +588,14 @@ static int cmd_del(int argc, char *argv[])
         return call_device_method(argc, argv, "Remove");
 }
 
-/* The object path and state of the device named name; 0 if there is none. */
+/* The object path and state of root's device named name; 0 if there is none, an error if the
+ * device of that name is not root's. */
 static int find_by_name(sd_bus *bus, const char *name, char **ret_path, char **ret_state)
 {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
         const char *path;
+        uint32_t owner = 0;
         int r;
 
         r = sd_bus_call_method(bus, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "GetDeviceByName",
@@ -590,9 +612,21 @@ static int find_by_name(sd_bus *bus, const char *name, char **ret_path, char **r
         r = sd_bus_message_read(reply, "o", &path);
         if (r < 0 || !(*ret_path = strdup(path)))
                 return -EXIT_FAILURE;
-        r = sd_bus_get_property_string(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, "State", &error, ret_state);
+        r = sd_bus_get_property_trivial(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, "OwnerUID", &error, 'u',
+                                        &owner);
+        if (r >= 0 && owner != 0) {
+                /* /etc/ublk/NAME.conf is root's, and so is the device it names: mounting a user's
+                 * device in its place would hand root's mount points to that user. */
+                fprintf(stderr, "ublkctl: the device named '%s' belongs to uid %" PRIu32 ", not to root: "
+                        "%s/%s.conf names a device of root's (remove the other device first)\n",
+                        name, owner, UBLK_CONF_DIR, name);
+                return -EXIT_FAILURE;
+        }
+        if (r >= 0)
+                r = sd_bus_get_property_string(bus, UBLKD_BUS_NAME, path, UBLKD_DEVICE_IFACE, "State", &error,
+                                               ret_state);
         if (r < 0) {
-                r = bus_failure(&error, r, "cannot read the device's state");
+                r = bus_failure(&error, r, "cannot read the device");
                 sd_bus_error_free(&error);
                 return -r;
         }
@@ -612,7 +646,7 @@ static int cmd_up(int argc, char *argv[])
 
         if (argc != 2)
                 return usage_error("up needs a NAME (it reads %s/NAME.conf)", UBLK_CONF_DIR);
-        if (!device_name_is_valid(argv[1]))
+        if (!device_name_is_valid(argv[1]) || device_name_user_len(argv[1]))
                 return usage_error("invalid name '%s': use A-Z a-z 0-9 - _ . (not first: - .)", argv[1]);
         snprintf(fname, sizeof(fname), "%s/%s.conf", UBLK_CONF_DIR, argv[1]);
         f = fopen(fname, "re");
@@ -672,7 +706,7 @@ static int cmd_down(int argc, char *argv[])
 
         if (argc != 2)
                 return usage_error("down needs a NAME");
-        if (!device_name_is_valid(argv[1]))
+        if (!device_name_is_valid(argv[1]) || device_name_user_len(argv[1]))
                 return usage_error("invalid name '%s': use A-Z a-z 0-9 - _ . (not first: - .)", argv[1]);
         r = connect_bus_for_change(&bus);
         if (r >= 0)

@@ -239,6 +239,7 @@ static int device_op_begin(sd_bus_message *msg, struct managed_dev *md, enum dev
 struct device_auth {
         struct manager *manager;
         uint32_t id;
+        uint64_t generation;    /* the device asked about, not a later one under its id */
         enum device_op op;
 };
 
@@ -254,7 +255,7 @@ static void device_op_authorized(sd_bus_message *msg, int r, const sd_bus_error 
         }
         /* polkit may have taken minutes: the device may be gone. */
         md = manager_find_device(da->manager, da->id);
-        if (!md)
+        if (!md || md->generation != da->generation)
                 sd_bus_error_setf(&error, UBLKD_ERROR_NO_SUCH_DEVICE, "No such device: %u (it was removed)", da->id);
         else
                 r = device_op_begin(msg, md, da->op, &error);
@@ -284,7 +285,7 @@ static int device_op_start(sd_bus_message *msg, struct managed_dev *md, enum dev
         da = calloc(1, sizeof(*da));
         if (!da)
                 return -ENOMEM;
-        *da = (struct device_auth) { .manager = md->manager, .id = md->id, .op = op };
+        *da = (struct device_auth) { .manager = md->manager, .id = md->id, .generation = md->generation, .op = op };
         snprintf(what, sizeof(what), "%s device %u of uid %u", device_ops[op].verb, md->id, (unsigned) md->owner_uid);
         snprintf(id, sizeof(id), "%u", md->id);
         r = bus_authorize(md->manager, msg, uid, POLKIT_ACTION_MANAGE_OTHER, what, id, device_op_authorized, da, error);

@@ -135,7 +135,8 @@ static int read_option(sd_bus_message *msg, enum add_option opt, struct add_requ
                 if (!device_name_is_valid(s))
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
                                                  "Invalid name: use 1-%d characters of A-Z a-z 0-9 - _ . "
-                                                 "not starting with '-' or '.'", UBLK_DEV_NAME_MAX);
+                                                 "not starting with '-' or '.', after 'USER:' for a user's "
+                                                 "device", UBLK_DEV_NAME_MAX);
                 strcpy(req->config.name, s);
                 return 0;
         case OPT_OFFSET:
@@ -257,8 +258,8 @@ struct add_work {
 
 /*
  * A user's device is owned by their uid and their primary group (the kernel lets only that
- * pair open it), and its name starts with their user name and a dash: no user can take a
- * name (and its /dev/ublk/by-name/ link) that root, or another user, means to use.
+ * pair open it), and its name is USER:NAME (parse.h): no user can take a name (and its
+ * /dev/ublk/by-name/ link) that root, or another user, means to use.
  * In the work thread: a user database lookup may go over the network.
  */
 static int resolve_owner(struct ublk_dev_config *config, struct ublk_reason *why)
@@ -276,10 +277,10 @@ static int resolve_owner(struct ublk_dev_config *config, struct ublk_reason *why
         }
         config->owner_gid = pw.pw_gid;
         n = strlen(pw.pw_name);
-        if (config->name[0] && (strncmp(config->name, pw.pw_name, n) != 0 || config->name[n] != '-' ||
-                                config->name[n + 1] == 0)) {
+        if (config->name[0] && (device_name_user_len(config->name) != n ||
+                                strncmp(config->name, pw.pw_name, n) != 0)) {
                 snprintf(why->text, sizeof(why->text),
-                         "Names of %s's devices start with '%s-' (e.g. %s-disk), so that no user takes a name "
+                         "Names of %s's devices are '%s:NAME' (e.g. %s:disk), so that no user takes a name "
                          "meant for root or another user", pw.pw_name, pw.pw_name, pw.pw_name);
                 return -EINVAL;
         }
@@ -422,6 +423,11 @@ static int add_begin(struct manager *m, struct add_work *a, sd_bus_message *msg,
                                                  queue_bytes >> 20, (unsigned) uid, user_bytes >> 20,
                                                  m->user_max_queue_bytes >> 20);
         }
+        if (uid == 0 && device_name_user_len(req->config.name))
+                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                         "'%s' is a name for a device of user '%.*s' (USER:NAME): root's devices "
+                                         "have names without ':'", req->config.name,
+                                         (int) device_name_user_len(req->config.name), req->config.name);
         if (manager_find_device_by_name(m, req->config.name))
                 return sd_bus_error_setf(error, UBLKD_ERROR_EXISTS,
                                          "A device named '%s' exists already (remove it or pick another name)",

@@ -2,17 +2,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ctrl.h"
 #include "log.h"
 #include "macro.h"
+#include "user-child.h"
 #include "uring.h"
 
 #ifdef UBLKD_TSAN
@@ -35,6 +34,8 @@ struct ctrl_op {
 /* How long each attempt at START_DEV may take before it is cancelled and sent again (see
  * ctrl_submit): it normally takes well under a second, even under TCG. */
 static const unsigned start_dev_timeouts_sec[] = { 2, 6, 15 };
+/* How long DEL_DEV may wait for /dev/ublkcN to be closed (see ctrl_submit). */
+static const unsigned del_dev_timeout_sec = 5;
 
 /* Waits for the command's CQE, skipping the cancel's own; -ETIME after timeout_sec (0: no limit). */
 static int ctrl_wait(struct io_uring *ring, unsigned timeout_sec, int *res)
@@ -109,13 +110,28 @@ static int ctrl_submit_once(int fd, unsigned cmd_op, const struct ublksrv_ctrl_c
  * thread of ours working on it; cancelling it and sending it again gets it done.  A START_DEV
  * that was cancelled before it ran, or interrupted while it waited for the queues, changed
  * nothing, so it is safe to repeat; one busy adding the disk cannot be interrupted and ends
- * on its own.  Other commands are not repeated: DEL_DEV, for one, is done once interrupted.
+ * on its own.  DEL_DEV removes the device, then waits for every opener of /dev/ublkcN to close
+ * it before the id is free again: anyone holding that node open would hold ublkd (a removal, or
+ * its exit) for as long.  So it waits del_dev_timeout_sec; interrupted then, the device is gone
+ * and only its id stays taken in the kernel until the node is closed (a later ADD_DEV of that id
+ * gets EEXIST, and ublkd takes the next).  Other commands are not repeated.
  */
 static int ctrl_submit(int fd, unsigned cmd_op, const struct ublksrv_ctrl_cmd *cmd)
 {
         bool is_start = _IOC_NR(cmd_op) == UBLK_CMD_START_DEV;
         int r, res = 0;
 
+        if (_IOC_NR(cmd_op) == UBLK_CMD_DEL_DEV) {
+                r = ctrl_submit_once(fd, cmd_op, cmd, del_dev_timeout_sec, &res);
+                if (r != -ETIME)
+                        return r < 0 ? r : res;
+                if (res == -ECANCELED)
+                        return -ETIMEDOUT;      /* it never ran: the device is still there */
+                log_warning("ublk device %u: deleted, but /dev/ublkc%u is still open somewhere after %u s: its id "
+                            "stays taken in the kernel until that is closed", cmd->dev_id, cmd->dev_id,
+                            del_dev_timeout_sec);
+                return 0;
+        }
         for (unsigned attempt = 0;; attempt++) {
                 r = ctrl_submit_once(fd, cmd_op, cmd, is_start ? start_dev_timeouts_sec[attempt] : 0, &res);
                 if (r != -ETIME)
@@ -187,45 +203,50 @@ int ublk_ctrl_add_dev(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info
         return ctrl_cmd(ctrl, CTRL_OP(ADD_DEV), &cmd);
 }
 
-struct add_as_user {
-        const struct ublk_ctrl *ctrl;
-        struct ublksrv_ctrl_dev_info *info;
-        uid_t uid;
-        gid_t gid;
-        int r;
+/* A user's device: ADD_DEV from a child process (user-child.h) whose real uid and gid are the
+ * user's and which has no capability, so that the kernel makes the device unprivileged and the
+ * user's (it takes the owner from the sender's real ids, and drops UBLK_F_UNPRIVILEGED_DEV for a
+ * sender with CAP_SYS_ADMIN).  It gets the control fd as fd 3 and the device info on stdin, and
+ * writes back ADD_DEV's result and the info as the kernel filled it in. */
+struct add_dev_reply {
+        int32_t r;
+        struct ublksrv_ctrl_dev_info info;
 };
 
-static void *add_as_user_thread(void *p)
+int ublk_ctrl_add_dev_child(const char *ioctl_encode)
 {
-        struct add_as_user *a = p;
+        struct ublk_ctrl ctrl = { .fd = 3, .ioctl_encode = strcmp(ioctl_encode, "1") == 0 };
+        struct add_dev_reply reply = {};
 
-        /* Raw syscalls: glibc's wrappers would change the credentials of every thread of the
-         * process.  All three ids, so the thread keeps no capability and cannot get one back:
-         * the kernel makes the device unprivileged and owned by the real uid and gid. */
-        if (syscall(SYS_setgroups, 0, NULL) < 0 ||
-            syscall(SYS_setresgid, a->gid, a->gid, a->gid) < 0 ||
-            syscall(SYS_setresuid, a->uid, a->uid, a->uid) < 0) {
-                a->r = negative_errno();
-                return NULL;
+        reply.r = user_child_read(STDIN_FILENO, &reply.info, sizeof(reply.info));
+        if (reply.r >= 0) {
+                reply.info.flags |= UBLK_F_UNPRIVILEGED_DEV;
+                reply.r = ublk_ctrl_add_dev(&ctrl, &reply.info);
         }
-        a->r = ublk_ctrl_add_dev(a->ctrl, a->info);
-        return NULL;
+        return write(STDOUT_FILENO, &reply, sizeof(reply)) == (ssize_t) sizeof(reply) ? 0 : 1;
 }
 
 int ublk_ctrl_add_dev_as(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info, uid_t uid, gid_t gid)
 {
-        struct add_as_user a = { .ctrl = ctrl, .info = info, .uid = uid, .gid = gid };
-        pthread_t t;
+        struct ublksrv_ctrl_dev_info now;
+        struct add_dev_reply reply;
         int r;
 
         if (uid == 0)
                 return -EINVAL;         /* a root-owned device is a privileged one */
-        info->flags |= UBLK_F_UNPRIVILEGED_DEV;
-        r = -pthread_create(&t, NULL, add_as_user_thread, &a);
-        if (r < 0)
-                return r;
-        (void) pthread_join(t, NULL);
-        return a.r;
+        r = user_child_run(USER_CHILD_ADD_DEV, uid, gid, ctrl->ioctl_encode ? "1" : "0", &ctrl->fd, 1,
+                           info, sizeof(*info), &reply, sizeof(reply));
+        if (r >= 0) {
+                if (reply.r >= 0)
+                        *info = reply.info;
+                return reply.r;
+        }
+        /* Its user may have killed it after it added the device: a device of that user under the
+         * id ublkd holds, with ublkd's mark, is that one. */
+        if (r == -ECANCELED && ublk_ctrl_get_dev_info2(ctrl, info->dev_id, &now) >= 0 && now.owner_uid == uid &&
+            (now.flags & UBLK_F_UNPRIVILEGED_DEV) && now.ublksrv_flags == info->ublksrv_flags)
+                (void) ublk_ctrl_del_dev(ctrl, info->dev_id, true);
+        return r;
 }
 
 /*

@@ -33,9 +33,12 @@ void ublk_ctrl_close(struct ublk_ctrl *ctrl);
 
 /* info->dev_id is an input (-1 = let the kernel choose) and an output. */
 int ublk_ctrl_add_dev(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info);
-/* The same from a thread with only the credentials of uid and gid (not 0): an unprivileged
- * device that they own (UBLK_F_UNPRIVILEGED_DEV). */
+/* The same for uid and gid (not 0): an unprivileged device that they own
+ * (UBLK_F_UNPRIVILEGED_DEV), added by a child process with their real ids and no capability,
+ * which they may kill: -ECANCELED then, and no device is left behind. */
 int ublk_ctrl_add_dev_as(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info, uid_t uid, gid_t gid);
+/* That child's work, after user_child_main() took on the user's ids. */
+int ublk_ctrl_add_dev_child(const char *ioctl_encode);
 /* unprivileged: the device has UBLK_F_UNPRIVILEGED_DEV, so the commands name its char device. */
 int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);
 int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid);

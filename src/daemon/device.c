@@ -573,6 +573,11 @@ int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config,
                          id, dev->info.nr_hw_queues, dev->info.queue_depth, dev->config.queues, dev->config.depth);
                 r = -ESTALE;
         }
+        if (r >= 0 && dev->info.ublksrv_flags != UBLKD_SERVER_MARK) {
+                snprintf(reason->text, sizeof(reason->text),
+                         "the kernel's device %u is not ublkd's (another program added it under that id)", id);
+                r = -ESTALE;
+        }
         if (r >= 0) {
                 dev->add_info = (struct ublksrv_ctrl_dev_info) {
                         .nr_hw_queues = dev->info.nr_hw_queues,

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <systemd/sd-daemon.h>
 #include <systemd/sd-login.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@
 #include "parse.h"
 #include "polkit.h"
 #include "ublkd-bus.h"
+#include "user-child.h"
 
 /* A default device (1 queue of depth 128, 512 KiB per request) has 64 MiB of IO buffers. */
 #define USER_MAX_DEVICES_DEFAULT 16u
@@ -216,7 +218,13 @@ int main(int argc, char *argv[])
         const char *e;
         int r;
 
+        r = user_child_main(argc, argv);
+        if (r >= 0)
+                return r;
         log_setup("ublkd");
+        /* Said once, not left to whatever set it last: ublkd never changes its credentials, so
+         * this stays, and a crash leaves a core for systemd-coredump (ptrace is still root's). */
+        (void) prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         e = getenv("UBLKD_TEST_START_DELAY_MS");
         if (e)
                 ublk_test_start_delay_ms = (unsigned) strtoul(e, NULL, 10);

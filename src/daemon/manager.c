@@ -60,6 +60,7 @@ struct managed_dev *manager_new_device(struct manager *m, const char *name)
                 return NULL;
         d->manager = m;
         d->name = name;
+        d->generation = ++m->last_generation;
         while (*p)
                 p = &(*p)->next;
         *p = d;

@@ -43,6 +43,8 @@ struct managed_dev {
         uint64_t queue_bytes;           /* IO buffer space of its queues (per-user limit) */
         uint64_t flags;                 /* UBLK_F_* as the kernel granted them */
         char *backing;                  /* informational: the backing file as ublkd sees it */
+        /* Unique for the life of this ublkd: tells this device from a later one under its id. */
+        uint64_t generation;
         struct managed_dev *next;
 };
 
@@ -52,6 +54,7 @@ struct manager {
         struct ublk_ctrl ctrl;
         struct managed_dev *devices;
         unsigned n_devices;
+        uint64_t last_generation;
         bool exiting;                   /* no new operations; exit when the running ones end */
         bool handover;                  /* exiting for a restart: leave the devices to the next ublkd */
 

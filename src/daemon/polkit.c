@@ -18,6 +18,7 @@ struct auth_pending {
         sd_bus_slot *slot;
         char *action, *what;
         bool interactive;
+        uid_t uid;
         bus_authorize_cb_t cb;
         void *userdata;
         struct auth_pending *next;
@@ -96,6 +97,15 @@ out:
         return 0;
 }
 
+static unsigned pending_of_uid(const struct manager *m, uid_t uid)
+{
+        unsigned n = 0;
+
+        for (const struct auth_pending *p = m->auth_pending; p; p = p->next)
+                n += p->uid == uid;
+        return n;
+}
+
 int bus_authorize(struct manager *m, sd_bus_message *call, uid_t uid, const char *action,
                   const char *what, const char *detail_device, bus_authorize_cb_t cb, void *userdata,
                   sd_bus_error *error)
@@ -109,11 +119,17 @@ int bus_authorize(struct manager *m, sd_bus_message *call, uid_t uid, const char
         if (m->n_auth_pending >= POLKIT_MAX_PENDING)
                 return sd_bus_error_setf(error, UBLKD_ERROR_BUSY,
                                          "Too many authorization checks in progress: try again later");
+        if (pending_of_uid(m, uid) >= POLKIT_MAX_PENDING_PER_UID)
+                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY,
+                                         "uid %u has %u authorization checks in progress, the most ublkd keeps "
+                                         "for one user: answer or cancel those first", (unsigned) uid,
+                                         POLKIT_MAX_PENDING_PER_UID);
 
         p = calloc(1, sizeof(*p));
         if (!p)
                 return -ENOMEM;
         p->manager = m;
+        p->uid = uid;
         p->cb = cb;
         p->userdata = userdata;
         p->interactive = sd_bus_message_get_allow_interactive_authorization(call) > 0;

@@ -28,8 +28,11 @@ struct manager;
 
 #define POLKIT_ACTION_ADD_DEVICE        "org.ublk.ublkd1.add-device"
 #define POLKIT_ACTION_MANAGE_OTHER      "org.ublk.ublkd1.manage-other-devices"
-/* An unprivileged caller cannot keep more checks than this pending at a time (all callers). */
+/* Unprivileged callers cannot keep more checks than this pending at a time (all callers), and
+ * one uid no more than the second, so that one user cannot take every slot (an interactive
+ * check may wait 300 s for a password). */
 #define POLKIT_MAX_PENDING 64
+#define POLKIT_MAX_PENDING_PER_UID 4
 
 typedef void (*bus_authorize_cb_t)(sd_bus_message *call, int r, const sd_bus_error *error, void *userdata);
 

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "macro.h"
 #include "queue.h"
+#include "user-child.h"
 #include "uring.h"
 #include "work.h"
 
@@ -151,18 +152,36 @@ static int queue_check_fetches(struct ublk_queue *q)
 static int queue_setup_ring(struct ublk_queue *q)
 {
         unsigned entries = ring_entries(q->depth);
+        /* A user's device whose target does IO on a backing file: see below. */
+        bool as_user = q->dev->unprivileged && (q->dev->config.target->options & TARGET_OPT_BACKING);
+        unsigned disabled = as_user ? IORING_SETUP_R_DISABLED : 0;
         int r;
 
         /* Only this thread submits; ublk's task work need not interrupt it, it runs when the
          * thread enters the kernel anyway.  (DEFER_TASKRUN measured no faster, and one Add in
-         * about 75 add/remove cycles on 7.2 hung with it: see bench/RESULTS.md.) */
+         * about 75 add/remove cycles on 7.2 hung with it: see bench/RESULTS.md.)  A user's ring
+         * starts disabled, so that a child process with the user's credentials may register
+         * them on it (a SINGLE_ISSUER ring takes registrations from its submitter only, which
+         * is the thread that creates an enabled ring). */
         r = uring_init(entries, &q->ring,
-                       IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER);
+                       IORING_SETUP_SQE128 | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | disabled);
         if (r == -EINVAL)
-                r = uring_init(entries, &q->ring, IORING_SETUP_SQE128);
+                r = uring_init(entries, &q->ring, IORING_SETUP_SQE128 | disabled);
         if (r < 0)
                 return r;
         q->ring_ready = true;
+
+        if (as_user) {
+                r = user_child_register_personality(q->ring.ring_fd, q->dev->config.owner_uid,
+                                                    q->dev->config.owner_gid, &q->personality);
+                /* (liburing 2.3 declares io_uring_enable_rings() but does not export it.) */
+                if (r >= 0)
+                        r = io_uring_register(q->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
+                if (r < 0)
+                        return log_error_errno(r, "Queue %u of ublk device %u: cannot register the "
+                                               "credentials of uid %u on its ring: %m", q->q_id, q->dev->id,
+                                               (unsigned) q->dev->config.owner_uid);
+        }
 
         if (q->dev->zero_copy) {
                 /* Slot <tag> receives the pages of the request on <tag>. */

@@ -44,6 +44,9 @@ struct ublk_queue {
         unsigned target_inflight;
         unsigned commit_op;
         unsigned fetch_op;
+        /* A user's device: the io_uring personality with the user's credentials that the
+         * target's IO on the backing carries (user-child.h); 0 (ublkd's own) otherwise. */
+        unsigned personality;
         void *target_data;
 
         pthread_t thread;

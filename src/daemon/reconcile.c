@@ -45,8 +45,10 @@ static int adopt_run(struct work *w)
         } else
                 r = ublk_dev_adopt(a->ctrl, &a->config, a->id, &a->why, &a->dev);
         if (r < 0) {
-                /* Its IO must not wait for a server that cannot come. */
-                a->removed = ublk_ctrl_del_dev(a->ctrl, a->id, a->config.owner_uid != 0) >= 0;
+                /* Its IO must not wait for a server that cannot come; but a kernel device shown not
+                 * to be the one saved (-ESTALE) is someone else's, and stays. */
+                if (r != -ESTALE)
+                        a->removed = ublk_ctrl_del_dev(a->ctrl, a->id, a->config.owner_uid != 0) >= 0;
                 state_forget(a->id);
                 return r;
         }
@@ -63,7 +65,9 @@ static void adopt_done(struct work *w, int r)
         struct ublk_dev *dev = a->dev;
 
         if (r < 0) {
-                if (a->why.text[0])
+                if (r == -ESTALE)
+                        log_error("Cannot serve ublk device %u again: %s; left it alone.", a->id, a->why.text);
+                else if (a->why.text[0])
                         log_error("Cannot serve ublk device %u again: %s; %s it.", a->id, a->why.text,
                                   a->removed ? "removed" : "failed to remove");
                 else

@@ -117,6 +117,11 @@ static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ub
         }
         if ((flags & O_ACCMODE) == O_RDONLY)
                 c->read_only = true;
+        if (dev->unprivileged) {
+                r = target_check_user_backing(c->backing_fd, reason);
+                if (r < 0)
+                        return r;
+        }
 
         r = backing_probe(c->backing_fd, false, &bi);
         if (r == -EBADFD) {
@@ -262,6 +267,8 @@ static uint64_t loop_backing_offset(struct ublk_queue *q, const struct ublksrv_i
 static void loop_sqe_queued(struct ublk_queue *q, struct io_uring_sqe *sqe, unsigned tag, uint32_t value)
 {
         sqe->user_data = ublk_target_user_data(tag, value);
+        /* A user's device: the backing's IO runs with the user's credentials (queue.h). */
+        sqe->personality = (uint16_t) q->personality;
         q->ios[tag].target_inflight++;
         q->target_inflight++;
 }

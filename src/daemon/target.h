@@ -64,3 +64,6 @@ extern const struct ublk_target_ops target_loop_ops;
 const struct ublk_target_ops *target_find(const char *name);
 /* NULL-terminated list of target names, in a stable order. */
 const char *const *target_names(void);
+/* For a user's device: -EPERM, with the reason, for a backing file ublkd must not serve for a
+ * user (in memory, FUSE, pseudo file systems); 0 for others and for block devices. */
+int target_check_user_backing(int fd, struct ublk_reason *reason);

@@ -105,11 +105,28 @@ const char *format_size(uint64_t bytes, char *buf, size_t len)
         return buf;
 }
 
+#define NAME_CHARS "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-"
+
+size_t device_name_user_len(const char *s)
+{
+        const char *colon = strchr(s, ':');
+
+        return colon ? (size_t) (colon - s) : 0;
+}
+
 bool device_name_is_valid(const char *s)
 {
-        size_t n = strlen(s);
+        size_t n = strlen(s), u = device_name_user_len(s);
 
-        if (n == 0 || n > DEVICE_NAME_MAX || s[0] == '.' || s[0] == '-')
+        if (n == 0 || n > DEVICE_NAME_MAX)
                 return false;
-        return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+        if (u > 0) {
+                /* USER:NAME: a user name as useradd makes them, then a name as root's. */
+                if (strspn(s, NAME_CHARS) != u || s[0] == '-')
+                        return false;
+                s += u + 1;
+                n -= u + 1;
+        } else if (s[0] == ':')
+                return false;
+        return n > 0 && s[0] != '.' && s[0] != '-' && strspn(s, NAME_CHARS) == n;
 }

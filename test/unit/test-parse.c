@@ -34,7 +34,7 @@ static void check_size(const char *s, int expect_r, uint64_t expect)
 int main(void)
 {
         uint32_t u;
-        char buf[32];
+        char buf[32], name[66];
 
         check_size("0", 0, 0);
         check_size("4096", 0, 4096);
@@ -80,6 +80,29 @@ int main(void)
         CHECK(strcmp(format_size(4096, buf, sizeof(buf)), "4K") == 0);
         CHECK(strcmp(format_size(1000, buf, sizeof(buf)), "1000") == 0);
         CHECK(strcmp(format_size(0, buf, sizeof(buf)), "0") == 0);
+
+        /* Device names: root's have no ':', a user's are USER:NAME. */
+        CHECK(device_name_is_valid("data") && device_name_user_len("data") == 0);
+        CHECK(device_name_is_valid("srv-data") && device_name_user_len("srv-data") == 0);
+        CHECK(device_name_is_valid("srv:data") && device_name_user_len("srv:data") == 3);
+        CHECK(device_name_is_valid("foo-bar:disk") && device_name_user_len("foo-bar:disk") == 7);
+        CHECK(!device_name_is_valid(":data"));
+        CHECK(!device_name_is_valid("srv:"));
+        CHECK(!device_name_is_valid("srv:a:b"));
+        CHECK(!device_name_is_valid("srv:.x"));
+        CHECK(!device_name_is_valid("-srv:x"));
+        CHECK(!device_name_is_valid("s/v:x"));
+        CHECK(!device_name_is_valid("-data"));
+        CHECK(!device_name_is_valid(".data"));
+        CHECK(!device_name_is_valid(""));
+        memset(name, 'a', 64);
+        name[64] = 0;
+        CHECK(device_name_is_valid(name));
+        name[3] = ':';
+        CHECK(device_name_is_valid(name) && device_name_user_len(name) == 3);
+        name[64] = 'a';
+        name[65] = 0;
+        CHECK(!device_name_is_valid(name));
 
         printf("%u passed, %u failed\n", passed, failed);
         return failed ? 1 : 0;

@@ -6,7 +6,7 @@
 # stop, remove or see its backing file; root can. A user polkit does not authorize is refused
 # and nothing is created; the per-user limits of ublkd (--user-max-devices,
 # --user-max-queue-memory) refuse the next Add by name; a user's device names start with
-# "USER-". On a terminal, ublkctl runs a polkit agent that asks for a password.
+# "USER:". On a terminal, ublkctl runs a polkit agent that asks for a password.
 # /dev/ublk-control stays root's.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
@@ -53,13 +53,13 @@ echo "/dev/ublk-control: root 0600, alice cannot open it"
 
 # 2. alice adds a loop device on her own file; it is hers as soon as ublkctl returns.
 as alice truncate -s 256M /home/alice/img
-dev=$(as alice ublkctl add loop /home/alice/img --name alice-disk) || fail "alice could not add a device"
+dev=$(as alice ublkctl add loop /home/alice/img --name alice:disk) || fail "alice could not add a device"
 id=${dev#/dev/ublkb}
 [ "$(stat -c '%U %G %a' "$dev")" = "alice alice 600" ] || fail "$dev right after add: $(stat -c '%U %G %a' "$dev")"
 [ "$(stat -c '%U %G %a' "/dev/ublkc$id")" = "alice alice 600" ] \
 	|| fail "/dev/ublkc$id right after add: $(stat -c '%U %G %a' "/dev/ublkc$id")"
-[ "$(readlink -f /dev/ublk/by-name/alice-disk)" = "$dev" ] || fail "no by-name link for alice-disk"
-show=$(ublkctl --json show alice-disk)
+[ "$(readlink -f /dev/ublk/by-name/alice:disk)" = "$dev" ] || fail "no by-name link for alice:disk"
+show=$(ublkctl --json show alice:disk)
 [ "$(jq .OwnerUID <<< "$show")" = "$(id -u alice)" ] || fail "OwnerUID: $show"
 (( $(jq .Flags <<< "$show") & 0x20 )) || fail "not an unprivileged device in the kernel: $show"
 echo "alice: $dev is alice:alice 0600 (char device too) when ublkctl returns; the kernel has it unprivileged"
@@ -78,23 +78,23 @@ echo "alice: fio verify (64M, crc32c) clean, mkfs.ext4 + fsck -n clean, as alice
 # 4. bob (also allowed to add devices) cannot touch alice's.
 if as bob dd if="$dev" of=/dev/null bs=4k count=1 2> /dev/null; then fail "bob read alice's device"; fi
 for cmd in stop del; do
-	if out=$(as bob ublkctl "$cmd" alice-disk 2>&1); then fail "bob could $cmd alice's device"; fi
+	if out=$(as bob ublkctl "$cmd" alice:disk 2>&1); then fail "bob could $cmd alice's device"; fi
 	[[ $out == *"Authentication is required to "*"device $id of uid $(id -u alice)"*"manage-other-devices"* ]] \
 		|| fail "bob: ublkctl $cmd: $out"
 done
-[ "$(ublkctl --json show alice-disk | jq -r .State)" = live ] || fail "alice's device changed by bob's calls"
-out=$(as bob ublkctl show alice-disk) || fail "bob cannot show alice's device"
+[ "$(ublkctl --json show alice:disk | jq -r .State)" = live ] || fail "alice's device changed by bob's calls"
+out=$(as bob ublkctl show alice:disk) || fail "bob cannot show alice's device"
 grep -q '^Backing  *(hidden: not your device)$' <<< "$out" || fail "bob sees Backing: $(grep Backing <<< "$out")"
 if out=$(as bob busctl --system get-property org.ublk.ublkd1 "/org/ublk/ublkd1/device/$id" \
 	org.ublk.ublkd1.Device Backing 2>&1); then fail "bob read Backing over the bus: $out"; fi
-[ "$(as alice ublkctl --json show alice-disk | jq -r .Backing)" = /home/alice/img ] || fail "alice cannot see her Backing"
-[ "$(ublkctl --json show alice-disk | jq -r .Backing)" = /home/alice/img ] || fail "root cannot see Backing"
+[ "$(as alice ublkctl --json show alice:disk | jq -r .Backing)" = /home/alice/img ] || fail "alice cannot see her Backing"
+[ "$(ublkctl --json show alice:disk | jq -r .Backing)" = /home/alice/img ] || fail "root cannot see Backing"
 dd if="$dev" of=/dev/null bs=4k count=1 2> /dev/null || fail "root cannot read alice's device"
 echo "bob: cannot open $dev, stop or del it (polkit wants admin), or read its Backing; root can read both"
 
 # 5. alice stops and starts her own device without polkit; it is still hers after.
-as alice ublkctl stop alice-disk || fail "alice could not stop her device"
-as alice ublkctl start alice-disk || fail "alice could not start her device"
+as alice ublkctl stop alice:disk || fail "alice could not stop her device"
+as alice ublkctl start alice:disk || fail "alice could not start her device"
 [ "$(stat -c '%U %G %a' "$dev")" = "alice alice 600" ] || fail "$dev after restart: $(stat -c '%U %G %a' "$dev")"
 as alice fsck.ext4 -fn "$dev" > /dev/null 2>&1 || fail "fsck after stop/start found problems"
 echo "alice: stop + start her own device, still alice's, fsck clean"
@@ -103,23 +103,23 @@ echo "alice: stop + start her own device, still alice's, fsck clean"
 # stopped, still hers, under the same id; she starts it again and her file system is intact.
 old_pid=$(ublkd_pid)
 systemctl restart ublkd
-taken_over() { ublkd_replaced "$old_pid" && ublkctl show alice-disk > /dev/null 2>&1; }
+taken_over() { ublkd_replaced "$old_pid" && ublkctl show alice:disk > /dev/null 2>&1; }
 wait_until 30 taken_over || fail "alice's device not back after a restart of ublkd: $(ublkctl list 2>&1)"
-show=$(ublkctl --json show alice-disk)
+show=$(ublkctl --json show alice:disk)
 [ "$(jq -r .State <<< "$show")" = stopped ] || fail "alice's device after a restart: $show"
 [ "$(jq .OwnerUID <<< "$show")" = "$(id -u alice)" ] || fail "OwnerUID after a restart: $show"
 [ "$(jq .Id <<< "$show")" = "$id" ] || fail "alice's device is $(jq .Id <<< "$show") after a restart, was $id"
 wait_until 5 test ! -e "$dev" || fail "$dev still there while alice's device is stopped"
-as alice ublkctl start alice-disk || fail "alice could not start her device after a restart of ublkd"
+as alice ublkctl start alice:disk || fail "alice could not start her device after a restart of ublkd"
 [ "$(stat -c '%U %G %a' "$dev")" = "alice alice 600" ] || fail "$dev after a restart of ublkd: $(stat -c '%U %G %a' "$dev")"
 as alice fsck.ext4 -fn "$dev" > /dev/null 2>&1 || fail "fsck after a restart of ublkd found problems"
 [ "$(as alice blkid -c /dev/null -s LABEL -o value "$dev")" = alicefs ] || fail "label lost across a restart of ublkd"
 echo "restart of ublkd: alice's device came back stopped, hers, same id $id; she started it; fsck clean, label kept"
 
-# 6. names: a user's devices are named USER-SOMETHING
+# 6. names: a user's devices are named USER:NAME
 before=$(n_devices)
 if out=$(as alice ublkctl add null --size 16M --name data 2>&1); then fail "alice took the name 'data'"; fi
-[[ $out == *"Names of alice's devices start with 'alice-'"* ]] || fail "alice, name data: $out"
+[[ $out == *"Names of alice's devices are 'alice:NAME'"* ]] || fail "alice, name data: $out"
 [ "$(n_devices)" = "$before" ] || fail "a refused name left a device"
 echo "names: alice may not take 'data': $out"
 
@@ -151,16 +151,16 @@ EOT
 defer "rm -f /etc/polkit-1/rules.d/10-ublk-test-admin.rules"
 systemctl restart polkit
 out=$("$UBLKD_SRC"/test/vm/pty-answer.py "Password:" ublk-test-pw 60 \
-	setpriv --reuid=carol --regid=carol --init-groups ublkctl add null --size 16M --name carol-tty) || fail "carol on a terminal (rc $?): $out"
+	setpriv --reuid=carol --regid=carol --init-groups ublkctl add null --size 16M --name carol:tty) || fail "carol on a terminal (rc $?): $out"
 # (setpriv, not runuser: "runuser -u" starts a new session, without the terminal.)
 [[ $out == *"AUTHENTICATING FOR org.ublk.ublkd1.add-device"* ]] || fail "no polkit prompt on carol's terminal: $out"
 dev3=$(grep -o '/dev/ublkb[0-9]*' <<< "$out" | tail -n 1)
 [ "$(stat -c '%U %a' "$dev3")" = "carol 600" ] || fail "$dev3 after an interactive add: $(stat -c '%U %a' "$dev3")"
-ublkctl del carol-tty
+ublkctl del carol:tty
 echo "carol on a terminal: pkttyagent asked for root's password, the device is carol's"
 
 # 10. root removes alice's device; udev and /run keep nothing of it
-ublkctl del alice-disk
+ublkctl del alice:disk
 wait_until 5 test ! -e "$dev" || fail "$dev left after del"
 [ "$(n_devices)" = 0 ] || fail "devices left: $(ublkctl list)"
 echo ok

@@ -1,0 +1,244 @@
+#!/bin/bash
+# What a polkit-authorized user must not be able to do to the root daemon (issue 28), each
+# tried as the user would:
+#  1. signal or prlimit a thread of ublkd while their Adds run (a user's ADD_DEV is sent by a
+#     child process with the user's real ids; no thread of ublkd ever has them), and kill that
+#     child: the Add fails, and nothing is left behind;
+#  2. take a name meant for root (or another user): a user's names are USER:NAME;
+#  3. hold a removal (and so ublkd's exit) by holding /dev/ublkcN open;
+#  4. make ublkd hold memory for them (a tmpfs file or memfd as backing), or serve a backing that
+#     is not a file on a disk file system;
+#  5. fill the blocks a file system keeps for root, through ublkd (their device's IO on the
+#     backing runs with their credentials);
+#  6. put escape sequences on root's terminal through the name of a backing file.
+# Driver-independent: it runs on one leg (the sanitized 7.x one).
+# vm-timeout: 420
+set -euo pipefail
+. "$UBLKD_SRC/test/vm/lib.sh"
+require_cmd useradd runuser jq python3 dumpe2fs
+start_ublkd
+(( $(ublkctl features) & 0x20 )) || skip "the kernel's ublk has no UBLK_F_UNPRIVILEGED_DEV"
+
+groupadd -f ublk-users
+id mallory > /dev/null 2>&1 || useradd -m mallory
+usermod -aG ublk-users mallory
+mkdir -p /etc/polkit-1/rules.d
+cat > /etc/polkit-1/rules.d/50-ublk-attack.rules <<'EOT'
+polkit.addRule(function(action, subject) {
+	if (action.id == "org.ublk.ublkd1.add-device" && subject.isInGroup("ublk-users"))
+		return polkit.Result.YES;
+});
+EOT
+defer "rm -f /etc/polkit-1/rules.d/50-ublk-attack.rules; systemctl restart polkit"
+systemctl restart polkit
+as() { local u=$1; shift; runuser -u "$u" -- "$@"; }
+n_devices() { ublkctl --json list | jq length; }
+kernel_devices() { ls /sys/class/ublk-char 2> /dev/null | wc -l; }
+muid=$(id -u mallory)
+# The processes that act for mallory wait 300 ms once they are hers, so that her prober finds
+# every one of them (test/README.md).
+mkdir -p /run/systemd/system/ublkd.service.d
+printf '[Service]\nEnvironment=UBLKD_TEST_CHILD_DELAY_MS=300\n' > /run/systemd/system/ublkd.service.d/50-child-delay.conf
+defer "rm -f /run/systemd/system/ublkd.service.d/50-child-delay.conf; systemctl daemon-reload"
+systemctl daemon-reload
+systemctl restart ublkd
+pid=$(ublkd_pid)
+nofile_before=$(awk '/^Max open files/ {print $4}' /proc/"$pid"/limits)
+
+# 1. mallory adds and removes null devices in a loop while a prober of hers, also as mallory,
+# checks every thread of ublkd for her uid and for permission to signal it (kill -0) or read its
+# limits (prlimit: the same permission as setting them), and stops (the first) or kills (the
+# next two) ublkd's children that run with her real uid (the process sending her ADD_DEV).
+cat > "$TEST_TMPDIR/prober.py" <<'EOT'
+import os, resource, signal, sys
+# prober.py PID UID STOPFILE: probes until STOPFILE appears, then prints its counts. The first
+# add process of the user's it finds is stopped (ublkd must kill it after its timeout), the
+# others killed.
+pid, uid, stop = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+scans = mine = signalable = limits = stopped = killed = 0
+seen = set()
+def status(path):
+    try:
+        with open(path) as f:
+            return dict(l.split(":", 1) for l in f if ":" in l)
+    except OSError:
+        return None
+while not os.path.exists(stop):
+    scans += 1
+    for tid in os.listdir("/proc/%d/task" % pid):
+        st = status("/proc/%d/task/%s/status" % (pid, tid))
+        if st and str(uid) in st["Uid"].split()[:3]:
+            mine += 1
+        try:
+            os.kill(int(tid), 0)
+            signalable += 1
+        except OSError:
+            pass
+        try:
+            resource.prlimit(int(tid), resource.RLIMIT_NOFILE)
+            limits += 1
+        except OSError:
+            pass
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        st = status("/proc/%s/status" % p)
+        if (not st or st["PPid"].strip() != str(pid) or st["Uid"].split()[0] != str(uid) or p in seen
+                or st["State"].split()[0] == "Z"):
+            continue
+        seen.add(p)
+        try:
+            with open("/proc/%s/cmdline" % p) as f:
+                print("caught", p, st["State"].strip(), f.read().replace("\0", " "), file=sys.stderr)
+        except OSError:
+            pass
+        try:
+            if stopped == 0:
+                os.kill(int(p), signal.SIGSTOP)
+                stopped += 1
+            else:
+                os.kill(int(p), signal.SIGKILL)
+                killed += 1
+        except OSError:
+            pass
+        with open(stop + ".caught", "w") as f:
+            f.write("%d\n" % (stopped + killed))
+print(scans, mine, signalable, limits, stopped, killed)
+EOT
+chmod 755 "$TEST_TMPDIR"
+mkdir "$TEST_TMPDIR/m"
+chown mallory "$TEST_TMPDIR/m"
+stop=$TEST_TMPDIR/m/stop
+as mallory python3 "$TEST_TMPDIR/prober.py" "$pid" "$muid" "$stop" > "$TEST_TMPDIR/prober.out" 2> "$TEST_TMPDIR/prober.err" &
+prober=$!
+defer "touch $stop; kill $prober 2> /dev/null || true"
+caught() { cat "$stop.caught" 2> /dev/null || echo 0; }
+added=0 refused=0 other="" i=0
+# Until the prober has caught three add processes, or 60 adds.
+while (( i < 60 && $(caught) < 3 )); do
+	i=$((i + 1))
+	if out=$(as mallory ublkctl add null --size 16M --name "mallory:n$i" 2>&1); then
+		added=$((added + 1))
+		as mallory ublkctl del "mallory:n$i" || fail "mallory could not remove mallory:n$i"
+	else
+		refused=$((refused + 1))
+		other=$out
+	fi
+done
+touch "$stop"
+wait "$prober"
+read -r scans mine signalable limits stopped killed < "$TEST_TMPDIR/prober.out"
+echo "prober: $(cat "$TEST_TMPDIR/prober.out"); $i adds, $added done, $refused refused"
+[ "$(ublkd_pid)" = "$pid" ] || fail "ublkd was replaced (pid $pid -> $(ublkd_pid))"
+systemctl is-active -q ublkd || fail "ublkd is not active after the attack"
+nofile=$(awk '/^Max open files/ {print $4}' /proc/"$pid"/limits)
+[ "$nofile" = "$nofile_before" ] || fail "ublkd's RLIMIT_NOFILE changed: $nofile_before -> $nofile"
+(( scans > 0 )) || fail "the prober never scanned ublkd's threads"
+(( mine == 0 )) || fail "a thread of ublkd ran with mallory's uid $mine times in $scans scans"
+(( signalable == 0 )) || fail "mallory could signal a thread of ublkd $signalable times"
+(( limits == 0 )) || fail "mallory could read/set the limits of a thread of ublkd $limits times"
+(( stopped + killed > 0 )) || fail "the prober caught none of mallory's add processes in $i adds"
+(( added + refused == i )) || fail "adds: $added + $refused of $i"
+(( refused == stopped + killed )) || fail "mallory stopped or killed $((stopped + killed)) add processes, and $refused adds failed: $(cat "$TEST_TMPDIR/prober.err")"
+[[ $other == "ublkctl: "* ]] || fail "a killed Add said: $other"
+[ "$(n_devices)" = 0 ] || fail "devices left after the loop: $(ublkctl list)"
+wait_until 10 test "$(kernel_devices)" = 0 || fail "kernel devices left: $(ls /sys/class/ublk-char)"
+echo "signals: $scans scans of ublkd's threads during $i adds: 0 with mallory's uid, 0 signalable, 0 prlimit;" \
+	"she stopped $stopped and killed $killed of her add processes, $refused adds failed ($added done)," \
+	"nothing left, RLIMIT_NOFILE still $nofile; a failed add said: $other"
+ublkd_log() { journalctl -b -u ublkd --no-pager -o cat; }
+ublkd_log | grep -q "The process of ublkd --add-dev-for-user $muid did not answer in time and was killed" \
+	|| fail "no log of the add process mallory stopped"
+ublkd_log | grep -q "The process of ublkd --add-dev-for-user $muid was killed" || fail "no log of a killed add process"
+
+# 2. names: a user's are USER:NAME; root's have no ':'.
+for name in data srv-data root:data nobody:data; do
+	if out=$(as mallory ublkctl add null --size 16M --name "$name" 2>&1); then
+		fail "mallory took the name '$name'"
+	fi
+	[[ $out == *"Names of mallory's devices are 'mallory:NAME'"* ]] || fail "mallory, name $name: $out"
+done
+if out=$(ublkctl add null --size 16M --name mallory:x 2>&1); then fail "root took the name mallory:x"; fi
+[[ $out == *"is a name for a device of user 'mallory'"* ]] || fail "root, name mallory:x: $out"
+dev=$(as mallory ublkctl add null --size 16M --name mallory:data) || fail "mallory:data refused"
+[ "$(readlink -f /dev/ublk/by-name/mallory:data)" = "$dev" ] || fail "no by-name link for mallory:data"
+# Root's /etc/ublk/data.conf is root's "data", beside mallory's device, never hers.
+mkdir -p /etc/ublk
+echo "target=null
+size=16M" > /etc/ublk/data.conf
+defer "rm -f /etc/ublk/data.conf"
+rdev=$(ublkctl up data) || fail "ublkctl up data failed"
+[ "$(ublkctl --json show data | jq .OwnerUID)" = 0 ] || fail "up data: not root's"
+[ "$(readlink -f /dev/ublk/by-name/data)" != "$dev" ] || fail "/dev/ublk/by-name/data is mallory's"
+ublkctl down data || fail "ublkctl down data failed"
+ublkctl --json show mallory:data > /dev/null || fail "down data took mallory's device"
+if out=$(ublkctl up mallory:data 2>&1); then fail "up took a user's name: $out"; fi
+as mallory ublkctl del mallory:data
+echo "names: mallory refused data, srv-data, root:data, nobody:data; root refused mallory:x;" \
+	"up/down data work on root's device beside mallory:data"
+
+# 3. a holder of /dev/ublkcN does not hold a removal: the device goes, its id stays taken in the
+# kernel until the holder lets go.
+ublkctl add null --size 16M --name held --no-start > /dev/null || fail "add held"
+hid=$(ublkctl --json show held | jq .Id)
+exec 7<> "/dev/ublkc$hid"
+timeout 60 ublkctl del held || fail "del of a device whose char node is held failed or hung (rc $?)"
+ublkctl show held > /dev/null 2>&1 && fail "held is still listed"
+ublkd_log | grep -q "ublk device $hid: deleted, but /dev/ublkc$hid is still open" || fail "no log of the held node"
+exec 7>&-
+wait_until 10 test ! -e "/dev/ublkc$hid" || fail "/dev/ublkc$hid left after its holder closed it"
+echo "held char node: del returned, device gone; the id came free once the holder closed it"
+
+# 4. memory and user-served backings: tmpfs, a memfd; root may still use tmpfs.
+as mallory truncate -s 64M /dev/shm/mallory.img
+defer "rm -f /dev/shm/mallory.img"
+if out=$(as mallory ublkctl add loop /dev/shm/mallory.img 2>&1); then fail "mallory got a tmpfs backing"; fi
+[[ $out == *"on tmpfs (or a memfd), which keeps its data in memory"* ]] || fail "tmpfs backing: $out"
+if out=$(as mallory python3 -c '
+import os, sys
+fd = os.memfd_create("backing", 0)
+os.ftruncate(fd, 64 << 20)
+os.execvp("ublkctl", ["ublkctl", "add", "loop", "/proc/self/fd/%d" % fd])' 2>&1); then
+	fail "mallory got a memfd backing: $out"
+fi
+[[ $out == *"on tmpfs (or a memfd)"* ]] || fail "memfd backing: $out"
+[ "$(n_devices)" = 0 ] || fail "refused backings left devices"
+truncate -s 64M /dev/shm/root.img
+defer "rm -f /dev/shm/root.img"
+ublkctl add loop /dev/shm/root.img --name roottmp > /dev/null || fail "root's tmpfs backing refused"
+ublkctl del roottmp
+echo "backings: mallory refused a tmpfs file and a memfd ($out); root's tmpfs file served"
+
+# 5. a user's backing IO runs with the user's credentials: the blocks ext4 keeps for root (half
+# of this file system) are not theirs to fill through ublkd.
+truncate -s 96M /run/reserved.img
+defer "rm -f /run/reserved.img"
+mkfs.ext4 -q -F -m 50 /run/reserved.img
+mkdir -p "$TEST_TMPDIR/reserved"
+mount -o loop /run/reserved.img "$TEST_TMPDIR/reserved"
+defer "umount $TEST_TMPDIR/reserved"
+chown mallory "$TEST_TMPDIR/reserved"
+as mallory truncate -s 90M "$TEST_TMPDIR/reserved/img"
+rdev=$(as mallory ublkctl add loop "$TEST_TMPDIR/reserved/img" --name mallory:fill) || fail "mallory's fill device"
+if as mallory dd if=/dev/zero of="$rdev" bs=1M count=90 oflag=direct status=none 2> /dev/null; then
+	fail "mallory wrote 90M through ublkd on a file system with half of 96M reserved for root"
+fi
+as mallory ublkctl del mallory:fill
+reserved=$(dumpe2fs -h /run/reserved.img 2> /dev/null | awk -F: '/^Reserved block count/ {print $2 + 0}')
+free=$(stat -f -c %f "$TEST_TMPDIR/reserved")
+(( free >= reserved )) || fail "mallory's writes through ublkd took root's reserved blocks: $free free of $reserved reserved"
+echo "reserved blocks: mallory's writes stopped with $free blocks free, $reserved reserved for root"
+
+# 6. a backing file named with an escape sequence reaches root's terminal escaped.
+scratch_ext4 "$TEST_TMPDIR/disk" 256M
+chown mallory "$TEST_TMPDIR/disk"
+evil=$TEST_TMPDIR/disk/$'img\e]2;pwned\a\\x'
+as mallory truncate -s 64M "$evil"
+as mallory ublkctl add loop "$evil" --name mallory:evil > /dev/null || fail "mallory's ext4 backing refused"
+out=$(ublkctl show mallory:evil)
+grep -q $'\e' <<< "$out" && fail "ublkctl show wrote an escape character"
+grep -qF 'img\x1b]2;pwned\x07\x5cx' <<< "$out" || fail "Backing not escaped as expected: $(grep Backing <<< "$out")"
+[ "$(ublkctl --json show mallory:evil | jq -r .Backing)" = "$evil" ] || fail "JSON Backing differs"
+ublkctl del mallory:evil
+echo "escapes: Backing shown as $(grep Backing <<< "$out" | awk '{print $2}')"
+echo ok
