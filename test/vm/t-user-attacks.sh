@@ -10,12 +10,13 @@
 #     is not a file on a disk file system;
 #  5. fill the blocks a file system keeps for root, through ublkd (their device's IO on the
 #     backing runs with their credentials);
-#  6. put escape sequences on root's terminal through the name of a backing file.
+#  6. put escape sequences on root's terminal through the name of a backing file;
+#  7. take every slot for pending polkit checks.
 # Driver-independent: it runs on one leg (the sanitized 7.x one).
-# vm-timeout: 420
+# vm-timeout: 600
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
-require_cmd useradd runuser jq python3 dumpe2fs
+require_cmd useradd runuser jq python3 dumpe2fs setpriv pkill
 start_ublkd
 (( $(ublkctl features) & 0x20 )) || skip "the kernel's ublk has no UBLK_F_UNPRIVILEGED_DEV"
 
@@ -241,4 +242,27 @@ grep -qF 'img\x1b]2;pwned\x07\x5cx' <<< "$out" || fail "Backing not escaped as e
 [ "$(ublkctl --json show mallory:evil | jq -r .Backing)" = "$evil" ] || fail "JSON Backing differs"
 ublkctl del mallory:evil
 echo "escapes: Backing shown as $(grep Backing <<< "$out" | awk '{print $2}')"
+# 7. one user cannot take every slot for pending polkit checks: eve, whom no rule grants, starts
+# four Adds on terminals whose password prompts nobody answers; her fifth is refused at once,
+# and mallory's Add goes through meanwhile.
+id eve > /dev/null 2>&1 || useradd -m eve
+cat > /etc/polkit-1/rules.d/10-ublk-attack-admin.rules <<'EOT'
+polkit.addAdminRule(function(action, subject) { return ["unix-user:root"]; });
+EOT
+defer "rm -f /etc/polkit-1/rules.d/10-ublk-attack-admin.rules"
+systemctl restart polkit
+defer "pkill -KILL -u eve || true"
+for k in 1 2 3 4; do
+	"$UBLKD_SRC"/test/vm/pty-answer.py "never-prompted" x 400 \
+		setpriv --reuid=eve --regid=eve --init-groups ublkctl add null --size 16M > "eve$k.out" 2>&1 &
+done
+eve_refused() {
+	as eve ublkctl --no-ask-password add null --size 16M > eve5.out 2>&1
+	grep -q "has 4 authorization checks in progress, the most ublkd keeps for one user" eve5.out
+}
+wait_until $((120 * TIME_FACTOR)) eve_refused || fail "eve's fifth Add was not refused: $(cat eve5.out); the four waiting: $(cat eve[1-4].out)"
+mdev=$(as mallory ublkctl add null --size 16M --name mallory:beside) || fail "mallory's Add while eve waits"
+as mallory ublkctl del mallory:beside
+pkill -KILL -u eve || true
+echo "polkit: eve's fifth pending check refused ($(cat eve5.out)); mallory's Add went through ($mdev)"
 echo ok
