@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <systemd/sd-bus.h>
 
 #include "conf.h"
@@ -23,8 +24,12 @@
 #include "parse.h"
 #include "polkit-agent.h"
 #include "ublkd-bus.h"
+#include "ublk_cmd.h"
 
 #define EXIT_USAGE 2
+#ifndef MAX
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#endif
 /* Add, start, stop and del wait for the kernel; ublkd bounds START_DEV at about 25 s, and
  * removing a device waits until nobody has its char device open. */
 #define OPERATION_TIMEOUT_USEC (120 * UINT64_C(1000000))
@@ -32,21 +37,102 @@
 /* ublkd waits up to 5 minutes for a password typed into a polkit agent. */
 #define AUTHORIZATION_TIMEOUT_USEC (300 * UINT64_C(1000000))
 
-static bool arg_json;
+/* --json=MODE as systemd's tools have it: off, short (one line), pretty (indented). */
+enum json_mode { JSON_OFF, JSON_SHORT, JSON_PRETTY };
+
+static enum json_mode arg_json;
+static bool arg_legend = true;
 static bool arg_ask_password = true;
+static const char *arg_verb;          /* the command, once known: named in usage errors */
 static uint64_t op_timeout_usec = OPERATION_TIMEOUT_USEC;
 
+/* "ublkctl VERB: what is wrong", then where to read more; returns the exit code. */
 static int usage_error(const char *fmt, ...) _printf_(1, 2);
 static int usage_error(const char *fmt, ...)
 {
         va_list ap;
 
-        fputs("ublkctl: ", stderr);
+        fprintf(stderr, "ublkctl%s%s: ", arg_verb ? " " : "", arg_verb ? arg_verb : "");
         va_start(ap, fmt);
         vfprintf(stderr, fmt, ap);
         va_end(ap);
-        fputs(" (see ublkctl --help)\n", stderr);
+        fprintf(stderr, "\nSee 'ublkctl%s%s --help'.\n", arg_verb ? " " : "", arg_verb ? arg_verb : "");
         return EXIT_USAGE;
+}
+
+/* The UBLK_F_* bits by name (src/kernel/uapi/ublk_cmd.h), for features and show's Flags. */
+#define FLAG(f) { f, #f }
+static const struct { uint64_t bit; const char *name; } ublk_flags[] = {
+        FLAG(UBLK_F_SUPPORT_ZERO_COPY), FLAG(UBLK_F_URING_CMD_COMP_IN_TASK), FLAG(UBLK_F_NEED_GET_DATA),
+        FLAG(UBLK_F_USER_RECOVERY), FLAG(UBLK_F_USER_RECOVERY_REISSUE), FLAG(UBLK_F_UNPRIVILEGED_DEV),
+        FLAG(UBLK_F_CMD_IOCTL_ENCODE), FLAG(UBLK_F_USER_COPY), FLAG(UBLK_F_ZONED),
+        FLAG(UBLK_F_USER_RECOVERY_FAIL_IO), FLAG(UBLK_F_UPDATE_SIZE), FLAG(UBLK_F_AUTO_BUF_REG),
+        FLAG(UBLK_F_QUIESCE), FLAG(UBLK_F_PER_IO_DAEMON), FLAG(UBLK_F_BUF_REG_OFF_DAEMON),
+        FLAG(UBLK_F_BATCH_IO), FLAG(UBLK_F_INTEGRITY), FLAG(UBLK_F_SAFE_STOP_DEV),
+        FLAG(UBLK_F_NO_AUTO_PART_SCAN), FLAG(UBLK_F_SHMEM_ZC), FLAG(UBLK_F_IO_DESC_SIZE),
+};
+#undef FLAG
+
+/* The names of the bits set in flags, separated by sep; bits without a name as one hex number. */
+static void print_flag_names(uint64_t flags, const char *sep)
+{
+        const char *s = "";
+
+        for (size_t i = 0; i < ELEMENTSOF(ublk_flags); i++)
+                if (flags & ublk_flags[i].bit) {
+                        printf("%s%s", s, ublk_flags[i].name);
+                        flags &= ~ublk_flags[i].bit;
+                        s = sep;
+                }
+        if (flags)
+                printf("%sunknown 0x%" PRIx64, s, flags);
+}
+
+/* JSON output, short or pretty: containers nest, members and items are separated and indented
+ * as the mode says. */
+static unsigned json_depth;
+static bool json_first[8];
+
+static void json_newline(void)
+{
+        if (arg_json == JSON_PRETTY) {
+                putchar('\n');
+                for (unsigned i = 0; i < json_depth; i++)
+                        fputs("  ", stdout);
+        }
+}
+
+static void json_open(char c)
+{
+        putchar(c);
+        json_first[++json_depth] = true;
+}
+
+static void json_close(char c)
+{
+        bool empty = json_first[json_depth];
+
+        json_depth--;
+        if (!empty)
+                json_newline();
+        putchar(c);
+        if (json_depth == 0)
+                putchar('\n');
+}
+
+static void json_string(const char *s);
+
+/* The next item of an array, or with key the next member of an object. */
+static void json_next(const char *key)
+{
+        if (!json_first[json_depth])
+                putchar(',');
+        json_first[json_depth] = false;
+        json_newline();
+        if (key) {
+                json_string(key);
+                fputs(arg_json == JSON_PRETTY ? ": " : ":", stdout);
+        }
 }
 
 /* One line naming the fix; returns the exit code for a failed operation. */
@@ -119,10 +205,14 @@ static void help(void)
                "  up NAME                Create (or start) the device of /etc/ublk/NAME.conf\n"
                "  down NAME              Remove the device NAME if it exists\n"
                "  features               Show the kernel's ublk features\n\n"
-               "Options:\n"
+               "Options (anywhere on the line):\n"
                "  -h --help              Show this help\n"
                "     --version           Show the version\n"
-               "     --json              JSON output for list and show\n"
+               "  -j                     JSON output for list, show and features: pretty on a\n"
+               "                         terminal, short otherwise\n"
+               "     --json=pretty|short|off\n"
+               "                         JSON output, indented or on one line (--json alone: as -j)\n"
+               "     --no-legend         list: no header line\n"
                "     --no-ask-password   Do not ask for a password (polkit) on the terminal\n\n"
                "Targets: null, loop. See ublkctl(8).\n");
 }
@@ -242,83 +332,62 @@ static int add_device(const struct add_args *a)
         return 0;
 }
 
+/* The options of add, as given; checked once the command line is read. */
+enum {
+        OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START,
+        OPT_OFFSET, OPT_DIRECT_IO, OPT_ZERO_COPY, OPT_RECOVERY, _OPT_ADD_END,
+        OPT_VERSION, OPT_JSON, OPT_NO_ASK_PASSWORD, OPT_NO_LEGEND,
+};
+static const char *add_opt[_OPT_ADD_END - OPT_SIZE];
+#define ADD_OPT(o) add_opt[(o) - OPT_SIZE]
+
 static int cmd_add(int argc, char *argv[])
 {
-        enum { OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START,
-               OPT_OFFSET, OPT_DIRECT_IO, OPT_ZERO_COPY, OPT_RECOVERY };
-        static const struct option options[] = {
-                { "size", required_argument, NULL, OPT_SIZE },
-                { "queues", required_argument, NULL, OPT_QUEUES },
-                { "depth", required_argument, NULL, OPT_DEPTH },
-                { "logical-block-size", required_argument, NULL, OPT_LBS },
-                { "name", required_argument, NULL, OPT_NAME },
-                { "read-only", no_argument, NULL, OPT_READ_ONLY },
-                { "no-start", no_argument, NULL, OPT_NO_START },
-                { "offset", required_argument, NULL, OPT_OFFSET },
-                { "direct-io", required_argument, NULL, OPT_DIRECT_IO },
-                { "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
-                { "recovery", required_argument, NULL, OPT_RECOVERY },
-                {}
-        };
         struct add_args a = { .start = true };
-        int c;
 
-        optind = 0;     /* 0, not 1: glibc then forgets the "+" ordering of the global parse */
-        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
-                switch (c) {
-                case OPT_SIZE:
-                        if (parse_size(optarg, &a.size) < 0 || a.size == 0)
-                                return usage_error("invalid size '%s': use a number of bytes, e.g. 1G or 512M", optarg);
-                        break;
-                case OPT_QUEUES:
-                        if (parse_uint32(optarg, &a.queues) < 0 || a.queues == 0)
-                                return usage_error("invalid queue count '%s'", optarg);
-                        break;
-                case OPT_DEPTH:
-                        if (parse_uint32(optarg, &a.depth) < 0 || a.depth == 0)
-                                return usage_error("invalid depth '%s'", optarg);
-                        break;
-                case OPT_LBS:
-                        if (parse_uint32(optarg, &a.lbs) < 0)
-                                return usage_error("invalid logical block size '%s'", optarg);
-                        break;
-                case OPT_NAME:
-                        a.name = optarg;
-                        break;
-                case OPT_READ_ONLY:
-                        a.read_only = true;
-                        break;
-                case OPT_NO_START:
-                        a.start = false;
-                        break;
-                case OPT_OFFSET:
-                        if (parse_size(optarg, &a.offset) < 0)
-                                return usage_error("invalid offset '%s': use a number of bytes, e.g. 1M", optarg);
-                        a.offset_given = true;
-                        break;
-                case OPT_DIRECT_IO:
-                case OPT_ZERO_COPY:
-                        if (parse_auto_on_off(optarg) < 0)
-                                return usage_error("--%s takes auto, on or off, not '%s'",
-                                                   c == OPT_DIRECT_IO ? "direct-io" : "zero-copy", optarg);
-                        *(c == OPT_DIRECT_IO ? &a.direct_io : &a.zero_copy) = optarg;
-                        break;
-                case OPT_RECOVERY:
-                        if (strcmp(optarg, "reissue") != 0 && strcmp(optarg, "fail-io") != 0 &&
-                            strcmp(optarg, "none") != 0)
-                                return usage_error("--recovery takes reissue, fail-io or none, not '%s'", optarg);
-                        a.recovery = optarg;
-                        break;
-                default:
-                        return EXIT_USAGE;
-                }
-        if (optind >= argc)
-                return usage_error("add needs a target, e.g. 'ublkctl add loop disk.img' or 'ublkctl add null --size 1G'");
-        a.target = argv[optind++];
-        if (optind < argc && strcmp(a.target, "loop") == 0)
-                a.file = argv[optind++];
-        if (optind < argc)
-                return usage_error("unexpected argument '%s'", argv[optind]);
+        if (ADD_OPT(OPT_SIZE) && (parse_size(ADD_OPT(OPT_SIZE), &a.size) < 0 || a.size == 0))
+                return usage_error("invalid size '%s': use a number of bytes, e.g. 1G or 512M", ADD_OPT(OPT_SIZE));
+        if (ADD_OPT(OPT_QUEUES) && (parse_uint32(ADD_OPT(OPT_QUEUES), &a.queues) < 0 || a.queues == 0))
+                return usage_error("invalid queue count '%s'", ADD_OPT(OPT_QUEUES));
+        if (ADD_OPT(OPT_DEPTH) && (parse_uint32(ADD_OPT(OPT_DEPTH), &a.depth) < 0 || a.depth == 0))
+                return usage_error("invalid depth '%s'", ADD_OPT(OPT_DEPTH));
+        if (ADD_OPT(OPT_LBS) && parse_uint32(ADD_OPT(OPT_LBS), &a.lbs) < 0)
+                return usage_error("invalid logical block size '%s'", ADD_OPT(OPT_LBS));
+        a.name = ADD_OPT(OPT_NAME);
+        a.read_only = ADD_OPT(OPT_READ_ONLY) != NULL;
+        a.start = ADD_OPT(OPT_NO_START) == NULL;
+        if (ADD_OPT(OPT_OFFSET)) {
+                if (parse_size(ADD_OPT(OPT_OFFSET), &a.offset) < 0)
+                        return usage_error("invalid offset '%s': use a number of bytes, e.g. 1M", ADD_OPT(OPT_OFFSET));
+                a.offset_given = true;
+        }
+        a.direct_io = ADD_OPT(OPT_DIRECT_IO);
+        if (a.direct_io && parse_auto_on_off(a.direct_io) < 0)
+                return usage_error("--direct-io takes auto, on or off, not '%s'", a.direct_io);
+        a.zero_copy = ADD_OPT(OPT_ZERO_COPY);
+        if (a.zero_copy && parse_auto_on_off(a.zero_copy) < 0)
+                return usage_error("--zero-copy takes auto, on or off, not '%s'", a.zero_copy);
+        a.recovery = ADD_OPT(OPT_RECOVERY);
+        if (a.recovery && strcmp(a.recovery, "reissue") != 0 && strcmp(a.recovery, "fail-io") != 0 &&
+            strcmp(a.recovery, "none") != 0)
+                return usage_error("--recovery takes reissue, fail-io or none, not '%s'", a.recovery);
+
+        if (argc < 2)
+                return usage_error("needs a target, e.g. 'ublkctl add loop disk.img' or 'ublkctl add null --size 1G'");
+        a.target = argv[1];
+        if (strcmp(a.target, "loop") == 0) {
+                if (argc < 3)
+                        return usage_error("loop needs a FILE to serve (a regular file or a block device)");
+                a.file = argv[2];
+                if (argc > 3)
+                        return usage_error("unexpected argument '%s'", argv[3]);
+        } else if (strcmp(a.target, "null") == 0) {
+                if (argc > 2)
+                        return usage_error("unexpected argument '%s': null takes no FILE", argv[2]);
+                if (!a.size)
+                        return usage_error("null needs --size SIZE");
+        } else
+                return usage_error("unknown target '%s': null or loop", a.target);
         return add_device(&a);
 }
 
@@ -385,33 +454,18 @@ static void print_escaped(const char *s)
         }
 }
 
-/* "--json" is accepted after list/show too; removes it from argv and returns the new argc. */
-static int take_json_flag(int argc, char *argv[])
-{
-        int n = 0;
-
-        for (int i = 0; i < argc; i++) {
-                if (i > 0 && strcmp(argv[i], "--json") == 0)
-                        arg_json = true;
-                else
-                        argv[n++] = argv[i];
-        }
-        return n;
-}
-
 static int cmd_list(int argc, char *argv[])
 {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
         const char *name, *target, *state, *blk, *path;
+        int w_id = 2, w_name = 4, w_target = 6, w_state = 5;
         uint32_t id;
-        bool first = true;
         int r;
 
-        argc = take_json_flag(argc, argv);
         if (argc > 1)
-                return usage_error("list takes no arguments");
+                return usage_error("takes no arguments, not '%s'", argv[1]);
         r = connect_bus(&bus);
         if (r < 0)
                 return -r;
@@ -425,30 +479,52 @@ static int cmd_list(int argc, char *argv[])
         r = sd_bus_message_enter_container(reply, 'a', "(usssso)");
         if (r < 0)
                 return bus_failure(&error, r, "unexpected reply from ublkd");
-        if (arg_json)
-                putchar('[');
-        else
-                printf("%-4s %-16s %-8s %-9s %s\n", "ID", "NAME", "TARGET", "STATE", "BLOCK");
-        while ((r = sd_bus_message_read(reply, "(usssso)", &id, &name, &target, &state, &blk, &path)) > 0) {
-                if (arg_json) {
-                        printf("%s{\"id\":%" PRIu32 ",\"name\":", first ? "" : ",", id);
-                        json_string(name);
-                        printf(",\"target\":");
-                        json_string(target);
-                        printf(",\"state\":");
-                        json_string(state);
-                        printf(",\"block_device\":");
-                        json_string(blk);
-                        printf("}");
-                } else
-                        printf("%-4" PRIu32 " %-16s %-8s %-9s %s\n", id, *name ? name : "-", target, state,
-                               *blk ? blk : "-");
-                first = false;
+
+        /* The table's columns fit their widest cell (names can have 64 characters): a first
+         * pass measures, a second prints. */
+        for (int pass = 0; pass < 2; pass++) {
+                if (pass == 1) {
+                        r = sd_bus_message_rewind(reply, false);
+                        if (r < 0)
+                                return bus_failure(&error, r, "unexpected reply from ublkd");
+                        if (arg_json)
+                                json_open('[');
+                        else if (arg_legend)
+                                printf("%-*s %-*s %-*s %-*s %s\n", w_id, "ID", w_name, "NAME", w_target, "TARGET",
+                                       w_state, "STATE", "BLOCK");
+                }
+                while ((r = sd_bus_message_read(reply, "(usssso)", &id, &name, &target, &state, &blk, &path)) > 0) {
+                        if (pass == 0) {
+                                int n = snprintf(NULL, 0, "%" PRIu32, id);
+
+                                w_id = MAX(w_id, n);
+                                w_name = MAX(w_name, (int) strlen(*name ? name : "-"));
+                                w_target = MAX(w_target, (int) strlen(target));
+                                w_state = MAX(w_state, (int) strlen(state));
+                        } else if (arg_json) {
+                                /* The keys are the D-Bus properties' names, as in show. */
+                                json_next(NULL);
+                                json_open('{');
+                                json_next("Id");
+                                printf("%" PRIu32, id);
+                                json_next("Name");
+                                json_string(name);
+                                json_next("Target");
+                                json_string(target);
+                                json_next("State");
+                                json_string(state);
+                                json_next("BlockDevice");
+                                json_string(blk);
+                                json_close('}');
+                        } else
+                                printf("%-*" PRIu32 " %-*s %-*s %-*s %s\n", w_id, id, w_name, *name ? name : "-",
+                                       w_target, target, w_state, state, *blk ? blk : "-");
+                }
+                if (r < 0)
+                        return bus_failure(&error, r, "unexpected reply from ublkd");
         }
-        if (r < 0)
-                return bus_failure(&error, r, "unexpected reply from ublkd");
         if (arg_json)
-                printf("]\n");
+                json_close(']');
         return 0;
 }
 
@@ -465,9 +541,8 @@ static int cmd_show(int argc, char *argv[])
         _cleanup_free_ char *path = NULL;
         int r;
 
-        argc = take_json_flag(argc, argv);
         if (argc != 2)
-                return usage_error("show needs one device ID or name");
+                return usage_error("needs one device ID or name");
         r = connect_bus(&bus);
         if (r < 0)
                 return -r;
@@ -475,7 +550,7 @@ static int cmd_show(int argc, char *argv[])
         if (r < 0)
                 return -r;
         if (arg_json)
-                putchar('{');
+                json_open('{');
         for (size_t i = 0; i < ELEMENTSOF(props); i++) {
                 _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
                 sd_bus_error error = SD_BUS_ERROR_NULL;
@@ -490,9 +565,10 @@ static int cmd_show(int argc, char *argv[])
                     sd_bus_error_has_name(&error, SD_BUS_ERROR_ACCESS_DENIED)) {
                         /* Only root and the owner may see where a device's data lives. */
                         sd_bus_error_free(&error);
-                        if (arg_json)
-                                printf(",\"Backing\":null");
-                        else
+                        if (arg_json) {
+                                json_next("Backing");
+                                fputs("null", stdout);
+                        } else
                                 printf("%-17s (hidden: not your device)\n", props[i].name);
                         continue;
                 }
@@ -501,17 +577,23 @@ static int cmd_show(int argc, char *argv[])
                         sd_bus_error_free(&error);
                         return r;
                 }
-                if (arg_json) {
-                        printf("%s", i ? "," : "");
-                        json_string(props[i].name);
-                        putchar(':');
-                }
+                if (arg_json)
+                        json_next(props[i].name);
                 else
                         printf("%-17s ", props[i].name);
                 switch (props[i].type) {
                 case 'u': printf("%" PRIu32, v.u); break;
                 case 't':
-                        printf(!arg_json && strcmp(props[i].name, "Flags") == 0 ? "0x%" PRIx64 : "%" PRIu64, v.t);
+                        if (!arg_json && strcmp(props[i].name, "Flags") == 0) {
+                                /* The hex, then the UBLK_F_* names; JSON keeps the number. */
+                                printf("0x%" PRIx64, v.t);
+                                if (v.t) {
+                                        fputs(" (", stdout);
+                                        print_flag_names(v.t, " ");
+                                        putchar(')');
+                                }
+                        } else
+                                printf("%" PRIu64, v.t);
                         break;
                 case 'b': printf("%s", v.b ? "true" : "false"); break;
                 default:
@@ -526,7 +608,7 @@ static int cmd_show(int argc, char *argv[])
                         putchar('\n');
         }
         if (arg_json)
-                printf("}\n");
+                json_close('}');
         return 0;
 }
 
@@ -557,7 +639,7 @@ static int call_device_method(int argc, char *argv[], const char *method)
         int r;
 
         if (argc != 2)
-                return usage_error("%s needs one device ID or name", argv[0]);
+                return usage_error("needs one device ID or name");
         r = connect_bus_for_change(&bus);
         if (r < 0)
                 return -r;
@@ -645,7 +727,7 @@ static int cmd_up(int argc, char *argv[])
         int r;
 
         if (argc != 2)
-                return usage_error("up needs a NAME (it reads %s/NAME.conf)", UBLK_CONF_DIR);
+                return usage_error("needs a NAME (it reads %s/NAME.conf)", UBLK_CONF_DIR);
         if (!device_name_is_valid(argv[1]) || device_name_user_len(argv[1]))
                 return usage_error("invalid name '%s': use A-Z a-z 0-9 - _ . (not first: - .)", argv[1]);
         snprintf(fname, sizeof(fname), "%s/%s.conf", UBLK_CONF_DIR, argv[1]);
@@ -705,7 +787,7 @@ static int cmd_down(int argc, char *argv[])
         int r;
 
         if (argc != 2)
-                return usage_error("down needs a NAME");
+                return usage_error("needs a NAME");
         if (!device_name_is_valid(argv[1]) || device_name_user_len(argv[1]))
                 return usage_error("invalid name '%s': use A-Z a-z 0-9 - _ . (not first: - .)", argv[1]);
         r = connect_bus_for_change(&bus);
@@ -724,7 +806,7 @@ static int cmd_features(int argc, char *argv[])
         int r;
 
         if (argc > 1)
-                return usage_error("features takes no arguments");
+                return usage_error("takes no arguments, not '%s'", argv[1]);
         r = connect_bus(&bus);
         if (r < 0)
                 return -r;
@@ -735,18 +817,49 @@ static int cmd_features(int argc, char *argv[])
                 sd_bus_error_free(&error);
                 return r;
         }
+        if (arg_json) {
+                json_open('{');
+                json_next("KernelFeatures");
+                printf("%" PRIu64, features);
+                json_close('}');
+                return 0;
+        }
+        /* The hex alone when piped: scripts do (( $(ublkctl features) & 0x20 )). On a terminal,
+         * each bit's name follows, one a line. */
         printf("0x%" PRIx64 "\n", features);
+        if (isatty(STDOUT_FILENO)) {
+                for (size_t i = 0; i < ELEMENTSOF(ublk_flags); i++)
+                        if (features & ublk_flags[i].bit)
+                                printf("  %-30s 0x%" PRIx64 "\n", ublk_flags[i].name, ublk_flags[i].bit);
+                features &= ~(uint64_t) 0;
+                for (size_t i = 0; i < ELEMENTSOF(ublk_flags); i++)
+                        features &= ~ublk_flags[i].bit;
+                if (features)
+                        printf("  %-30s 0x%" PRIx64 "\n", "(unknown)", features);
+        }
         return 0;
 }
 
 int main(int argc, char *argv[])
 {
-        enum { OPT_VERSION = 0x100, OPT_JSON, OPT_NO_ASK_PASSWORD };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, OPT_VERSION },
-                { "json", no_argument, NULL, OPT_JSON },
+                { "json", optional_argument, NULL, OPT_JSON },
+                { "no-legend", no_argument, NULL, OPT_NO_LEGEND },
                 { "no-ask-password", no_argument, NULL, OPT_NO_ASK_PASSWORD },
+                /* add's */
+                { "size", required_argument, NULL, OPT_SIZE },
+                { "queues", required_argument, NULL, OPT_QUEUES },
+                { "depth", required_argument, NULL, OPT_DEPTH },
+                { "logical-block-size", required_argument, NULL, OPT_LBS },
+                { "name", required_argument, NULL, OPT_NAME },
+                { "read-only", no_argument, NULL, OPT_READ_ONLY },
+                { "no-start", no_argument, NULL, OPT_NO_START },
+                { "offset", required_argument, NULL, OPT_OFFSET },
+                { "direct-io", required_argument, NULL, OPT_DIRECT_IO },
+                { "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
+                { "recovery", required_argument, NULL, OPT_RECOVERY },
                 {}
         };
         static const struct {
@@ -764,34 +877,94 @@ int main(int argc, char *argv[])
                 { "down", cmd_down },
                 { "features", cmd_features },
         };
-        int c;
+        bool show_help = false, show_version = false, json_auto = false;
+        char err[256] = "";
+        const char *add_only = NULL;   /* an option of add's, given with another command */
+        int c, (*fn)(int argc, char *argv[]) = NULL;
 
-        /* Global options come before the command; the command parses the rest. */
-        while ((c = getopt_long(argc, argv, "+h", options, NULL)) >= 0)
+        /* One pass over the whole line: options may come before or after the command and its
+         * arguments (getopt_long moves them to the front); "--" ends the options. Errors are
+         * reported once the command is known, so that they can name it. */
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":hj", options, NULL)) >= 0) {
                 switch (c) {
                 case 'h':
-                        help();
-                        return 0;
+                        show_help = true;
+                        break;
                 case OPT_VERSION:
-                        printf("ublkctl %s\n", PACKAGE_VERSION);
-                        return 0;
+                        show_version = true;
+                        break;
+                case 'j':
+                        json_auto = true;
+                        break;
                 case OPT_JSON:
-                        arg_json = true;
+                        if (!optarg)
+                                json_auto = true;
+                        else if (strcmp(optarg, "pretty") == 0)
+                                json_auto = false, arg_json = JSON_PRETTY;
+                        else if (strcmp(optarg, "short") == 0)
+                                json_auto = false, arg_json = JSON_SHORT;
+                        else if (strcmp(optarg, "off") == 0)
+                                json_auto = false, arg_json = JSON_OFF;
+                        else if (!*err)
+                                snprintf(err, sizeof(err), "--json takes pretty, short or off, not '%s'", optarg);
+                        break;
+                case OPT_NO_LEGEND:
+                        arg_legend = false;
                         break;
                 case OPT_NO_ASK_PASSWORD:
                         arg_ask_password = false;
                         break;
+                case ':':
+                        if (!*err)
+                                snprintf(err, sizeof(err), "option '%s' needs a value", argv[optind - 1]);
+                        break;
+                case '?':
+                        if (*err)
+                                break;
+                        if (optopt)
+                                snprintf(err, sizeof(err), "unrecognized or ambiguous option '-%c'", optopt);
+                        else
+                                snprintf(err, sizeof(err), "unrecognized or ambiguous option '%s'", argv[optind - 1]);
+                        break;
                 default:
-                        return EXIT_USAGE;
+                        if (c >= OPT_SIZE && c < _OPT_ADD_END) {
+                                ADD_OPT(c) = optarg ? optarg : "";
+                                if (!add_only)
+                                        for (const struct option *o = options; o->name; o++)
+                                                if (o->val == c)
+                                                        add_only = o->name;
+                        }
                 }
-        if (optind >= argc)
-                return usage_error("missing command");
+        }
+        if (json_auto)
+                arg_json = isatty(STDOUT_FILENO) ? JSON_PRETTY : JSON_SHORT;
 
-        for (size_t i = 0; i < ELEMENTSOF(commands); i++)
-                if (strcmp(argv[optind], commands[i].name) == 0) {
-                        c = commands[i].fn(argc - optind, argv + optind);
-                        polkit_agent_close();
-                        return c;
-                }
-        return usage_error("unknown command '%s'", argv[optind]);
+        if (optind < argc) {
+                for (size_t i = 0; i < ELEMENTSOF(commands); i++)
+                        if (strcmp(argv[optind], commands[i].name) == 0) {
+                                arg_verb = commands[i].name;
+                                fn = commands[i].fn;
+                        }
+        }
+        if (*err)
+                return usage_error("%s", err);
+        if (show_help) {
+                help();
+                return 0;
+        }
+        if (show_version) {
+                printf("ublkctl %s\n", PACKAGE_VERSION);
+                return 0;
+        }
+        if (optind >= argc)
+                return usage_error("missing command: add, list, show, start, stop, recover, del, up, down or features");
+        if (!fn)
+                return usage_error("unknown command '%s'", argv[optind]);
+        if (add_only && fn != cmd_add)
+                return usage_error("--%s is an option of add only", add_only);
+
+        c = fn(argc - optind, argv + optind);
+        polkit_agent_close();
+        return c;
 }

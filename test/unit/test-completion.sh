@@ -1,7 +1,7 @@
 #!/bin/bash
 # The bash completion of ublkctl (shell-completion/bash/ublkctl): sets COMP_WORDS & co. for
 # command lines, calls the completion function and checks COMPREPLY. Device names come from a
-# fake "ublkctl --json list" first in PATH, the NAMEs of "up" from a directory of NAME.conf files
+# fake "ublkctl --json=short list" first in PATH, the NAMEs of "up" from a directory of NAME.conf files
 # put in place of /etc/ublk. Runs without the bash-completion package; if it is
 # installed, the same cases run once more with its helpers (_init_completion, _filedir) loaded.
 #
@@ -102,15 +102,17 @@ is()
 	ok "$([ "$got" = "$want" ]; echo $?)" "'$line' offers '$got', not '$want'"
 }
 
-# A ublkctl that answers "--json list" like a ublkd with four devices.
+# A ublkctl that answers "--json=short list" like a ublkd with five devices (alice's USER:NAME
+# is offered by its id only: bash splits words at ':').
 mkdir "$tmp/bin" "$tmp/down" "$tmp/files" "$tmp/conf" "$tmp/conf-empty"
 cat >"$tmp/bin/ublkctl" <<'EOF'
 #!/bin/sh
-[ "$*" = "--json list" ] || exit 2
-printf '%s' '[{"id":0,"name":"disk0","target":"loop","state":"live","block_device":"/dev/ublkb0"},'
-printf '%s' '{"id":1,"name":"scratch","target":"null","state":"stopped","block_device":""},'
-printf '%s' '{"id":7,"name":"","target":"null","state":"stopped","block_device":""},'
-printf '%s\n' '{"id":12,"name":"db.v2-x_y","target":"loop","state":"live","block_device":"/dev/ublkb12"}]'
+[ "$*" = "--json=short list" ] || exit 2
+printf '%s' '[{"Id":0,"Name":"disk0","Target":"loop","State":"live","BlockDevice":"/dev/ublkb0"},'
+printf '%s' '{"Id":1,"Name":"scratch","Target":"null","State":"stopped","BlockDevice":""},'
+printf '%s' '{"Id":7,"Name":"","Target":"null","State":"stopped","BlockDevice":""},'
+printf '%s' '{"Id":9,"Name":"alice:disk","Target":"null","State":"stopped","BlockDevice":""},'
+printf '%s\n' '{"Id":12,"Name":"db.v2-x_y","Target":"loop","State":"live","BlockDevice":"/dev/ublkb12"}]'
 EOF
 # One with ublkd not running.
 cat >"$tmp/down/ublkctl" <<'EOF'
@@ -140,8 +142,11 @@ run_cases()
 	is 'ublkctl u' up
 	is 'ublkctl d' del down
 	is 'ublkctl --js' --json
-	has 'ublkctl -' -h --help --version --json --no-ask-password
-	is 'ublkctl --no' --no-ask-password
+	has 'ublkctl -' -h --help --version -j --json --no-legend --no-ask-password
+	is 'ublkctl --no' --no-ask-password --no-legend
+	is 'ublkctl --json=' pretty short off
+	is 'ublkctl --json=s' short
+	is 'ublkctl list --json=p' pretty
 	has 'ublkctl --no-ask-password ' add del stop
 	has 'ublkctl --json ' add list show
 	is 'ublkctl --version '
@@ -156,6 +161,8 @@ run_cases()
 		--no-start --zero-copy
 	lacks 'ublkctl add null --' --offset --direct-io
 	lacks 'ublkctl add --' --offset --direct-io
+	has 'ublkctl add null --' --no-ask-password --json
+	lacks 'ublkctl add null ' --no-ask-password
 	has 'ublkctl add null ' --size
 	lacks 'ublkctl add null --size 1G --' --offset
 	has 'ublkctl add --size 1G loop --' --offset --direct-io
@@ -192,7 +199,9 @@ run_cases()
 	is 'ublkctl up d' data db.v2-x_y
 	is 'ublkctl --json up s' scratch
 	is 'ublkctl up data '
-	is 'ublkctl up -'
+	is 'ublkctl up -j'  -j
+	has 'ublkctl up -' --no-ask-password --help
+	lacks 'ublkctl up -' --size
 	is 'ublkctl up .'
 	__ublkctl_conf_dir=$tmp/conf-empty
 	is 'ublkctl up '
@@ -210,11 +219,16 @@ run_cases()
 
 	# Devices, from the fake ublkctl.
 	local PATH=$tmp/bin:$PATH
-	is 'ublkctl start ' scratch 1 7
+	is 'ublkctl start ' scratch 1 7 9
 	is 'ublkctl stop ' disk0 0 db.v2-x_y 12
-	is 'ublkctl del ' disk0 0 scratch 1 7 db.v2-x_y 12
-	is 'ublkctl recover ' disk0 0 scratch 1 7 db.v2-x_y 12
-	is 'ublkctl show ' disk0 0 scratch 1 7 db.v2-x_y 12
+	is 'ublkctl del ' disk0 0 scratch 1 7 9 db.v2-x_y 12
+	is 'ublkctl recover ' disk0 0 scratch 1 7 9 db.v2-x_y 12
+	is 'ublkctl show ' disk0 0 scratch 1 7 9 db.v2-x_y 12
+	# Options anywhere: after the command, before the device, and after it.
+	is 'ublkctl stop --no-ask-password ' disk0 0 db.v2-x_y 12
+	is 'ublkctl stop disk0 --no-a' --no-ask-password
+	is 'ublkctl stop disk0 --no-ask-password '
+	is 'ublkctl show -j d' disk0 db.v2-x_y
 	is 'ublkctl --json show d' disk0 db.v2-x_y
 	is 'ublkctl show --json 1' 1 12
 	is 'ublkctl show --j' --json
@@ -229,8 +243,10 @@ run_cases()
 	is 'ublkctl down d' disk0 db.v2-x_y
 	is 'ublkctl down 1'
 	is 'ublkctl down disk0 '
-	is 'ublkctl list ' --json
-	is 'ublkctl list --json '
+	is 'ublkctl list ' --json --no-legend
+	is 'ublkctl list --json ' --no-legend
+	is 'ublkctl list -j --no-legend '
+	is 'ublkctl --no-legend list ' --json
 
 	# ublkd not running, or no ublkctl at all: nothing offered, nothing printed.
 	PATH=$tmp/down:$PATH

@@ -64,11 +64,11 @@ echo "fio after the kill: error=$(jq '.jobs[0].error' fio.json 2>/dev/null || ec
 
 # systemd restarts ublkd, which renews the device the kernel stopped; it
 # serves again once started.
-wait_until 30 sh -c "ublkctl --json list | jq -e '.[] | select(.name == \"kmod\")' >/dev/null" ||
+wait_until 30 sh -c "ublkctl --json list | jq -e '.[] | select(.Name == \"kmod\")' >/dev/null" ||
 	fail "ublkd did not come back with the device: $(ublkctl list 2>&1)"
 ublkctl list
 ublkctl start kmod >/dev/null 2>&1 || true
-wait_until 30 sh -c "ublkctl --json list | jq -e '.[] | select(.name == \"kmod\" and .state == \"live\")' >/dev/null" ||
+wait_until 30 sh -c "ublkctl --json list | jq -e '.[] | select(.Name == \"kmod\" and .State == \"live\")' >/dev/null" ||
 	fail "device not live again: $(ublkctl list 2>&1)"
 wait_until 10 test -b "$dev" || fail "no $dev after the restart"
 dd if="$dev" of=/dev/null bs=1M count=8 iflag=direct status=none || fail "read after restart failed"

@@ -21,7 +21,7 @@ size=$(blockdev --getsize64 "$dev")
 
 ublkctl list
 ublkctl --json list | jq -e --argjson id "$id" \
-        '.[] | select(.id == $id and .name == "first" and .target == "null" and .state == "live")' >/dev/null ||
+        '.[] | select(.Id == $id and .Name == "first" and .Target == "null" and .State == "live")' >/dev/null ||
         fail "ublkctl list --json does not show device $id as live"
 
 ublkctl show first

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ublk-churn: adds, starts, stops and deletes ublk devices in a loop, talking to the driver
- * directly (no ublkd), to look for leaks and hangs in a ublk driver (t-kmod-churn).
+ * directly (no ublkd), to look for leaks and hangs in a ublk driver (t-churn, t-kmod-edge).
  *
  * usage: ublk-churn CYCLES [KILL_EVERY]
  *
