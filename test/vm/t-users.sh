@@ -3,9 +3,10 @@
 # (group ublk-users) creates a loop device on a file of their own with plain ublkctl; the kernel
 # makes it theirs, and udev has given them the block device (the char device stays root's and
 # they cannot open it) by the time ublkctl returns, so they do IO (fio verify), mkfs and fsck
-# on it as themselves. Another user can neither open it nor
-# stop, remove or see its backing file; root can. A user polkit does not authorize is refused
-# and nothing is created; the per-user limits of ublkd (--user-max-devices,
+# on it as themselves. Another user can neither open it nor stop, remove or see its backing
+# file; root can. A user polkit does not authorize is refused and nothing is created (by
+# default, every user but root: add-device asks for the administrator's password even in an
+# active session); the per-user limits of ublkd (--user-max-devices,
 # --user-max-queue-memory) refuse the next Add by name; a user's device names start with
 # "USER-". On a terminal, ublkctl runs a polkit agent that asks for a password.
 # /dev/ublk-control stays root's.
@@ -142,7 +143,10 @@ if out=$(as carol ublkctl add loop /home/carol/img 2>&1); then fail "carol could
 [[ $out == *"Authentication is required to add devices (polkit action org.ublk.ublkd1.add-device)"* ]] \
 	|| fail "carol: $out"
 [ "$(n_devices)" = "$before" ] || fail "carol's refused add left a device"
-echo "carol: refused ($out)"
+# The shipped default asks for the administrator's password even in an active session.
+implicit=$(pkaction --action-id org.ublk.ublkd1.add-device --verbose | sed -En 's/^ *implicit (any|inactive|active): *//p' | xargs)
+[ "$implicit" = "auth_admin auth_admin auth_admin_keep" ] || fail "add-device defaults (any, inactive, active): $implicit"
+echo "carol: refused ($out); add-device defaults to $implicit (any, inactive, active)"
 
 # 9. on a terminal, ublkctl runs a polkit text agent: carol types the administrator's password
 cp /etc/shadow shadow.saved
