@@ -104,9 +104,10 @@ install_ublkd() {
 		meson install -C "$UBLKD_BUILD" --no-rebuild --quiet >/dev/null \
 			|| fail "install_ublkd: meson install -C $UBLKD_BUILD failed"
 		if ublkd_sanitized; then
-			# LeakSanitizer stops ublkd's threads with ptrace at exit (in @debug, outside the
-			# unit's @system-service), and ASan's quarantine and shadow memory are no
-			# measure of ublkd's own: let them be. In /etc: tests remove /run's drop-ins.
+			# As vm-run does for the tree it installs: LeakSanitizer stops ublkd's threads
+			# with ptrace at exit (in @debug, outside the unit's @system-service), and ASan's
+			# quarantine and shadow memory are no measure of ublkd's own: let them be. In
+			# /etc: tests remove /run's drop-ins.
 			mkdir -p /etc/systemd/system/ublkd.service.d
 			printf '[Service]\nSystemCallFilter=@debug\nMemoryHigh=infinity\n' \
 				> /etc/systemd/system/ublkd.service.d/10-sanitizer.conf
