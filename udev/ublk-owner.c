@@ -9,8 +9,9 @@
  *   UBLK_OWNER_UID=<uid>
  *   UBLK_OWNER_GID=<gid>
  * from GET_DEV_INFO2 on /dev/ublk-control: the kernel's record, not ublkd's word, so the rules
- * (60-ublk.rules) give the nodes to whoever the kernel lets open the disk, and to no one else.
- * Exits non-zero, printing nothing, when the kernel cannot say: the nodes then stay root's.
+ * (60-ublk.rules) give the block device to whoever the kernel lets open the disk, and to no one
+ * else.  (The rules ask about block devices only: char devices stay root's.)
+ * Exits non-zero, printing nothing, when the kernel cannot say: the node then stays root's.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -65,7 +65,12 @@ int state_save(const struct ublk_dev *dev, const char *backing)
         }
 
         if (c->backing_fd >= 0) {
-                snprintf(msg, sizeof(msg), "FDSTORE=1\nFDNAME=backing-%u", dev->id);
+                /* FDPOLL=0: PID 1 would otherwise poll the fd (to drop it on EPOLLHUP/EPOLLERR),
+                 * and polling a file calls into its file system: on FUSE a FUSE_POLL that the
+                 * file system's server, maybe a user, answers when it likes, with PID 1 waiting.
+                 * Our backings are files and block devices, which never hang up: nothing is lost.
+                 * (systemd >= 246 knows FDPOLL; an older one ignores it.) */
+                snprintf(msg, sizeof(msg), "FDSTORE=1\nFDPOLL=0\nFDNAME=backing-%u", dev->id);
                 r = sd_pid_notify_with_fds(0, false, msg, &c->backing_fd, 1);
                 if (r < 0)
                         log_warning_errno(r, "Failed to keep the backing fd of ublk device %u in systemd's fd "

@@ -103,6 +103,15 @@ install_ublkd() {
 		[ -f "$UBLKD_BUILD/build.ninja" ] || fail "install_ublkd: no meson build in UBLKD_BUILD=$UBLKD_BUILD"
 		meson install -C "$UBLKD_BUILD" --no-rebuild --quiet >/dev/null \
 			|| fail "install_ublkd: meson install -C $UBLKD_BUILD failed"
+		if ublkd_sanitized; then
+			# As vm-run does for the tree it installs: LeakSanitizer stops ublkd's threads
+			# with ptrace at exit (in @debug, outside the unit's @system-service), and ASan's
+			# quarantine and shadow memory are no measure of ublkd's own: let them be. In
+			# /etc: tests remove /run's drop-ins.
+			mkdir -p /etc/systemd/system/ublkd.service.d
+			printf '[Service]\nSystemCallFilter=@debug\nMemoryHigh=infinity\n' \
+				> /etc/systemd/system/ublkd.service.d/10-sanitizer.conf
+		fi
 		systemctl daemon-reload
 		busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig >/dev/null
 		udevadm control --reload

@@ -105,4 +105,20 @@ journalctl -b -u ublk@bad --no-pager | grep -q "ublkctl: /etc/ublk/bad.conf:2: u
 [ -z "$(ls /sys/class/ublk-char)" ] || fail "a device was created: $(ls /sys/class/ublk-char)"
 systemctl reset-failed ublk@bad
 echo "bad config: ublk@bad failed with the file, line and key in the journal; nothing created"
+
+# 5. the sandbox does not regress: systemd-analyze security's exposure score of ublkd.service
+# (0 best, 10 worst) is at most what ublkd(8), SANDBOX, records (3.7 before issue 28's hardening).
+max_exposure=2.0
+score=$(systemd-analyze security --no-pager ublkd.service 2> /dev/null |
+	sed -En 's/.*Overall exposure level for ublkd.service: ([0-9.]+).*/\1/p')
+[ -n "$score" ] || fail "no exposure level from systemd-analyze security: $(systemd-analyze security --no-pager ublkd.service 2>&1 | tail -n 3)"
+caps=$(systemctl show -P CapabilityBoundingSet ublkd)
+[[ $caps == *cap_sys_admin* && $caps != *cap_dac_read_search* ]] || fail "ublkd's capabilities: $caps"
+if ublkd_sanitized; then
+	echo "sandbox: exposure $score (not checked: a sanitized ublkd's drop-in widens its filter)"
+elif awk -v s="$score" -v m="$max_exposure" 'BEGIN { exit !(s > m) }'; then
+	fail "systemd-analyze security: exposure $score, above $max_exposure: the unit lost hardening"
+else
+	echo "sandbox: exposure $score (at most $max_exposure); MemoryHigh=$(systemctl show -P MemoryHigh ublkd), ublkd uses $(systemctl show -P MemoryCurrent ublkd) bytes"
+fi
 echo ok

@@ -1,10 +1,12 @@
 #!/bin/bash
 # Users other than root (issue 5): a user whom a polkit rule grants org.ublk.ublkd1.add-device
 # (group ublk-users) creates a loop device on a file of their own with plain ublkctl; the kernel
-# makes it theirs, and udev has given them both nodes by the time ublkctl returns, so they do
-# IO (fio verify), mkfs and fsck on it as themselves. Another user can neither open it nor
-# stop, remove or see its backing file; root can. A user polkit does not authorize is refused
-# and nothing is created; the per-user limits of ublkd (--user-max-devices,
+# makes it theirs, and udev has given them the block device (the char device stays root's and
+# they cannot open it) by the time ublkctl returns, so they do IO (fio verify), mkfs and fsck
+# on it as themselves. Another user can neither open it nor stop, remove or see its backing
+# file; root can. A user polkit does not authorize is refused and nothing is created (by
+# default, every user but root: add-device asks for the administrator's password even in an
+# active session); the per-user limits of ublkd (--user-max-devices,
 # --user-max-queue-memory) refuse the next Add by name; a user's device names start with
 # "USER:". On a terminal, ublkctl runs a polkit agent that asks for a password.
 # /dev/ublk-control stays root's.
@@ -56,13 +58,14 @@ as alice truncate -s 256M /home/alice/img
 dev=$(as alice ublkctl add loop /home/alice/img --name alice:disk) || fail "alice could not add a device"
 id=${dev#/dev/ublkb}
 [ "$(stat -c '%U %G %a' "$dev")" = "alice alice 600" ] || fail "$dev right after add: $(stat -c '%U %G %a' "$dev")"
-[ "$(stat -c '%U %G %a' "/dev/ublkc$id")" = "alice alice 600" ] \
+[ "$(stat -c '%U %G %a' "/dev/ublkc$id")" = "root root 600" ] \
 	|| fail "/dev/ublkc$id right after add: $(stat -c '%U %G %a' "/dev/ublkc$id")"
+if as alice sh -c "exec 3< /dev/ublkc$id" 2> /dev/null; then fail "alice opened /dev/ublkc$id"; fi
 [ "$(readlink -f /dev/ublk/by-name/alice:disk)" = "$dev" ] || fail "no by-name link for alice:disk"
 show=$(ublkctl --json show alice:disk)
 [ "$(jq .OwnerUID <<< "$show")" = "$(id -u alice)" ] || fail "OwnerUID: $show"
 (( $(jq .Flags <<< "$show") & 0x20 )) || fail "not an unprivileged device in the kernel: $show"
-echo "alice: $dev is alice:alice 0600 (char device too) when ublkctl returns; the kernel has it unprivileged"
+echo "alice: $dev is alice:alice 0600 when ublkctl returns, /dev/ublkc$id root:root 0600 (alice cannot open it); the kernel has it unprivileged"
 
 # 3. alice does IO as herself: fio with crc32c verify, then mkfs and fsck, no mount.
 as alice sh -c "cd /home/alice && fio --name=verify --filename=$dev --rw=randwrite --bs=4k --size=64M \
@@ -112,6 +115,7 @@ show=$(ublkctl --json show alice:disk)
 wait_until 5 test ! -e "$dev" || fail "$dev still there while alice's device is stopped"
 as alice ublkctl start alice:disk || fail "alice could not start her device after a restart of ublkd"
 [ "$(stat -c '%U %G %a' "$dev")" = "alice alice 600" ] || fail "$dev after a restart of ublkd: $(stat -c '%U %G %a' "$dev")"
+[ "$(stat -c '%U %G %a' "/dev/ublkc$id")" = "root root 600" ] || fail "/dev/ublkc$id after a restart of ublkd: $(stat -c '%U %G %a' "/dev/ublkc$id")"
 as alice fsck.ext4 -fn "$dev" > /dev/null 2>&1 || fail "fsck after a restart of ublkd found problems"
 [ "$(as alice blkid -c /dev/null -s LABEL -o value "$dev")" = alicefs ] || fail "label lost across a restart of ublkd"
 echo "restart of ublkd: alice's device came back stopped, hers, same id $id; she started it; fsck clean, label kept"
@@ -139,7 +143,10 @@ if out=$(as carol ublkctl add loop /home/carol/img 2>&1); then fail "carol could
 [[ $out == *"Authentication is required to add devices (polkit action org.ublk.ublkd1.add-device)"* ]] \
 	|| fail "carol: $out"
 [ "$(n_devices)" = "$before" ] || fail "carol's refused add left a device"
-echo "carol: refused ($out)"
+# The shipped default asks for the administrator's password even in an active session.
+implicit=$(pkaction --action-id org.ublk.ublkd1.add-device --verbose | sed -En 's/^ *implicit (any|inactive|active): *//p' | xargs)
+[ "$implicit" = "auth_admin auth_admin auth_admin_keep" ] || fail "add-device defaults (any, inactive, active): $implicit"
+echo "carol: refused ($out); add-device defaults to $implicit (any, inactive, active)"
 
 # 9. on a terminal, ublkctl runs a polkit text agent: carol types the administrator's password
 cp /etc/shadow shadow.saved
