@@ -288,3 +288,31 @@ fd_flags() {
 	done
 	return 1
 }
+
+# polkit_grant_add_device USER...: the polkit rule an admin writes to let group ublk-users create
+# devices (ublkd(8), AUTHORIZATION), with USER... in that group; undone when the test exits.
+polkit_grant_add_device() {
+	local u
+	groupadd -f ublk-users
+	for u in "$@"; do
+		id "$u" > /dev/null 2>&1 || useradd -m "$u"
+		usermod -aG ublk-users "$u"
+	done
+	mkdir -p /etc/polkit-1/rules.d
+	cat > /etc/polkit-1/rules.d/50-ublk-users.rules <<'EOT'
+polkit.addRule(function(action, subject) {
+	if (action.id == "org.ublk.ublkd1.add-device" && subject.isInGroup("ublk-users"))
+		return polkit.Result.YES;
+});
+EOT
+	defer "rm -f /etc/polkit-1/rules.d/50-ublk-users.rules; systemctl restart polkit"
+	# polkitd reads rules at start (and on inotify, asynchronously): restart it to be sure.
+	systemctl restart polkit
+}
+
+# as USER COMMAND...: COMMAND as USER (runuser, a new session without the terminal)
+as() {
+	local u=$1
+	shift
+	runuser -u "$u" -- "$@"
+}

@@ -20,19 +20,7 @@ require_cmd useradd runuser jq python3 dumpe2fs setpriv pkill
 start_ublkd
 (( $(ublkctl features) & 0x20 )) || skip "the kernel's ublk has no UBLK_F_UNPRIVILEGED_DEV"
 
-groupadd -f ublk-users
-id mallory > /dev/null 2>&1 || useradd -m mallory
-usermod -aG ublk-users mallory
-mkdir -p /etc/polkit-1/rules.d
-cat > /etc/polkit-1/rules.d/50-ublk-attack.rules <<'EOT'
-polkit.addRule(function(action, subject) {
-	if (action.id == "org.ublk.ublkd1.add-device" && subject.isInGroup("ublk-users"))
-		return polkit.Result.YES;
-});
-EOT
-defer "rm -f /etc/polkit-1/rules.d/50-ublk-attack.rules; systemctl restart polkit"
-systemctl restart polkit
-as() { local u=$1; shift; runuser -u "$u" -- "$@"; }
+polkit_grant_add_device mallory
 n_devices() { ublkctl --json list | jq length; }
 kernel_devices() { ls /sys/class/ublk-char 2> /dev/null | wc -l; }
 muid=$(id -u mallory)

@@ -29,23 +29,8 @@ start_ublkd
 (( $(ublkctl features) & 0x20 )) || skip "the kernel's ublk has no UBLK_F_UNPRIVILEGED_DEV"
 
 # Users: alice and bob may add devices (polkit rule for group ublk-users), carol may not.
-groupadd -f ublk-users
-for u in alice bob carol; do
-	id "$u" > /dev/null 2>&1 || useradd -m "$u"
-done
-usermod -aG ublk-users alice
-usermod -aG ublk-users bob
-mkdir -p /etc/polkit-1/rules.d
-cat > /etc/polkit-1/rules.d/50-ublk-users.rules <<'EOT'
-polkit.addRule(function(action, subject) {
-	if (action.id == "org.ublk.ublkd1.add-device" && subject.isInGroup("ublk-users"))
-		return polkit.Result.YES;
-});
-EOT
-defer "rm -f /etc/polkit-1/rules.d/50-ublk-users.rules"
-# polkitd reads rules at start (and on inotify, asynchronously): restart it to be sure.
-systemctl restart polkit
-as() { local u=$1; shift; runuser -u "$u" -- "$@"; }
+polkit_grant_add_device alice bob
+id carol > /dev/null 2>&1 || useradd -m carol
 n_devices() { ublkctl --json list | jq length; }
 
 # 1. /dev/ublk-control is root's: users create devices through ublkd only.
