@@ -21,10 +21,14 @@
 int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
 {
         switch (-r) {
-        case ENOENT:
         case ENODEV:
-                return sd_bus_error_setf(error, UBLKD_ERROR_NOT_SUPPORTED,
-                                         "%s: the ublk kernel driver is not loaded (modprobe ublk_drv)", what);
+                /* What the driver answers for an id it does not have: removed behind ublkd's back
+                 * (by another program, or with the driver). */
+                return sd_bus_error_setf(error, UBLKD_ERROR_NO_SUCH_DEVICE,
+                                         "%s: the kernel has no such ublk device (removed outside ublkd?)", what);
+        case ECANCELED:
+                return sd_bus_error_setf(error, UBLKD_ERROR_KERNEL,
+                                         "%s: the process ublkd ran for you was stopped or killed", what);
         case EPERM:
         case EACCES:
                 return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "%s: %s", what, strerror(-r));
@@ -435,6 +439,10 @@ static int add_begin(struct manager *m, struct add_work *a, sd_bus_message *msg,
 
         if (m->ctrl.fd < 0) {
                 r = ublk_ctrl_open(&m->ctrl);
+                if (r == -ENOENT || r == -ENODEV)
+                        return sd_bus_error_setf(error, UBLKD_ERROR_NOT_SUPPORTED,
+                                                 "Cannot open /dev/ublk-control: the ublk kernel driver is "
+                                                 "not loaded (modprobe ublk_drv)");
                 if (r < 0)
                         return bus_error_from_errno(error, r, "Cannot open /dev/ublk-control");
         }
