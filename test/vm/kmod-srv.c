@@ -474,6 +474,8 @@ int main(int argc, char **argv)
 			 !strcmp(rec, "failio") ? UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_FAIL_IO : 0;
 	struct ublksrv_ctrl_cmd c = { .dev_id = ~0U, .queue_id = 0xffff };
 	struct ublksrv_ctrl_dev_info info = {
+		/* the header's dev_id and the info's must be the same (upstream checks) */
+		.dev_id = ~0U,
 		.nr_hw_queues = 1, .queue_depth = DEPTH, .max_io_buf_bytes = shifting ? SHIFT_MAXIO : MAXIO,
 		.flags = UBLK_F_CMD_IOCTL_ENCODE | (ucopy ? UBLK_F_USER_COPY : 0) |
 			 (getdata ? UBLK_F_NEED_GET_DATA : 0) | recflags,
@@ -516,7 +518,8 @@ int main(int argc, char **argv)
 		c.len = sizeof(par);
 		if ((r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_GET_PARAMS, &c)) < 0)
 			return fprintf(stderr, "GET_PARAMS: %d\n", r), 1;
-		c.queue_id = 0;
+		/* as upstream servers send it: the queue in data[0], queue_id -1 */
+		c.data[0] = 0;
 		c.addr = (__u64)(uintptr_t)mask;
 		c.len = sizeof(mask);
 		if ((r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_GET_QUEUE_AFFINITY, &c)) < 0)
