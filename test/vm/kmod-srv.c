@@ -37,7 +37,9 @@ static int fd;
 static struct ublksrv_io_desc *descs;
 static char *ram, *bufs;
 static size_t size;
-static bool splicing, ucopy, remapping;
+static bool splicing, ucopy, remapping, shifting;
+/* requests each tag has served (shift mode) */
+static unsigned nreq[DEPTH];
 
 /* The RAM disk lives in a file so that a recovering server finds the data. */
 static char *map_ram(const char *path, size_t *size)
@@ -203,10 +205,33 @@ static void remap_buf(unsigned tag)
 	}
 }
 
+/*
+ * shift: copy mode on a device whose IOs are at most SHIFT_MAXIO, where a tag's buffer starts
+ * page-aligned for its first two requests (enough for our driver to keep its pages pinned),
+ * then BUF_SKEW bytes further into the same page: a full-size IO then spans one page more.
+ * The driver must neither keep that page pinned past the device nor copy through it unwatched.
+ */
+#define SHIFT_MAXIO (16 * 1024)
+static char *shift_buf(unsigned tag, unsigned k)
+{
+	return bufs + tag * (MAXIO + 4096) + (k < 2 ? 0 : BUF_SKEW);
+}
+
+/*
+ * The buffer the tag's next command names (FETCH_REQ: none served yet; COMMIT_AND_FETCH_REQ:
+ * after do_request()).  A commit's buffer holds its read's data, and the next request's.
+ */
+static char *next_buf(unsigned tag)
+{
+	return shifting ? shift_buf(tag, nreq[tag]) : TAG_BUF(tag);
+}
+
 /* The tag's request done on the RAM disk: the result its COMMIT_AND_FETCH_REQ carries. */
 static int do_request(unsigned tag)
 {
-	char *buf = TAG_BUF(tag);
+	/* a write's data is in the buffer the last command named; a read's goes to the next */
+	char *buf = shifting ? shift_buf(tag, nreq[tag] + (ublksrv_get_op(&descs[tag]) == UBLK_IO_OP_READ))
+			     : TAG_BUF(tag);
 	const struct ublksrv_io_desc *d = &descs[tag];
 	__u64 pos = UBLKSRV_IO_BUF_OFFSET + ((__u64)tag << UBLK_TAG_OFF);
 	size_t off = d->start_sector << 9, len = (size_t)d->nr_sectors << 9;
@@ -244,7 +269,7 @@ static int send_fetches(struct io_uring *ring, unsigned first, unsigned step)
 {
 	for (unsigned tag = first; tag < DEPTH; tag += step)
 		queue_cmd(ring, fd, UBLK_U_IO_FETCH_REQ, tag, 0,
-			  ucopy ? 0 : (__u64)(uintptr_t)TAG_BUF(tag), 0);
+			  ucopy ? 0 : (__u64)(uintptr_t)next_buf(tag), 0);
 	return io_uring_submit(ring);
 }
 
@@ -277,6 +302,7 @@ static void serve(struct io_uring **rings, unsigned nr)
 		io_uring_for_each_cqe(ring, head, cqe) {
 			unsigned tag = cqe->user_data & 0xffff;
 			char *buf = TAG_BUF(tag);
+			int res;
 
 			n++;
 			if (cqe->res == UBLK_IO_RES_NEED_GET_DATA) {
@@ -289,7 +315,12 @@ static void serve(struct io_uring **rings, unsigned nr)
 				aborted++;
 				continue;
 			}
-			queue_cmd(ring, fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, do_request(tag),
+			res = do_request(tag);
+			if (shifting) {
+				nreq[tag]++;
+				buf = next_buf(tag);
+			}
+			queue_cmd(ring, fd, UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, res,
 				  ucopy ? 0 : (__u64)(uintptr_t)buf, 0);
 			served[turn % nr]++;
 		}
@@ -416,7 +447,8 @@ static int serve_two_tasks(void)
 /*
  * srv MODE SIZE_MB [RECOVERY RAMFILE]: add a device, print its id, serve it until its
  * commands are aborted; MODE is copy, getdata, usercopy, splice, remap (copy mode, each
- * request's buffer mapped anew, see remap_buf()), tworings or twotasks,
+ * request's buffer mapped anew, see remap_buf()), shift (copy mode, a tag's buffer moved
+ * within its first page, see shift_buf()), tworings or twotasks,
  * RECOVERY none, plain, reissue or failio.  Exit 3: twotasks' second task was refused.
  * srv recover ID RAMFILE [die]: recover device ID (copy mode); "die" exits between START and
  * END_USER_RECOVERY.  srv info ID: the info commands' answers on one line.  srv del ID:
@@ -432,6 +464,7 @@ int main(int argc, char **argv)
 	bool getdata = !strcmp(mode, "getdata");
 	bool recover = !strcmp(mode, "recover");
 	remapping = !strcmp(mode, "remap");
+	shifting = !strcmp(mode, "shift");
 	/* the modes serve() needs, set before info's flags are made of them */
 	splicing = !strcmp(mode, "splice");
 	ucopy = !strcmp(mode, "usercopy") || splicing;
@@ -441,13 +474,15 @@ int main(int argc, char **argv)
 			 !strcmp(rec, "failio") ? UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_FAIL_IO : 0;
 	struct ublksrv_ctrl_cmd c = { .dev_id = ~0U, .queue_id = 0xffff };
 	struct ublksrv_ctrl_dev_info info = {
-		.nr_hw_queues = 1, .queue_depth = DEPTH, .max_io_buf_bytes = MAXIO,
+		/* the header's dev_id and the info's must be the same (upstream checks) */
+		.dev_id = ~0U,
+		.nr_hw_queues = 1, .queue_depth = DEPTH, .max_io_buf_bytes = shifting ? SHIFT_MAXIO : MAXIO,
 		.flags = UBLK_F_CMD_IOCTL_ENCODE | (ucopy ? UBLK_F_USER_COPY : 0) |
 			 (getdata ? UBLK_F_NEED_GET_DATA : 0) | recflags,
 	};
 	struct ublk_params par = { .len = sizeof(par), .types = UBLK_PARAM_TYPE_BASIC,
 		.basic = { .logical_bs_shift = 9, .physical_bs_shift = 12, .io_min_shift = 9,
-			   .io_opt_shift = 12, .max_sectors = MAXIO >> 9 } };
+			   .io_opt_shift = 12, .max_sectors = (shifting ? SHIFT_MAXIO : MAXIO) >> 9 } };
 	struct io_uring ring, ring2, *rings[] = { &ring, &ring2 };
 	char path[64];
 	pthread_t t;
@@ -483,7 +518,8 @@ int main(int argc, char **argv)
 		c.len = sizeof(par);
 		if ((r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_GET_PARAMS, &c)) < 0)
 			return fprintf(stderr, "GET_PARAMS: %d\n", r), 1;
-		c.queue_id = 0;
+		/* as upstream servers send it: the queue in data[0], queue_id -1 */
+		c.data[0] = 0;
 		c.addr = (__u64)(uintptr_t)mask;
 		c.len = sizeof(mask);
 		if ((r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_GET_QUEUE_AFFINITY, &c)) < 0)

@@ -172,8 +172,14 @@ start_srv() {
 	id=$(cat id.txt)
 }
 
+# Every mode: no page the driver pinned outlives the server (pins counted as above). shift
+# moves each tag's buffer within its first page after two requests, so that a full IO (16 KiB
+# there) spans one page more than where the driver began keeping the buffer's pages: a driver
+# that sized the window it watches and unpins from the first offset kept that page pinned
+# (8 pins, one per tag, left after the server's exit).
 head -c 8M /dev/urandom > pattern
-for mode in copy getdata usercopy splice remap; do
+for mode in copy getdata usercopy splice remap shift; do
+	mpins0=$(pins_held)
 	start_srv $mode
 	wait_until 20 test -b /dev/ublkb$id || fail "$mode: no /dev/ublkb$id: $(cat srv.log)"
 	dd if=pattern of=/dev/ublkb$id bs=64k oflag=direct status=none || fail "$mode: direct write failed"
@@ -191,9 +197,12 @@ for mode in copy getdata usercopy splice remap; do
 		want+=" char=$((0x$(stat -c %t /dev/ublkc$id))):$((0x$(stat -c %T /dev/ublkc$id))) cpus=$(nproc)"
 		[ "$info" = "$want" ] || fail "info: expected '$want'"
 	fi
+	mpins=$(( $(pins_held) - mpins0 ))
 	./srv del "$id" 2>>srv.log || fail "$mode: STOP/DEL failed: $(cat srv.log)"
 	wait "$srv_pid" || fail "$mode: server exit status $?: $(cat srv.log)"
 	grep -q "all tags aborted" srv.log || fail "$mode: server did not see its tags aborted: $(cat srv.log)"
+	wait_until 10 pins_back_to "$mpins0" ||
+		fail "$mode: $(( $(pins_held) - mpins0 )) pins left after the server's exit (of $mpins held while served)"
 	if [ $mode = splice ]; then
 		grep -q "^splice: commit with the pipe full: -16$" srv.log ||
 			fail "splice: a commit while a pipe held the write's pages was not refused with EBUSY: $(cat srv.log)"
@@ -201,7 +210,7 @@ for mode in copy getdata usercopy splice remap; do
 			fail "splice: a commit while a tee() copy held the write's pages was not refused with EBUSY: $(cat srv.log)"
 		grep "^splice:" srv.log
 	fi
-	echo "$mode: 16 MiB written and read back (direct and buffered)"
+	echo "$mode: 16 MiB written and read back (direct and buffered); pins held while served $mpins, after 0"
 done
 
 # split_serve MODE PART: the device of ./srv MODE, which serves one queue's even and odd tags
@@ -354,10 +363,40 @@ kmod_perm_expect 0 0 del "$b2" /dev/ublkc"$b2"
 kmod_perm_expect 0 0 del "$rid"
 kmod_perm_expect 0 0 del "$r2"
 
-# A user's server that does not answer: the request fails after unprivileged_io_timeout,
-# the server's late answer gives the tag back, and the device serves on every tag.
+# DEL_DEV counts a user's device down, as upstream does, also while its char device is held
+# open (by a server that does not close it: DEL_DEV then returns after the device's request
+# timeout, 1 s here, with the id still taken): three such devices deleted, three more fit under
+# unprivileged_ublks_max=3. Counted until freed instead, the fourth ADD_DEV failed with EACCES.
 tmo=/sys/module/ublk_drv/parameters/unprivileged_io_timeout
 old_tmo=$(cat $tmo)
+echo 1 > $tmo
+held=() holders=()
+for u in $ua $ua $ub; do
+	read -r d _ <<< "$(add_as $u)"
+	[[ $d =~ ^[0-9]+$ ]] || fail "held: ADD_DEV as $u: $d"
+	held+=("$d")
+done
+r=$(add_as $ub); [ "$r" = $EACCES ] || fail "held: a fourth user device with unprivileged_ublks_max=3: $r"
+for d in "${held[@]}"; do
+	sleep 600 < /dev/ublkc"$d" &
+	holders+=($!)
+	wait_until 10 sh -c "readlink /proc/$!/fd/0 | grep -qx /dev/ublkc$d" || fail "held: /dev/ublkc$d not held"
+done
+for d in "${held[@]}"; do kmod_perm_expect 0 0 del "$d" /dev/ublkc"$d"; done
+again=()
+for u in $ua $ub $ub; do
+	read -r d _ <<< "$(add_as $u)"
+	[[ $d =~ ^[0-9]+$ ]] || fail "held: ADD_DEV as $u after DEL_DEV of 3 devices whose char device is held: $d"
+	again+=("$d")
+done
+echo "held: 3 user devices deleted while their char devices were held (ids ${held[*]} still taken), 3 more added (${again[*]})"
+kill "${holders[@]}"
+wait "${holders[@]}" 2>/dev/null || true
+for d in "${again[@]}"; do kmod_perm_expect 0 0 del "$d" /dev/ublkc"$d"; done
+echo "$old_tmo" > $tmo
+
+# A user's server that does not answer: the request fails after unprivileged_io_timeout,
+# the server's late answer gives the tag back, and the device serves on every tag.
 echo 2 > $tmo
 defer "echo $old_tmo > $tmo"
 ./kmod-perm stall $ua 64 100000 10 > id.txt 2> stall.log &
@@ -365,6 +404,23 @@ stall_pid=$!
 wait_until 20 test -s id.txt || fail "stall: no id: $(cat stall.log)"
 id=$(cat id.txt)
 wait_until 20 test -b /dev/ublkb$id || fail "stall: no /dev/ublkb$id: $(cat stall.log)"
+# A user's disk opens for its owner (uid and gid) and root only, as upstream (EPERM), even
+# where the node's mode lets others in (its owner could chmod it).
+bd_open() { # UID GID: opens /dev/ublkb$id read-only as UID:GID, prints 0 or -errno
+	setpriv --reuid="$1" --regid="$2" --clear-groups python3 -c '
+import os, sys
+try:
+    os.close(os.open(sys.argv[1], os.O_RDONLY))
+    print(0)
+except OSError as e:
+    print(-e.errno)' /dev/ublkb$id
+}
+wait_until 10 owned_by /dev/ublkb$id $ua || fail "stall: /dev/ublkb$id not given to $ua"
+chmod 0666 /dev/ublkb$id
+opens="owner $(bd_open $ua $ua), other user $(bd_open $ub $ub), owner's uid with another gid $(bd_open $ua $ub), root $(bd_open 0 0)"
+[ "$opens" = "owner 0, other user $EPERM, owner's uid with another gid $EPERM, root 0" ] ||
+	fail "stall: opens of a user's disk (mode 0666): $opens"
+echo "stall: opens of ua's /dev/ublkb$id (mode 0666): $opens"
 t0=$(date +%s%N)
 if dd if=/dev/ublkb$id of=/dev/null bs=4k skip=12500 count=1 iflag=direct status=none 2> dd.err; then
 	fail "stall: a read the server held succeeded"

@@ -35,6 +35,8 @@
 #include <linux/io_uring/cmd.h>
 
 #define UBLK_WATCH_SERVER 0
+/* block_device_operations.open(struct gendisk *, blk_mode_t) (6.5+) */
+#define UBLK_BD_OPEN_TAKES_DISK 1
 /* blk_mq_ops.queue_rqs() with a struct rq_list (6.1's takes a bare list: not wired) */
 #define UBLK_HAVE_QUEUE_RQS 1
 
@@ -88,6 +90,8 @@ static inline int ublk_inode_permission(const struct path *path, struct inode *i
 #include <linux/io_uring_types.h>
 
 #define UBLK_WATCH_SERVER 1
+/* block_device_operations.open(struct block_device *, fmode_t) */
+#define UBLK_BD_OPEN_TAKES_DISK 0
 #define UBLK_HAVE_QUEUE_RQS 0
 
 /* 6.12's queue_limits.features, which 6.1 sets with queue calls instead */

@@ -28,51 +28,26 @@
 #define UBLK_F_UNPRIV_DROPPED	UBLK_F_RECOVERY_FLAGS
 #define UBLK_F_UNPRIV_REFUSED	UBLK_F_USER_COPY
 
-/* Accepts an opcode in either encoding and returns its command number. */
+/*
+ * The command number of an opcode, decoded as upstream does: an
+ * ioctl-encoded ('u') or legacy (type 0) opcode, whatever its size and
+ * direction bits say.  GET_FEATURES alone is matched whole, before any
+ * device is looked up; any other number finds its device first, so an
+ * unknown one is ENODEV without a device and EOPNOTSUPP with one.
+ */
 static int ublk_ctrl_nr(u32 op)
 {
-	switch (op) {
-	case UBLK_CMD_GET_QUEUE_AFFINITY:
-	case UBLK_U_CMD_GET_QUEUE_AFFINITY:
-		return UBLK_CMD_GET_QUEUE_AFFINITY;
-	case UBLK_CMD_GET_DEV_INFO:
-	case UBLK_U_CMD_GET_DEV_INFO:
-		return UBLK_CMD_GET_DEV_INFO;
-	case UBLK_CMD_ADD_DEV:
-	case UBLK_U_CMD_ADD_DEV:
-		return UBLK_CMD_ADD_DEV;
-	case UBLK_CMD_DEL_DEV:
-	case UBLK_U_CMD_DEL_DEV:
-		return UBLK_CMD_DEL_DEV;
-	case UBLK_CMD_START_DEV:
-	case UBLK_U_CMD_START_DEV:
-		return UBLK_CMD_START_DEV;
-	case UBLK_CMD_STOP_DEV:
-	case UBLK_U_CMD_STOP_DEV:
-		return UBLK_CMD_STOP_DEV;
-	case UBLK_CMD_SET_PARAMS:
-	case UBLK_U_CMD_SET_PARAMS:
-		return UBLK_CMD_SET_PARAMS;
-	case UBLK_CMD_GET_PARAMS:
-	case UBLK_U_CMD_GET_PARAMS:
-		return UBLK_CMD_GET_PARAMS;
-	case UBLK_CMD_GET_DEV_INFO2:
-	case UBLK_U_CMD_GET_DEV_INFO2:
-		return UBLK_CMD_GET_DEV_INFO2;
-	case UBLK_CMD_START_USER_RECOVERY:
-	case UBLK_U_CMD_START_USER_RECOVERY:
-		return UBLK_CMD_START_USER_RECOVERY;
-	case UBLK_CMD_END_USER_RECOVERY:
-	case UBLK_U_CMD_END_USER_RECOVERY:
-		return UBLK_CMD_END_USER_RECOVERY;
-	case UBLK_U_CMD_GET_FEATURES:
-		return _IOC_NR(UBLK_U_CMD_GET_FEATURES);
-	default:
-		/* async delete, quiesce, resize...: not implemented */
+	if (_IOC_TYPE(op) != 'u' && _IOC_TYPE(op) != 0)
 		return -EOPNOTSUPP;
-	}
+	return _IOC_NR(op);
 }
 
+/*
+ * ADD_DEV, checked in upstream's order so that a bad request fails with
+ * the same errno: the header (queue_id must be -1), the sizes, the kind of
+ * device the caller may have, the id (the header's and the info's must be
+ * the same), then the id's and the cap's availability (ublk_create_device()).
+ */
 static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
 {
 	struct ublksrv_ctrl_dev_info info;
@@ -82,8 +57,13 @@ static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
 
 	if (h->len < sizeof(info) || !h->addr)
 		return -EINVAL;
+	if (h->queue_id != (u16)-1)
+		return -EINVAL;
 	if (copy_from_user(&info, argp, sizeof(info)))
 		return -EFAULT;
+	if (!info.queue_depth || info.queue_depth > UBLK_MAX_QUEUE_DEPTH ||
+	    !info.nr_hw_queues || info.nr_hw_queues > UBLK_MAX_NR_QUEUES)
+		return -EINVAL;
 
 	/*
 	 * The caller's capability decides the kind: a privileged caller asking
@@ -99,6 +79,15 @@ static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
 		if (info.flags & UBLK_F_UNPRIV_REFUSED)
 			return -EINVAL;
 	}
+	/* the owner udev gives the nodes to, and perm.c's files are checked against */
+	info.owner_uid = from_kuid(&init_user_ns, current_uid());
+	info.owner_gid = from_kgid(&init_user_ns, current_gid());
+
+	if (h->dev_id != info.dev_id)
+		return -EINVAL;
+	if (h->dev_id != U32_MAX && h->dev_id >= UBLK_MAX_DEVS)
+		return -EINVAL;
+
 	/*
 	 * Flags are negotiated, as upstream does: what we do not implement is
 	 * cleared, not refused, and the server learns what its device has from
@@ -106,9 +95,11 @@ static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
 	 * flags that 6.12's in-tree driver clears the same way.
 	 */
 	info.flags &= UBLK_F_IMPLEMENTED | UBLK_F_UNPRIVILEGED_DEV;
-	/* REISSUE and FAIL_IO are kinds of USER_RECOVERY, and exclude each other */
-	if ((info.flags & UBLK_F_RECOVERY_FLAGS) && !(info.flags & UBLK_F_USER_RECOVERY))
-		return -EINVAL;
+	/*
+	 * REISSUE and FAIL_IO are kinds of USER_RECOVERY, and mean nothing
+	 * without it (ublk.h), but 6.12 takes REISSUE alone and keeps it in
+	 * the flags: so do we.  FAIL_IO (6.13's) excludes REISSUE, as there.
+	 */
 	if ((info.flags & UBLK_F_USER_RECOVERY_REISSUE) &&
 	    (info.flags & UBLK_F_USER_RECOVERY_FAIL_IO))
 		return -EINVAL;
@@ -118,22 +109,20 @@ static int ublk_ctrl_add_dev(const struct ublksrv_ctrl_cmd *h)
 	if (info.flags & UBLK_F_USER_COPY)
 		info.flags &= ~UBLK_F_NEED_GET_DATA;
 
-	if (!info.nr_hw_queues || !info.queue_depth ||
-	    info.queue_depth > UBLK_MAX_QUEUE_DEPTH)
-		return -EINVAL;
-	info.nr_hw_queues = min_t(unsigned int, info.nr_hw_queues,
-				  min_t(unsigned int, nr_cpu_ids, UBLK_MAX_NR_QUEUES));
+	info.nr_hw_queues = min_t(unsigned int, info.nr_hw_queues, nr_cpu_ids);
 
 	/* One request's data must fit the USER_COPY offset encoding. */
 	max_io = min_t(u64, info.max_io_buf_bytes, UBLK_IO_BUF_BITS_MASK + 1);
 	max_io = round_down(max_io, PAGE_SIZE);
 	info.max_io_buf_bytes = max_t(u32, max_io, PAGE_SIZE);
 
+	/*
+	 * Not the caller's to set: upstream keeps what it sent in state and
+	 * ublksrv_pid until START_DEV, ours starts every device DEAD (our
+	 * recovery looks at the state).
+	 */
 	info.state = UBLK_S_DEV_DEAD;
 	info.io_desc_size = 0;
-	/* the owner udev gives the nodes to, and perm.c's files are checked against */
-	info.owner_uid = from_kuid(&init_user_ns, current_uid());
-	info.owner_gid = from_kgid(&init_user_ns, current_gid());
 	info.pad1 = 0;
 	info.reserved1 = 0;
 	info.reserved2 = 0;
@@ -170,10 +159,13 @@ static int ublk_ctrl_get_dev_info(struct ublk_device *ub, u64 addr, u32 len)
 	return 0;
 }
 
+/*
+ * Upstream's checks first, with its errnos (a zoned type on a device that is
+ * not zoned, and DEVT, are EINVAL), then ours: limits the block layer would
+ * WARN about, and the types upstream 6.12 does not know.
+ */
 static int ublk_validate_params(struct ublk_device *ub, const struct ublk_params *p)
 {
-	if (p->types & (UBLK_PARAM_TYPE_ZONED | UBLK_PARAM_TYPE_INTEGRITY))
-		return -EOPNOTSUPP;
 	if (p->types & UBLK_PARAM_TYPE_BASIC) {
 		const struct ublk_param_basic *b = &p->basic;
 
@@ -193,6 +185,23 @@ static int ublk_validate_params(struct ublk_device *ub, const struct ublk_params
 	} else {
 		return -EINVAL;
 	}
+	if (p->types & UBLK_PARAM_TYPE_DISCARD) {
+		const struct ublk_param_discard *d = &p->discard;
+
+		/* one range per discard, as upstream */
+		if (d->max_discard_sectors && d->max_discard_segments != 1)
+			return -EINVAL;
+		if (!d->discard_granularity)
+			return -EINVAL;
+	}
+	/* read-only: GET_PARAMS reports it */
+	if (p->types & UBLK_PARAM_TYPE_DEVT)
+		return -EINVAL;
+	/* no device of ours is zoned */
+	if (p->types & UBLK_PARAM_TYPE_ZONED)
+		return -EINVAL;
+	if (p->types & UBLK_PARAM_TYPE_INTEGRITY)
+		return -EOPNOTSUPP;
 	if (p->types & UBLK_PARAM_TYPE_SEGMENT) {
 		const struct ublk_param_segment *s = &p->seg;
 
@@ -209,47 +218,64 @@ static int ublk_validate_params(struct ublk_device *ub, const struct ublk_params
 	return 0;
 }
 
+/* The types SET_PARAMS takes: upstream 6.12's, and ours (DMA_ALIGN, SEGMENT, INTEGRITY). */
+#define UBLK_PARAM_TYPES_KNOWN	(UBLK_PARAM_TYPE_BASIC | UBLK_PARAM_TYPE_DISCARD | \
+				 UBLK_PARAM_TYPE_DEVT | UBLK_PARAM_TYPE_ZONED | \
+				 UBLK_PARAM_TYPE_DMA_ALIGN | UBLK_PARAM_TYPE_SEGMENT | \
+				 UBLK_PARAM_TYPE_INTEGRITY)
+
 /*
- * The length of the struct ublk_params at h->addr that SET_PARAMS and GET_PARAMS
- * work with: its own len field, cut to the command's buffer and to what this
- * driver knows (older or newer user space: take what both of us know).
+ * How many bytes of the struct ublk_params at h->addr SET_PARAMS and
+ * GET_PARAMS work with, as upstream decides: the struct's own len, which
+ * must be non-zero and fit the command's buffer (more than the 8-byte
+ * header), cut to what this driver knows (newer user space).
  */
 static int ublk_params_len(const struct ublksrv_ctrl_cmd *h)
 {
 	u32 plen;
 
-	if (!h->addr || h->len < offsetofend(struct ublk_params, types))
+	if (h->len <= offsetofend(struct ublk_params, types) || !h->addr)
 		return -EINVAL;
 	if (get_user(plen, (u32 __user *)u64_to_user_ptr(h->addr)))
 		return -EFAULT;
-	plen = min3(plen, (u32)h->len, (u32)sizeof(struct ublk_params));
-	if (plen < offsetofend(struct ublk_params, types))
+	if (!plen || plen > h->len)
 		return -EINVAL;
-	return plen;
+	return min_t(u32, plen, sizeof(struct ublk_params));
 }
 
+/*
+ * SET_PARAMS as upstream: the caller's bytes go over the device's params
+ * (a shorter struct leaves the rest as it was, len included is the
+ * caller's), types it does not know are dropped, and params that fail the
+ * checks stay with no type at all, so that START_DEV refuses them.
+ */
 static int ublk_ctrl_set_params(struct ublk_device *ub, const struct ublksrv_ctrl_cmd *h)
 {
-	struct ublk_params p = {};
 	void __user *argp = u64_to_user_ptr(h->addr);
+	struct ublk_params p;
+	u32 types;
 	int plen, ret;
 
 	plen = ublk_params_len(h);
 	if (plen < 0)
 		return plen;
-	if (copy_from_user(&p, argp, plen))
+	if (get_user(types, (u32 __user *)(argp + offsetof(struct ublk_params, types))))
 		return -EFAULT;
-	p.len = plen;
-	/* DEVT is ours to report, never the server's to set. */
-	p.types &= ~UBLK_PARAM_TYPE_DEVT;
+	if (!types)
+		return -EINVAL;
 
 	mutex_lock(&ub->mutex);
+	p = ub->params;
 	if (ub->disk) {
 		ret = -EACCES;
+	} else if (copy_from_user(&p, argp, plen)) {
+		ret = -EFAULT;
 	} else {
+		p.types &= UBLK_PARAM_TYPES_KNOWN;
 		ret = ublk_validate_params(ub, &p);
-		if (!ret)
-			ub->params = p;
+		if (ret)
+			p.types = 0;
+		ub->params = p;
 	}
 	mutex_unlock(&ub->mutex);
 	return ret;
@@ -267,9 +293,11 @@ static int ublk_ctrl_get_params(struct ublk_device *ub, const struct ublksrv_ctr
 
 	mutex_lock(&ub->mutex);
 	p = ub->params;
+	mutex_unlock(&ub->mutex);
 	p.types |= UBLK_PARAM_TYPE_DEVT;
 	p.devt.char_major = MAJOR(ub->cdev_dev.devt);
 	p.devt.char_minor = MINOR(ub->cdev_dev.devt);
+	mutex_lock(&ub->mutex);
 	if (ub->disk) {
 		p.devt.disk_major = ub->disk->major;
 		p.devt.disk_minor = ub->disk->first_minor;
@@ -278,32 +306,47 @@ static int ublk_ctrl_get_params(struct ublk_device *ub, const struct ublksrv_ctr
 		p.devt.disk_minor = 0;
 	}
 	mutex_unlock(&ub->mutex);
-	p.len = plen;
+	/* len is as the last SET_PARAMS sent it (0 before any), as upstream */
 	if (copy_to_user(argp, &p, plen))
 		return -EFAULT;
 	return 0;
 }
 
+/*
+ * GET_QUEUE_AFFINITY: the CPUs blk-mq maps to a queue, as a cpumask of
+ * h->len bytes.  The queue is data[0], not queue_id: upstream servers
+ * send queue_id = -1 with every control command, this one included.  The
+ * checks come in upstream's order, so a bad command fails the same way
+ * (len too short for nr_cpu_ids bits, or not a multiple of a long, or no
+ * buffer: EINVAL), and the buffer past the mask is cleared, as upstream
+ * does: a server may size it for NR_CPUS and read it all.
+ */
 static int ublk_ctrl_get_queue_affinity(struct ublk_device *ub, const struct ublksrv_ctrl_cmd *h)
 {
 	const struct blk_mq_queue_map *map = &ub->tag_set.map[HCTX_TYPE_DEFAULT];
+	void __user *argp = u64_to_user_ptr(h->addr);
 	cpumask_var_t mask;
 	unsigned int cpu;
 	size_t retlen;
 	int ret = 0;
 
-	if (!h->addr || (size_t)h->len * BITS_PER_BYTE < nr_cpu_ids)
+	if ((size_t)h->len * BITS_PER_BYTE < nr_cpu_ids)
 		return -EINVAL;
-	if (h->queue_id >= ub->info.nr_hw_queues)
+	if (h->len & (sizeof(unsigned long) - 1))
+		return -EINVAL;
+	if (!h->addr)
+		return -EINVAL;
+	if (h->data[0] >= ub->info.nr_hw_queues)
 		return -EINVAL;
 	if (!zalloc_cpumask_var(&mask, GFP_KERNEL))
 		return -ENOMEM;
 	for_each_possible_cpu(cpu) {
-		if (map->mq_map[cpu] == h->queue_id)
+		if (map->mq_map[cpu] == h->data[0])
 			cpumask_set_cpu(cpu, mask);
 	}
 	retlen = min_t(size_t, h->len, cpumask_size());
-	if (copy_to_user(u64_to_user_ptr(h->addr), cpumask_bits(mask), retlen))
+	if (copy_to_user(argp, cpumask_bits(mask), retlen) ||
+	    (retlen < h->len && clear_user(argp + retlen, h->len - retlen)))
 		ret = -EFAULT;
 	free_cpumask_var(mask);
 	return ret;
@@ -316,6 +359,9 @@ static int ublk_ctrl_start_dev(struct ublk_device *ub, const struct ublksrv_ctrl
 	int ret;
 
 	if (pid <= 0)
+		return -EINVAL;
+	/* as upstream, before waiting: a server without params gets no disk */
+	if (!(READ_ONCE(ub->params.types) & UBLK_PARAM_TYPE_BASIC))
 		return -EINVAL;
 	/*
 	 * The disk may only appear once every tag can take a request: its
@@ -355,7 +401,15 @@ static int ublk_ctrl_start_recovery(struct ublk_device *ub)
 	if (!ublk_can_recover(ub))
 		return -EINVAL;
 	mutex_lock(&ub->mutex);
-	if (atomic_read(&ub->opened) || ub->stopped ||
+	/*
+	 * A device that never had a disk nor a server's fetch: upstream's
+	 * EINVAL (no queue ever ready).  Upstream also refuses a device whose
+	 * next server died before it fetched every tag, which then cannot be
+	 * recovered at all; ours can (a started device goes on below).
+	 */
+	if (!ub->disk && !atomic_read(&ub->nr_fetched))
+		ret = -EINVAL;
+	else if (atomic_read(&ub->opened) || ub->stopped ||
 	    (ub->info.state != UBLK_S_DEV_QUIESCED && ub->info.state != UBLK_S_DEV_FAIL_IO)) {
 		ret = -EBUSY;
 	} else {
@@ -421,10 +475,10 @@ int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 	if (nr < 0)
 		return nr;
 
-	if (nr == _IOC_NR(UBLK_U_CMD_GET_FEATURES)) {
+	if (cmd->cmd_op == UBLK_U_CMD_GET_FEATURES) {
 		u64 features = UBLK_FEATURES;
 
-		if (h.len < UBLK_FEATURES_LEN || !h.addr)
+		if (h.len != UBLK_FEATURES_LEN || !h.addr)
 			return -EINVAL;
 		if (copy_to_user(u64_to_user_ptr(h.addr), &features, sizeof(features)))
 			return -EFAULT;

@@ -3,6 +3,8 @@
  * Per-device nodes: the server's /dev/ublkcN and the block device /dev/ublkbN.
  */
 #include <linux/blkdev.h>
+#include <linux/capability.h>
+#include <linux/cred.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -85,8 +87,37 @@ static void ublk_free_disk(struct gendisk *disk)
 	ublk_put_device(ub);
 }
 
+/*
+ * A user's disk opens for its owner only (and CAP_SYS_ADMIN), whatever
+ * the node's mode says: the owner could otherwise chmod the node and leave
+ * a disk whose every answer they choose for other users to open.  Upstream
+ * checks the same (uid and gid both), with the same EPERM.
+ */
+static int ublk_bd_may_open(const struct ublk_device *ub)
+{
+	if (capable(CAP_SYS_ADMIN) || !ublk_unprivileged(ub))
+		return 0;
+	if (from_kuid(&init_user_ns, current_uid()) != ub->info.owner_uid ||
+	    from_kgid(&init_user_ns, current_gid()) != ub->info.owner_gid)
+		return -EPERM;
+	return 0;
+}
+
+#if UBLK_BD_OPEN_TAKES_DISK
+static int ublk_bd_open(struct gendisk *disk, blk_mode_t mode)
+{
+	return ublk_bd_may_open(disk->private_data);
+}
+#else
+static int ublk_bd_open(struct block_device *bdev, fmode_t mode)
+{
+	return ublk_bd_may_open(bdev->bd_disk->private_data);
+}
+#endif
+
 static const struct block_device_operations ublk_bd_fops = {
 	.owner		= THIS_MODULE,
+	.open		= ublk_bd_open,
 	.free_disk	= ublk_free_disk,
 };
 

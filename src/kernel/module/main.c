@@ -20,7 +20,7 @@
 static DEFINE_IDR(ublk_index_idr);
 static DEFINE_MUTEX(ublk_index_mutex);
 static DECLARE_WAIT_QUEUE_HEAD(ublk_idr_wq);
-/* unprivileged devices not yet freed, under ublk_index_mutex */
+/* unprivileged devices not yet deleted, under ublk_index_mutex */
 static unsigned int ublk_nr_unpriv;
 /* the next device's index_seq, under ublk_index_mutex */
 static u64 ublk_next_seq;
@@ -28,11 +28,14 @@ static u64 ublk_next_seq;
 /*
  * Every device pins kernel memory (tag set, descriptors) that its size
  * decides: users may not add them without bound.  Root's are not counted.
+ * The default is upstream's (64), and must stay above ublkd's per-user
+ * default (16, src/daemon/main.c): with the two equal, one user at their
+ * ublkd limit would leave no device for any other user.
  */
-static unsigned int unprivileged_ublks_max = 16;
+static unsigned int unprivileged_ublks_max = 64;
 module_param(unprivileged_ublks_max, uint, 0644);
 MODULE_PARM_DESC(unprivileged_ublks_max,
-		 "most unprivileged devices (UBLK_F_UNPRIVILEGED_DEV) at a time; ADD_DEV beyond fails with EACCES (default 16)");
+		 "most unprivileged devices (UBLK_F_UNPRIVILEGED_DEV) at a time, counted from ADD_DEV to DEL_DEV; ADD_DEV beyond fails with EACCES (default 64)");
 
 static unsigned int unprivileged_io_timeout = 30;
 module_param(unprivileged_io_timeout, uint, 0644);
@@ -100,7 +103,8 @@ static void ublk_cdev_rel(struct device *dev)
 
 	mutex_lock(&ublk_index_mutex);
 	idr_remove(&ublk_index_idr, ub->info.dev_id);
-	if (ublk_unprivileged(ub))
+	/* a device that was never deleted: its ADD_DEV failed half-way */
+	if (ublk_unprivileged(ub) && !ub->deleted)
 		ublk_nr_unpriv--;
 	mutex_unlock(&ublk_index_mutex);
 	wake_up_all(&ublk_idr_wq);
@@ -147,8 +151,8 @@ static void ublk_publish_device(struct ublk_device *ub)
  * ADD_DEV after validation: takes an id (info->dev_id, or any when it is
  * (u32)-1), creates /dev/ublkcN and the tag set.  On success info is
  * updated with what was granted.  Unprivileged devices count against
- * unprivileged_ublks_max until they are freed (EACCES beyond, as the
- * in-tree driver answers for its own limit).
+ * unprivileged_ublks_max until DEL_DEV (EACCES beyond, as the in-tree
+ * driver answers for its own limit).
  */
 int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 {
@@ -182,7 +186,7 @@ int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 		if (id == -ENOSPC)
 			id = -EEXIST;
 	}
-	/* counted with the id taken, uncounted when the id is given back */
+	/* counted with the id taken, uncounted at DEL_DEV (or a failed ADD_DEV) */
 	if (id >= 0 && unpriv)
 		ublk_nr_unpriv++;
 	ub->index_seq = ublk_next_seq++;
@@ -283,6 +287,14 @@ int ublk_delete_device(struct ublk_device *ub, bool wait)
 	mutex_lock(&ublk_index_mutex);
 	first = !ub->deleted;
 	ub->deleted = true;
+	/*
+	 * Uncounted here, as upstream does at DEL_DEV, not once the device is
+	 * freed: a user's server that keeps /dev/ublkcN open keeps the id,
+	 * but must not keep a place under the cap that only its owner's
+	 * later devices would miss.
+	 */
+	if (first && ublk_unprivileged(ub))
+		ublk_nr_unpriv--;
 	mutex_unlock(&ublk_index_mutex);
 	if (first) {
 		/* a stop work that never ran still holds its reference */

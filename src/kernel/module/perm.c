@@ -27,7 +27,11 @@
 
 #include "ublk.h"
 
-/* Commands that only report: reading the node is enough. */
+/*
+ * Commands that only report: reading the node is enough.  A command this
+ * driver does not know is EINVAL here, for an unprivileged device, as
+ * upstream answers (after reading the path).
+ */
 static int ublk_ctrl_perm_mask(int nr)
 {
 	switch (nr) {
@@ -36,8 +40,16 @@ static int ublk_ctrl_perm_mask(int nr)
 	case UBLK_CMD_GET_PARAMS:
 	case UBLK_CMD_GET_QUEUE_AFFINITY:
 		return MAY_READ;
-	default:
+	case UBLK_CMD_ADD_DEV:
+	case UBLK_CMD_DEL_DEV:
+	case UBLK_CMD_START_DEV:
+	case UBLK_CMD_STOP_DEV:
+	case UBLK_CMD_SET_PARAMS:
+	case UBLK_CMD_START_USER_RECOVERY:
+	case UBLK_CMD_END_USER_RECOVERY:
 		return MAY_READ | MAY_WRITE;
+	default:
+		return -EINVAL;
 	}
 }
 
@@ -68,7 +80,7 @@ static int ublk_check_node(struct ublk_device *ub, const char *name, int mask)
 int ublk_ctrl_permission(struct ublk_device *ub, int nr, struct ublksrv_ctrl_cmd *h)
 {
 	char *name;
-	int ret;
+	int mask, ret;
 
 	if (!ublk_unprivileged(ub)) {
 		if (!capable(CAP_SYS_ADMIN))
@@ -77,17 +89,22 @@ int ublk_ctrl_permission(struct ublk_device *ub, int nr, struct ublksrv_ctrl_cmd
 			return 0;
 	}
 
-	if (!h->dev_path_len || h->dev_path_len >= PATH_MAX || h->dev_path_len > h->len ||
+	/*
+	 * Upstream's checks and errnos: a path of PATH_MAX bytes passes here
+	 * and is too long for the lookup (ENAMETOOLONG).
+	 */
+	if (!h->dev_path_len || h->dev_path_len > PATH_MAX || h->dev_path_len > h->len ||
 	    !h->addr)
 		return -EINVAL;
 	name = memdup_user_nul(u64_to_user_ptr(h->addr), h->dev_path_len);
 	if (IS_ERR(name))
 		return PTR_ERR(name);
+	mask = ublk_ctrl_perm_mask(nr);
 	/* a NUL inside would make us check a different name than was sent */
-	if (strlen(name) != h->dev_path_len)
+	if (mask < 0 || strlen(name) != h->dev_path_len)
 		ret = -EINVAL;
 	else
-		ret = ublk_check_node(ub, name, ublk_ctrl_perm_mask(nr));
+		ret = ublk_check_node(ub, name, mask);
 	kfree(name);
 	if (ret)
 		return ret;

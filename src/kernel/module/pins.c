@@ -125,15 +125,21 @@ static struct ublk_pins *ublk_pins_get(struct ublk_queue *q, struct ublk_io *io,
 {
 	unsigned long start = addr & PAGE_MASK;
 	unsigned long last = (offset_in_page(addr) + len - 1) >> PAGE_SHIFT;
+	/*
+	 * What the largest IO may span from any offset in the first page: the
+	 * window must not depend on the offset, which a server may change
+	 * while the buffer stays in that page (and the pins stay).
+	 */
 	unsigned long window = min_t(unsigned long, UBLK_PINS_PAGES,
-				     DIV_ROUND_UP(offset_in_page(addr) + q->ub->info.max_io_buf_bytes,
+				     DIV_ROUND_UP(PAGE_SIZE - 1 + q->ub->info.max_io_buf_bytes,
 						  PAGE_SIZE));
 	struct ublk_pins *p = io->pins;
 	unsigned int i;
 
 	if (!len || last >= window || !current->mm)
 		return NULL;
-	if (p && (p->watch.mm != current->mm || p->start != start))
+	/* pages past the watch's window would be neither watched nor unpinned */
+	if (p && (p->watch.mm != current->mm || p->start != start || p->npages != window))
 		ublk_pins_drop(io);
 	p = io->pins;
 	if (!p) {

@@ -173,14 +173,15 @@ static inline bool ublk_can_recover(const struct ublk_device *ub)
 	return ub->info.flags & UBLK_F_USER_RECOVERY;
 }
 
+/* kinds of USER_RECOVERY: alone (ADD_DEV takes REISSUE alone, as 6.12) they mean nothing */
 static inline bool ublk_reissue(const struct ublk_device *ub)
 {
-	return ub->info.flags & UBLK_F_USER_RECOVERY_REISSUE;
+	return ublk_can_recover(ub) && (ub->info.flags & UBLK_F_USER_RECOVERY_REISSUE);
 }
 
 static inline bool ublk_fail_io(const struct ublk_device *ub)
 {
-	return ub->info.flags & UBLK_F_USER_RECOVERY_FAIL_IO;
+	return ublk_can_recover(ub) && (ub->info.flags & UBLK_F_USER_RECOVERY_FAIL_IO);
 }
 
 static inline size_t ublk_descs_bytes(u16 depth)
