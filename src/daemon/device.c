@@ -475,14 +475,10 @@ static int dev_serve(struct ublk_dev *dev, bool recovering)
         }
         dev->live = true;
 
-        /* Whoever asked for the device finds it as udev leaves it: symlinks, ownership (of the
-         * char device too, for a user who sends control commands). */
+        /* Whoever asked for the device finds it as udev leaves it: symlinks, and a user's
+         * ownership of the block device (the char device stays root's: ublkd is the server). */
         snprintf(path, sizeof(path), "ublkb%u", dev->id);
         r = devinfo_wait_udev("block", path, started_usec, UDEV_WAIT_MS);
-        if (r >= 0 && dev->unprivileged) {
-                snprintf(path, sizeof(path), "ublkc%u", dev->id);
-                r = devinfo_wait_udev("ublk-char", path, dev->added_usec, UDEV_WAIT_MS);
-        }
         if (r < 0)
                 log_warning_errno(r, "udev has not handled %s after %u ms; going on without it: %m",
                                   path, UDEV_WAIT_MS);

@@ -11,7 +11,10 @@
 #  5. fill the blocks a file system keeps for root, through ublkd (their device's IO on the
 #     backing runs with their credentials);
 #  6. put escape sequences on root's terminal through the name of a backing file;
-#  7. take every slot for pending polkit checks.
+#  7. take every slot for pending polkit checks;
+#  8. have an authorization granted for one device act on a later one under the same id.
+# And 9., root's side of a takeover: ublkd leaves alone another program's device under an id it
+# saved.
 # Driver-independent: it runs on one leg (the sanitized 7.x one).
 # vm-timeout: 600
 set -euo pipefail
@@ -253,4 +256,53 @@ mdev=$(as mallory ublkctl add null --size 16M --name mallory:beside) || fail "ma
 as mallory ublkctl del mallory:beside
 pkill -KILL -u eve || true
 echo "polkit: eve's fifth pending check refused ($(cat eve5.out)); mallory's Add went through ($mdev)"
+
+# 8. an operation polkit authorizes acts on the device it was asked about, not on a later one
+# under the same id: eve asks to stop mallory's device; while her password prompt waits, the
+# device is removed and root adds one that gets the same id; her answer then finds it gone.
+cp /etc/shadow shadow.saved
+defer "cp shadow.saved /etc/shadow"
+echo 'root:ublk-test-pw' | chpasswd
+gdev=$(as mallory ublkctl add null --size 16M --name mallory:gen) || fail "add mallory:gen"
+gid=${gdev#/dev/ublkb}
+"$UBLKD_SRC"/test/vm/pty-answer.py --hold "$PWD/gen-go" "Password:" ublk-test-pw 300 \
+	setpriv --reuid=eve --regid=eve --init-groups ublkctl stop "$gid" > gen.out 2>&1 &
+gen=$!
+wait_until $((120 * TIME_FACTOR)) test -e gen-go.prompted || fail "eve's stop never asked for a password: $(cat gen.out)"
+as mallory ublkctl del mallory:gen
+rdev=$(ublkctl add null --size 16M --name gen) || fail "root's add"
+[ "$rdev" = "$gdev" ] || fail "root's device is $rdev, not $gdev"
+touch gen-go
+if wait "$gen"; then fail "eve's stop succeeded: $(cat gen.out)"; fi
+grep -q "No such device: $gid (it was removed)" gen.out || fail "eve's stop said: $(cat gen.out)"
+[ "$(ublkctl --json show gen | jq -r .State)" = live ] || fail "root's device was stopped by eve's answer"
+ublkctl del gen
+echo "authorization: eve's stop of mallory's device $gid, answered after root's device took the id, said: $(grep -o 'No such device.*' gen.out)"
+
+# 9. a takeover that finds another program's device under an id ublkd saved leaves it alone:
+# ublkd is killed (and not restarted), its device deleted and another program's device added
+# under that id; the next ublkd must not delete that one.
+printf '[Service]\nRestart=no\n' > /run/systemd/system/ublkd.service.d/60-no-restart.conf
+defer "rm -f /run/systemd/system/ublkd.service.d/60-no-restart.conf; systemctl daemon-reload"
+systemctl daemon-reload
+sdev=$(ublkctl add null --size 16M --name stale) || fail "add stale"
+sid=${sdev#/dev/ublkb}
+systemctl kill -s KILL ublkd
+wait_until 30 test "$(systemctl show -P ActiveState ublkd)" != active || fail "ublkd still active after SIGKILL"
+build_kmod_perm
+[ "$(./kmod-perm cmd 0 del "$sid")" = 0 ] || fail "deleting ublkd's quiesced device $sid"
+out=$(./kmod-perm add 0 noflag) || fail "kmod-perm add: exit $?"
+other=${out%% *}
+defer "./kmod-perm cmd 0 del $other > /dev/null || true"
+[ "$other" = "$sid" ] || fail "another program's device got id $other, not the saved $sid"
+rm -f /run/systemd/system/ublkd.service.d/60-no-restart.conf
+systemctl daemon-reload
+systemctl reset-failed ublkd
+systemctl start ublkd
+wait_until 30 sh -c "journalctl -b -u ublkd -o cat | grep -q 'Cannot serve ublk device $sid again: .*left it alone'" \
+	|| fail "no 'left it alone' for device $sid: $(journalctl -b -u ublkd -o cat | tail -n 3)"
+[ -e "/sys/class/ublk-char/ublkc$sid" ] || fail "ublkd removed another program's device $sid"
+if ublkctl show stale > /dev/null 2>&1; then fail "ublkd serves 'stale' on another program's device"; fi
+[ "$(./kmod-perm cmd 0 del "$other")" = 0 ] || fail "deleting the other program's device $other"
+echo "takeover: another program's device under the saved id $sid was left alone"
 echo ok

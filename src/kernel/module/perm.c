@@ -8,8 +8,9 @@
  * may open its char device: each command names that node in the first
  * dev_path_len bytes of its buffer, and the sender needs read access to it
  * for commands that only report, read and write access for the others.
- * The file's mode and owner are set by udev from the device's owner ids, so
- * the file system's permission check is the policy, not this module.
+ * The file's mode and owner are udev's to set (ublkd's rules leave the char
+ * node root's, so its users go through ublkd), so the file system's
+ * permission check is the policy, not this module.
  *
  * GET_DEV_INFO2 carries the path for every device, since a caller may not
  * know which kind a device is; on a privileged device it still needs
