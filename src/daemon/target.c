@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 #include <errno.h>
-#include <linux/magic.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
+#include <unistd.h>
 
 #include "macro.h"
 #include "target.h"
@@ -34,59 +34,122 @@ const char *const *target_names(void)
         return names;
 }
 
-#ifndef SECRETMEM_MAGIC
-#define SECRETMEM_MAGIC 0x5345434d
-#endif
-#ifndef FUSE_SUPER_MAGIC
-#define FUSE_SUPER_MAGIC 0x65735546
-#endif
-
-/* File systems whose files a user must not hand to ublkd: their data would be memory charged to
+/*
+ * File systems whose files a user must not hand to ublkd: their data would be memory charged to
  * ublkd.service (which is protected from the OOM killer and keeps the fd in PID 1's fd store
- * across restarts), or is served by a process of the user's (FUSE: a server that stops answering
- * hangs ublkd's queue threads, and PID 1 polls every stored fd), or is no data at all. */
+ * across restarts), or is served by a process of the user's (FUSE: a server that stops
+ * answering hangs whoever asks it, and PID 1 polls the fds in its store), or is no data at all.
+ */
 static const struct {
-        unsigned long magic;
-        const char *name;
+        const char *type;       /* as /proc/PID/mountinfo names it; "fuse" also fuse.* and fuseblk */
         const char *why;
 } user_refused_fs[] = {
-        { TMPFS_MAGIC,         "tmpfs (or a memfd)", "keeps its data in memory" },
-        { RAMFS_MAGIC,         "ramfs",              "keeps its data in memory" },
-        { HUGETLBFS_MAGIC,     "hugetlbfs",          "keeps its data in memory" },
-        { SECRETMEM_MAGIC,     "secretmem",          "keeps its data in memory" },
-        { FUSE_SUPER_MAGIC,    "FUSE",               "is served by a user's process" },
-        { PROC_SUPER_MAGIC,    "proc",               "is a pseudo file system" },
-        { SYSFS_MAGIC,         "sysfs",              "is a pseudo file system" },
-        { DEBUGFS_MAGIC,       "debugfs",            "is a pseudo file system" },
-        { TRACEFS_MAGIC,       "tracefs",            "is a pseudo file system" },
-        { SECURITYFS_MAGIC,    "securityfs",         "is a pseudo file system" },
-        { CGROUP_SUPER_MAGIC,  "cgroup",             "is a pseudo file system" },
-        { CGROUP2_SUPER_MAGIC, "cgroup2",            "is a pseudo file system" },
-        { BPF_FS_MAGIC,        "bpf",                "is a pseudo file system" },
-        { PSTOREFS_MAGIC,      "pstore",             "is a pseudo file system" },
-        { EFIVARFS_MAGIC,      "efivarfs",           "is a pseudo file system" },
-        { DEVPTS_SUPER_MAGIC,  "devpts",             "is a pseudo file system" },
-        { ANON_INODE_FS_MAGIC, "anon_inodefs",       "is a pseudo file system" },
-        { NSFS_MAGIC,          "nsfs",               "is a pseudo file system" },
+        { "tmpfs",      "keeps its data in memory" },
+        { "ramfs",      "keeps its data in memory" },
+        { "hugetlbfs",  "keeps its data in memory" },
+        { "secretmem",  "keeps its data in memory" },
+        { "devtmpfs",   "keeps its data in memory" },
+        { "fuse",       "is served by a user's process" },
+        { "proc",       "is a pseudo file system" },
+        { "sysfs",      "is a pseudo file system" },
+        { "debugfs",    "is a pseudo file system" },
+        { "tracefs",    "is a pseudo file system" },
+        { "securityfs", "is a pseudo file system" },
+        { "configfs",   "is a pseudo file system" },
+        { "cgroup",     "is a pseudo file system" },
+        { "cgroup2",    "is a pseudo file system" },
+        { "bpf",        "is a pseudo file system" },
+        { "pstore",     "is a pseudo file system" },
+        { "efivarfs",   "is a pseudo file system" },
+        { "devpts",     "is a pseudo file system" },
+        { "mqueue",     "is a pseudo file system" },
 };
+
+/* The mount id of fd's file, from /proc/self/fdinfo: the kernel answers without asking the
+ * file system. */
+static int fd_mount_id(int fd, unsigned long long *ret)
+{
+        _cleanup_fclose_ FILE *f = NULL;
+        char path[64], line[256];
+
+        snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+        f = fopen(path, "re");
+        if (!f)
+                return -errno;
+        while (fgets(line, sizeof(line), f))
+                if (sscanf(line, "mnt_id: %llu", ret) == 1)
+                        return 0;
+        return -EOPNOTSUPP;
+}
+
+/*
+ * The type of the file system of fd's file, as the mount table of PID 1's mount namespace names
+ * its mount: callers' files are there (ublkd's own namespace is a copy, with other mount ids).
+ * Nothing asks the file system itself, which for FUSE is a user's process that may never answer.
+ * -ENOENT when the mount is not in that table (a memfd's internal one, another namespace's).
+ */
+int target_backing_fs_type(int fd, char *type, size_t len)
+{
+        _cleanup_fclose_ FILE *f = NULL;
+        _cleanup_free_ char *line = NULL;
+        unsigned long long want, id;
+        size_t size = 0;
+        int r;
+
+        r = fd_mount_id(fd, &want);
+        if (r < 0)
+                return r;
+        f = fopen("/proc/1/mountinfo", "re");
+        if (!f)
+                return -errno;
+        while (getline(&line, &size, f) > 0) {
+                const char *sep = strstr(line, " - ");
+                size_t n;
+
+                if (sscanf(line, "%llu", &id) != 1 || id != want || !sep)
+                        continue;
+                sep += 3;
+                n = strcspn(sep, " \n");
+                if (n == 0 || n >= len)
+                        return -ENAMETOOLONG;
+                memcpy(type, sep, n);
+                type[n] = 0;
+                return 0;
+        }
+        return -ENOENT;
+}
+
+#define REFUSE(...) (snprintf(reason->text, sizeof(reason->text), __VA_ARGS__), -EPERM)
+#define REFUSE_FIX ": a user's device needs a file on a disk file system (ext4, xfs, btrfs...) or a block device"
 
 int target_check_user_backing(int fd, struct ublk_reason *reason)
 {
-        struct statfs sfs;
+        char type[64], path[64], target[64];
         struct stat st;
+        ssize_t n;
+        int r;
 
-        if (fstat(fd, &st) < 0 || fstatfs(fd, &sfs) < 0)
+        r = target_backing_fs_type(fd, type, sizeof(type));
+        if (r == -ENOENT) {
+                snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+                n = readlink(path, target, sizeof(target) - 1);
+                if (n > 0 && strncmp(target, "/memfd:", 7) == 0)
+                        return REFUSE("The backing file is a memfd, which keeps its data in memory" REFUSE_FIX);
+                return REFUSE("ublkd cannot see the mount of the backing file (another mount namespace?), "
+                              "so cannot tell what holds its data" REFUSE_FIX);
+        }
+        if (r < 0)
+                return r;
+        /* Before anything that could ask a FUSE server (fstat may). */
+        if (strcmp(type, "fuse") == 0 || strncmp(type, "fuse.", 5) == 0 || strcmp(type, "fuseblk") == 0)
+                return REFUSE("The backing file is on %s, which is served by a user's process" REFUSE_FIX, type);
+        if (fstat(fd, &st) < 0)
                 return -errno;
-        /* A block device node's own file system (devtmpfs) says nothing of the device. */
+        /* A block device node's file system (devtmpfs) says nothing of the device. */
         if (S_ISBLK(st.st_mode))
                 return 0;
         for (size_t i = 0; i < ELEMENTSOF(user_refused_fs); i++)
-                if ((unsigned long) sfs.f_type == user_refused_fs[i].magic) {
-                        snprintf(reason->text, sizeof(reason->text),
-                                 "The backing file is on %s, which %s: a user's device needs a file on a disk "
-                                 "file system (ext4, xfs, btrfs...) or a block device",
-                                 user_refused_fs[i].name, user_refused_fs[i].why);
-                        return -EPERM;
-                }
+                if (strcmp(type, user_refused_fs[i].type) == 0)
+                        return REFUSE("The backing file is on %s, which %s" REFUSE_FIX, type, user_refused_fs[i].why);
         return 0;
 }

@@ -23,6 +23,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct io_uring_cqe;
@@ -65,5 +66,9 @@ const struct ublk_target_ops *target_find(const char *name);
 /* NULL-terminated list of target names, in a stable order. */
 const char *const *target_names(void);
 /* For a user's device: -EPERM, with the reason, for a backing file ublkd must not serve for a
- * user (in memory, FUSE, pseudo file systems); 0 for others and for block devices. */
+ * user (in memory, FUSE, pseudo file systems, a mount ublkd cannot see); 0 for others and for
+ * block devices.  It never asks the file's file system (a FUSE server may never answer). */
 int target_check_user_backing(int fd, struct ublk_reason *reason);
+/* The file system type of the mount of fd's file, from PID 1's mount table ("ext4", "fuse.sshfs");
+ * -ENOENT when the mount is not in it. */
+int target_backing_fs_type(int fd, char *type, size_t len);
