@@ -97,8 +97,10 @@ cycles() {
 }
 # Linux 6.12's ublk_drv can oops when a server exits while requests are being dispatched to
 # it (NULL pointer dereference in io_fallback_tw from the exiting queue thread's task work):
-# seen here once in 18 SIGKILLs under fio on 6.12.95. Newer kernels do not. Under IO, then,
-# only there; on 6.12 with its in-tree driver the recoveries below are of idle devices. Our
+# seen here once in 18 SIGKILLs under fio on 6.12.95. Its cancel completes a command whose
+# dispatch task work is still queued (fixed in 6.15 by f40139fde527, which 6.12.95 lacks; see
+# test/README.md, "Kill stress"). Newer kernels do not. Under IO, then, only there; on 6.12
+# with its in-tree driver the recoveries below are of idle devices. Our
 # own driver (vm-run --driver) is tested under IO on every kernel.
 under_io=true
 [[ $(uname -r) == 6.12.* && ${UBLK_DRIVER:-intree} == intree ]] && under_io=false

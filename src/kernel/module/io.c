@@ -262,6 +262,13 @@ static void ublk_dispatch(struct ublk_queue *q, struct ublk_io *io, struct io_ur
 	}
 	if (copy) {
 		bool ok = ublk_copy_io(q, io, rq, io->addr, blk_rq_bytes(rq), false) == blk_rq_bytes(rq);
+		/*
+		 * A server being killed: its task runs this before it exits, with
+		 * the fatal signal pending, and pinning its buffer then fails
+		 * (-EINTR).  Not the request's fault: as for a dead task, it waits
+		 * for the next server, and this queue takes no more.
+		 */
+		bool dying = !ok && (fatal_signal_pending(current) || (current->flags & PF_EXITING));
 
 		spin_lock(&q->lock);
 		io->copying = false;
@@ -269,13 +276,18 @@ static void ublk_dispatch(struct ublk_queue *q, struct ublk_io *io, struct io_ur
 		if (!ok) {
 			/* Bad server buffer: fail this IO, keep the command for the next. */
 			io->req = NULL;
+			if (dying)
+				q->canceling = true;
 			give_back = !q->canceling;
 			if (give_back)
 				io->cmd = cmd;
 		}
 		spin_unlock(&q->lock);
 		if (!ok) {
-			blk_mq_end_request(rq, BLK_STS_IOERR);
+			if (dying)
+				ublk_end_nosrv(q, rq);
+			else
+				blk_mq_end_request(rq, BLK_STS_IOERR);
 			if (!give_back)
 				io_uring_cmd_done(cmd, UBLK_IO_RES_ABORT, 0, issue_flags);
 			return;
