@@ -6,7 +6,7 @@
 #   b: 1 queue, recovery reissue, fio randrw, depth 8;
 #   c: 1 queue, recovery none, fio randwrite with errors ignored (its IO fails when ublkd dies;
 #      the next ublkd keeps it stopped and the test starts it again).
-# STRESS_KILLS times (default 10): wait until IO flows on a and b, kill ublkd (SIGKILL; every
+# STRESS_KILLS times (default 6, for CI's time): wait until IO flows on a and b, kill ublkd (SIGKILL; every
 # 4th SIGSEGV, every 6th SIGABRT: a crash and the watchdog's abort), wait for the next ublkd to
 # serve a and b again (same /dev/ublkbN, live; 120 s at most: on a busy host under TCG a
 # recovery took up to 67 s) and start c again (in the background). At the end: 0 fio errors
@@ -22,7 +22,7 @@ set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 require_cmd fio jq
 
-KILLS=${STRESS_KILLS:-10}
+KILLS=${STRESS_KILLS:-6}
 if [[ $(uname -r) == 6.12.* && ${UBLK_DRIVER:-intree} == intree && ${STRESS_FORCE:-0} != 1 ]]; then
 	skip "6.12's in-tree ublk_drv oopses when its server dies under IO (fixed in 6.15 by" \
 		"f40139fde527, not in 6.12.95): use ublkd's driver (DKMS), or STRESS_FORCE=1 to see it"
