@@ -19,7 +19,7 @@
 # vm-timeout: 600
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
-require_cmd useradd runuser jq python3 dumpe2fs setpriv pkill
+require_cmd useradd runuser jq python3 dumpe2fs setpriv pkill umount findmnt
 start_ublkd
 (( $(ublkctl features) & 0x20 )) || skip "the kernel's ublk has no UBLK_F_UNPRIVILEGED_DEV"
 
@@ -181,7 +181,7 @@ exec 7>&-
 wait_until 10 test ! -e "/dev/ublkc$hid" || fail "/dev/ublkc$hid left after its holder closed it"
 echo "held char node: del returned, device gone; the id came free once the holder closed it"
 
-# 4. memory and user-served backings: tmpfs, a memfd; root may still use tmpfs.
+# 4. memory and user-served backings: tmpfs, a memfd, FUSE; root may still use tmpfs.
 as mallory truncate -s 64M /dev/shm/mallory.img
 defer "rm -f /dev/shm/mallory.img"
 if out=$(as mallory ublkctl add loop /dev/shm/mallory.img 2>&1); then fail "mallory got a tmpfs backing"; fi
@@ -195,11 +195,27 @@ os.execvp("ublkctl", ["ublkctl", "add", "loop", "/proc/self/fd/%d" % fd])' 2>&1)
 fi
 [[ $out == *"is a memfd, which keeps its data in memory"* ]] || fail "memfd backing: $out"
 [ "$(n_devices)" = 0 ] || fail "refused backings left devices"
+# A FUSE file (a server of this test's, mounted allow_other, as a user's would be with
+# user_allow_other): refused without a request to the server for it, but for the FLUSH that
+# the kernel sends when ublkd closes the fd.
+mkdir "$TEST_TMPDIR/fuse"
+python3 "$UBLKD_SRC/test/vm/fuse-one-file.py" "$TEST_TMPDIR/fuse" "$muid" $((64 << 20)) fuse.log > fuse.out 2>&1 &
+defer "umount -l $TEST_TMPDIR/fuse 2> /dev/null || true"
+wait_until 30 grep -q ready fuse.out || fail "the FUSE server did not mount: $(cat fuse.out)"
+[ "$(findmnt -n -o FSTYPE "$TEST_TMPDIR/fuse")" = fuse ] || fail "not a FUSE mount: $(findmnt "$TEST_TMPDIR/fuse")"
+if out=$(as mallory ublkctl add loop "$TEST_TMPDIR/fuse/img" 2>&1); then fail "mallory got a FUSE backing"; fi
+[[ $out == *"is on fuse, which is served by a user's process"* ]] || fail "FUSE backing: $out"
+umount "$TEST_TMPDIR/fuse"
+(( $(wc -l < fuse.log) > 0 )) || fail "the FUSE server saw no request at all"
+# The one request ublkd cannot help making is FLUSH (25): the kernel sends it on every close().
+if grep -v '^25 ' fuse.log | grep -q " $pid\$"; then
+	fail "ublkd asked the FUSE server: $(grep " $pid\$" fuse.log | head -n 3)"
+fi
 truncate -s 64M /dev/shm/root.img
 defer "rm -f /dev/shm/root.img"
 ublkctl add loop /dev/shm/root.img --name roottmp > /dev/null || fail "root's tmpfs backing refused"
 ublkctl del roottmp
-echo "backings: mallory refused a tmpfs file and a memfd ($out); root's tmpfs file served"
+echo "backings: mallory refused a tmpfs file, a memfd and a FUSE file ($out); root's tmpfs file served"
 
 # 5. a user's backing IO runs with the user's credentials: the blocks ext4 keeps for root (half
 # of this file system) are not theirs to fill through ublkd.
