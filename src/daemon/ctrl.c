@@ -34,8 +34,6 @@ struct ctrl_op {
 /* How long each attempt at START_DEV may take before it is cancelled and sent again (see
  * ctrl_submit): it normally takes well under a second, even under TCG. */
 static const unsigned start_dev_timeouts_sec[] = { 2, 6, 15 };
-/* How long DEL_DEV may wait for /dev/ublkcN to be closed (see ctrl_submit). */
-static const unsigned del_dev_timeout_sec = 5;
 
 /* Waits for the command's CQE, skipping the cancel's own; -ETIME after timeout_sec (0: no limit). */
 static int ctrl_wait(struct io_uring *ring, unsigned timeout_sec, int *res)
@@ -110,28 +108,13 @@ static int ctrl_submit_once(int fd, unsigned cmd_op, const struct ublksrv_ctrl_c
  * thread of ours working on it; cancelling it and sending it again gets it done.  A START_DEV
  * that was cancelled before it ran, or interrupted while it waited for the queues, changed
  * nothing, so it is safe to repeat; one busy adding the disk cannot be interrupted and ends
- * on its own.  DEL_DEV removes the device, then waits for every opener of /dev/ublkcN to close
- * it before the id is free again: anyone holding that node open would hold ublkd (a removal, or
- * its exit) for as long.  So it waits del_dev_timeout_sec; interrupted then, the device is gone
- * and only its id stays taken in the kernel until the node is closed (a later ADD_DEV of that id
- * gets EEXIST, and ublkd takes the next).  Other commands are not repeated.
+ * on its own.  Other commands are not repeated: DEL_DEV, for one, is done once interrupted.
  */
 static int ctrl_submit(int fd, unsigned cmd_op, const struct ublksrv_ctrl_cmd *cmd)
 {
         bool is_start = _IOC_NR(cmd_op) == UBLK_CMD_START_DEV;
         int r, res = 0;
 
-        if (_IOC_NR(cmd_op) == UBLK_CMD_DEL_DEV) {
-                r = ctrl_submit_once(fd, cmd_op, cmd, del_dev_timeout_sec, &res);
-                if (r != -ETIME)
-                        return r < 0 ? r : res;
-                if (res == -ECANCELED)
-                        return -ETIMEDOUT;      /* it never ran: the device is still there */
-                log_warning("ublk device %u: deleted, but /dev/ublkc%u is still open somewhere after %u s: its id "
-                            "stays taken in the kernel until that is closed", cmd->dev_id, cmd->dev_id,
-                            del_dev_timeout_sec);
-                return 0;
-        }
         for (unsigned attempt = 0;; attempt++) {
                 r = ctrl_submit_once(fd, cmd_op, cmd, is_start ? start_dev_timeouts_sec[attempt] : 0, &res);
                 if (r != -ETIME)

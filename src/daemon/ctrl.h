@@ -39,9 +39,7 @@ int ublk_ctrl_add_dev(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info
 int ublk_ctrl_add_dev_as(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info, uid_t uid, gid_t gid);
 /* That child's work, after user_child_main() took on the user's ids. */
 int ublk_ctrl_add_dev_child(const char *ioctl_encode);
-/* unprivileged: the device has UBLK_F_UNPRIVILEGED_DEV, so the commands name its char device.
- * DEL_DEV waits at most a few seconds for /dev/ublkcN to be closed, then returns 0 with the
- * device deleted and its id still taken in the kernel (logged); see ctrl_submit(). */
+/* unprivileged: the device has UBLK_F_UNPRIVILEGED_DEV, so the commands name its char device. */
 int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);
 int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid);
 int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);

@@ -289,6 +289,8 @@ add_as() { # UID [noflag|usercopy]: prints "ID FLAGS OWNER" or -errno
 # A user's own server needs its device's char node: ublkd's udev rules keep every /dev/ublkcN
 # root's (ublkd is the server of users' devices), so the test gives it, as a standalone
 # server's own rule would, once udev has handled the node's add event (which sets root 0600).
+# ublk-owner (udev) gives a user's block node to the user
+owned_by() { [ "$(stat -c %u "$1" 2>/dev/null)" = "$2" ]; }
 give_node() { # ID UID
 	udevadm settle --timeout=20 > /dev/null 2>&1 || true
 	chown "$2:$2" /dev/ublkc"$1" || fail "chown of /dev/ublkc$1 to $2"
