@@ -53,6 +53,7 @@ static const char *err_name(int r)
 	return b;
 }
 
+static void row(const char *name, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void row(const char *name, int r, const char *fmt, ...)
 {
 	va_list ap;
