@@ -267,7 +267,6 @@ static int dev_kernel_add(struct ublk_dev *dev)
 
         dev->info = dev->add_info;
         dev->info.dev_id = dev->id;
-        dev->added_usec = devinfo_now_usec();
         if (dev->unprivileged)
                 r = ublk_ctrl_add_dev_as(dev->ctrl, &dev->info, dev->config.owner_uid, dev->config.owner_gid);
         else

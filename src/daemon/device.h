@@ -93,7 +93,6 @@ struct ublk_dev {
         bool quiesced;          /* adopted with no server: IO waits (or fails) until recovered */
         bool unprivileged;      /* UBLK_F_UNPRIVILEGED_DEV: config.owner_uid's */
         bool released;          /* ublk_dev_release() done */
-        uint64_t added_usec;    /* CLOCK_MONOTONIC of the last ADD_DEV (devinfo_wait_udev()) */
         struct ublksrv_ctrl_dev_info add_info;  /* what ADD_DEV is sent again with */
         struct ublk_params params;
         /* UBLK_F_AUTO_BUF_REG: the kernel lends each request's pages to the queue ring as
