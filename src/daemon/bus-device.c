@@ -166,6 +166,15 @@ static void device_done(struct work *w, int r)
                                   "Device id %u was taken by another device while this one was out of the kernel: "
                                   "remove this device and add it again", id);
                 (void) sd_bus_reply_method_error(d->call, &error);
+        } else if (r == -ETIMEDOUT && d->op == OP_REMOVE) {
+                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+
+                /* DEL_DEV was interrupted before the kernel deleted anything (ctrl.h). */
+                log_warning("ublk device %u: the kernel did not remove it in time; it stays, stopped.", id);
+                sd_bus_error_setf(&error, UBLKD_ERROR_BUSY,
+                                  "The kernel did not remove device %u in time (/dev/ublkc%u held open?); "
+                                  "it is stopped and stays: try again", id, id);
+                (void) sd_bus_reply_method_error(d->call, &error);
         } else if (r < 0) {
                 log_error_errno(r, "%s (ublk device %u): %m", device_ops[d->op].failed, id);
                 (void) bus_reply_errno(d->call, r, device_ops[d->op].failed);

@@ -2,10 +2,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ctrl.h"
@@ -34,6 +36,33 @@ struct ctrl_op {
 /* How long each attempt at START_DEV may take before it is cancelled and sent again (see
  * ctrl_submit): it normally takes well under a second, even under TCG. */
 static const unsigned start_dev_timeouts_sec[] = { 2, 6, 15 };
+
+/* CLOCK_MONOTONIC µs after which a DEL_DEV waiting for its char device gives up; 0: never. */
+static _Atomic uint64_t del_dev_deadline_usec;
+
+static uint64_t now_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
+void ublk_ctrl_bound_del_dev(unsigned sec)
+{
+        del_dev_deadline_usec = now_usec() + (uint64_t) sec * 1000000;
+}
+
+/* The same for DEL_DEVs of this thread only (ublk_ctrl_del_dev_within()). */
+static _Thread_local uint64_t del_dev_call_deadline_usec;
+
+static bool del_dev_deadline_passed(void)
+{
+        uint64_t deadline = del_dev_deadline_usec, now = now_usec();
+
+        return (deadline != 0 && now >= deadline) ||
+               (del_dev_call_deadline_usec != 0 && now >= del_dev_call_deadline_usec);
+}
 
 /* Waits for the command's CQE, skipping the cancel's own; -ETIME after timeout_sec (0: no limit). */
 static int ctrl_wait(struct io_uring *ring, unsigned timeout_sec, int *res)
@@ -84,7 +113,12 @@ static int ctrl_submit_once(int fd, unsigned cmd_op, const struct ublksrv_ctrl_c
         memcpy(sqe->cmd, cmd, sizeof(*cmd));
 
         r = io_uring_submit(&ring);
-        if (r >= 0)
+        if (r >= 0 && _IOC_NR(cmd_op) == UBLK_CMD_DEL_DEV)
+                /* Looks at the deadline every second: it may be set while this waits. */
+                do
+                        r = ctrl_wait(&ring, 1, res);
+                while (r == -ETIME && !del_dev_deadline_passed());
+        else if (r >= 0)
                 r = ctrl_wait(&ring, timeout_sec, res);
         if (r == -ETIME) {
                 /* Cancelling interrupts a command that waits, and takes back one that never ran. */
@@ -117,6 +151,8 @@ static int ctrl_submit(int fd, unsigned cmd_op, const struct ublksrv_ctrl_cmd *c
 
         for (unsigned attempt = 0;; attempt++) {
                 r = ctrl_submit_once(fd, cmd_op, cmd, is_start ? start_dev_timeouts_sec[attempt] : 0, &res);
+                if (r == -ETIME && !is_start)
+                        return -EBUSY;  /* a DEL_DEV past ublk_ctrl_bound_del_dev()'s deadline */
                 if (r != -ETIME)
                         return r < 0 ? r : res;
                 log_warning("ublk device %u: START_DEV did not complete in %u s and was cancelled (%s); %s",
@@ -272,7 +308,27 @@ static int ctrl_dev_cmd(const struct ublk_ctrl *ctrl, struct ctrl_op op, uint32_
 
 int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged)
 {
-        return ctrl_dev_cmd(ctrl, CTRL_OP(DEL_DEV), dev_id, unprivileged, NULL, 0, 0);
+        char path[64];
+        int r;
+
+        r = ctrl_dev_cmd(ctrl, CTRL_OP(DEL_DEV), dev_id, unprivileged, NULL, 0, 0);
+        if (r != -EBUSY)
+                return r;
+        /* Interrupted: both drivers take the char device out of sysfs once the device is
+         * deleted, before they wait for it to be closed; ours may have been interrupted
+         * earlier, stopping the disk, and then nothing changed. */
+        snprintf(path, sizeof(path), "/sys/class/ublk-char/ublkc%u", dev_id);
+        return access(path, F_OK) < 0 && errno == ENOENT ? -EBUSY : -ETIMEDOUT;
+}
+
+int ublk_ctrl_del_dev_within(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, unsigned sec)
+{
+        int r;
+
+        del_dev_call_deadline_usec = now_usec() + (uint64_t) sec * 1000000;
+        r = ublk_ctrl_del_dev(ctrl, dev_id, unprivileged);
+        del_dev_call_deadline_usec = 0;
+        return r;
 }
 
 int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid)

@@ -39,8 +39,20 @@ int ublk_ctrl_add_dev(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info
 int ublk_ctrl_add_dev_as(const struct ublk_ctrl *ctrl, struct ublksrv_ctrl_dev_info *info, uid_t uid, gid_t gid);
 /* That child's work, after user_child_main() took on the user's ids. */
 int ublk_ctrl_add_dev_child(const char *ioctl_encode);
-/* unprivileged: the device has UBLK_F_UNPRIVILEGED_DEV, so the commands name its char device. */
+/* unprivileged: the device has UBLK_F_UNPRIVILEGED_DEV, so the commands name its char device.
+ * DEL_DEV waits until /dev/ublkcN is closed, so that the id may be used again at once (a
+ * device renewed under its id needs that).  Past a deadline (ublk_ctrl_del_dev_within(),
+ * ublk_ctrl_bound_del_dev()) it is interrupted, and returns -EBUSY if the device is gone
+ * all the same (its disk and char device deleted; its id stays taken until whoever holds
+ * /dev/ublkcN closes it), -ETIMEDOUT if it is still there (ublkd's own driver stops the
+ * disk first, and that wait was interrupted). */
 int ublk_ctrl_del_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);
+/* The same, interrupted after sec seconds: for a device that goes for good, whose id nobody
+ * waits for. */
+int ublk_ctrl_del_dev_within(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, unsigned sec);
+/* For ublkd's exit: every DEL_DEV, those already waiting included, waits at most sec more
+ * seconds, so that one device held open cannot hold the stop of all the others. */
+void ublk_ctrl_bound_del_dev(unsigned sec);
 int ublk_ctrl_start_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid);
 int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged);
 /* A device whose server went away (quiesced, or failing IO): START, then the new queues fetch

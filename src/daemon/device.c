@@ -16,6 +16,9 @@
 #include "queue.h"
 
 #define UDEV_WAIT_MS 10000
+/* A removal's wait for /dev/ublkcN to be closed by someone other than ublkd (ublkd closed its
+ * own): long enough for a dying server's rings to let go, short of ublkctl's bus timeout. */
+#define REMOVE_DEL_DEV_SEC 10
 
 unsigned ublk_test_start_delay_ms;
 unsigned ublk_test_fetch_delay_ms;
@@ -290,13 +293,26 @@ static int dev_kernel_add(struct ublk_dev *dev)
         return 0;
 }
 
-static int dev_kernel_del(struct ublk_dev *dev)
+/* For good (a removal): the wait for /dev/ublkcN to be closed is bounded by
+ * REMOVE_DEL_DEV_SEC; for a renewal under the same id, it is not. */
+static int dev_kernel_del(struct ublk_dev *dev, bool for_good)
 {
         int r;
 
         if (!dev->in_kernel)
                 return 0;
-        r = ublk_ctrl_del_dev(dev->ctrl, dev->id, dev->unprivileged);
+        if (for_good)
+                r = ublk_ctrl_del_dev_within(dev->ctrl, dev->id, dev->unprivileged, REMOVE_DEL_DEV_SEC);
+        else
+                r = ublk_ctrl_del_dev(dev->ctrl, dev->id, dev->unprivileged);
+        if (r == -EBUSY) {
+                /* The device is gone all the same (ublk_ctrl_del_dev()). */
+                log_warning("ublk device %u: /dev/ublkc%u is still open elsewhere (fuser -v /dev/ublkc%u "
+                            "names who holds it); the device is removed, its id stays taken until that closes.",
+                            dev->id, dev->id, dev->id);
+                dev->in_kernel = false;
+                return 0;
+        }
         if (r < 0)
                 return r;
         dev->in_kernel = false;
@@ -308,7 +324,7 @@ static void dev_kernel_renew(struct ublk_dev *dev)
 {
         int r;
 
-        r = dev_kernel_del(dev);
+        r = dev_kernel_del(dev, false);
         if (r < 0) {
                 log_warning_errno(r, "Failed to delete ublk device %u from the kernel: %m", dev->id);
                 return;
@@ -653,7 +669,7 @@ int ublk_dev_remove(struct ublk_dev *dev)
         r = dev_stop_queues(dev);
         if (r < 0)
                 return r;
-        return dev_kernel_del(dev);
+        return dev_kernel_del(dev, true);
 }
 
 void ublk_dev_release(struct ublk_dev *dev)

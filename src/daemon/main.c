@@ -28,6 +28,9 @@
 
 /* A default device (1 queue of depth 128, 512 KiB per request) has 64 MiB of IO buffers. */
 #define USER_MAX_DEVICES_DEFAULT 16u
+/* How long ublkd's exit waits for devices held open elsewhere to be let go: the unit's
+ * TimeoutStopSec= (90 s by default) must leave room for it. */
+#define EXIT_DEL_DEV_SEC 10u
 #define USER_MAX_QUEUE_BYTES_DEFAULT (1024ULL << 20)
 
 /* Whether systemd is stopping us as part of a restart (systemctl restart, try-restart). */
@@ -238,6 +241,9 @@ int main(int argc, char *argv[])
         r = run(&m);
 
         bus_authorize_cancel_all(&m);
+        /* A device held open by someone else must not hold the stop of ublkd, and of the
+         * others, until systemd kills it. */
+        ublk_ctrl_bound_del_dev(EXIT_DEL_DEV_SEC);
         work_finish_all(&m);
         if (m.handover && r >= 0) {
                 /* Freeing the devices would remove them.  As the process ends, the kernel
