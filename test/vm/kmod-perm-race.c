@@ -24,9 +24,10 @@
  * Its ring has IORING_SETUP_DEFER_TASKRUN: the driver's dispatch of a request (task work) runs
  * only while the server waits for completions, so whenever the disk has requests in flight at
  * a guess, each of them is queued to a tag whose dispatch is pending, which the server has not
- * been told of.  Every guess must be refused with EINVAL.  Once a second stderr gets
+ * been told of.  Every guess must be refused: EINVAL, or EBUSY while the tag's fetch still
+ * waits (as upstream).  Once a second stderr gets
  *   guess: early=N refused=N pending=N accepted=N served=N
- * (guesses sent, refused with EINVAL, guesses at tags with a dispatch pending, guesses taken,
+ * (guesses sent, refused, guesses at tags with a dispatch pending, guesses taken,
  * requests answered); "ACCEPTED ..." at once when a guess is taken.  Serves until killed.
  */
 #define GUESS_DEPTH 8
@@ -69,7 +70,8 @@ static void guess_cqe(struct guess *g, const struct io_uring_cqe *cqe)
 	int res = len;
 
 	if (cqe->user_data & UD_EARLY) {
-		if (cqe->res == -EINVAL) {
+		/* EBUSY: the tag's fetch still waits (upstream's answer when a command waits on it) */
+		if (cqe->res == -EINVAL || cqe->res == -EBUSY) {
 			g->refused++;
 			return;
 		}

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * ublk-probe: every control command our ublk driver accepts, sent as upstream servers send
+ * ublk-probe: every command our ublk driver accepts, sent as upstream servers send
  * them (ublksrv, the kernel's selftests: ioctl-encoded opcodes, queue_id = -1 except where the
  * command names a queue, the queue of GET_QUEUE_AFFINITY in data[0], a 128-byte SQE), with
  * good and bad input.  One line per case: the case, the result (0 or the errno's name) and
@@ -28,13 +28,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "ublk_cmd.h"
+#include "ublk-probe.h"
 #include "ublk-test-ctrl.h"
 
-#define PROBE_ID 10	/* the main device */
-#define NOSUCH_ID 999	/* never added */
-#define FILL 0xa5
-
-static int ctrl_fd;
+int ctrl_fd;
 static unsigned ncpus;
 
 static const char *err_name(int r)
@@ -53,8 +50,7 @@ static const char *err_name(int r)
 	return b;
 }
 
-static void row(const char *name, int r, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void row(const char *name, int r, const char *fmt, ...)
+void row(const char *name, int r, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -68,7 +64,7 @@ static void row(const char *name, int r, const char *fmt, ...)
 	fflush(stdout);
 }
 
-static struct ublksrv_ctrl_cmd cmd(unsigned id, void *buf, unsigned len)
+struct ublksrv_ctrl_cmd cmd(unsigned id, void *buf, unsigned len)
 {
 	return (struct ublksrv_ctrl_cmd){ .dev_id = id, .queue_id = (__u16)-1,
 					  .addr = (__u64)(uintptr_t)buf, .len = len };
@@ -120,8 +116,7 @@ static const char *info_str(const struct ublksrv_ctrl_dev_info *i)
 	return b;
 }
 
-/* ADD_DEV of INFO with the header's dev_id HID (normally INFO's own) */
-static int add_dev(const char *name, struct ublksrv_ctrl_dev_info *info, unsigned hid, bool show)
+int add_dev(const char *name, struct ublksrv_ctrl_dev_info *info, unsigned hid, bool show)
 {
 	struct ublksrv_ctrl_cmd c = cmd(hid, info, sizeof(*info));
 	int r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_ADD_DEV, &c);
@@ -130,13 +125,13 @@ static int add_dev(const char *name, struct ublksrv_ctrl_dev_info *info, unsigne
 	return r;
 }
 
-static struct ublksrv_ctrl_dev_info dev_info(unsigned id, unsigned queues, unsigned depth, __u64 flags)
+struct ublksrv_ctrl_dev_info dev_info(unsigned id, unsigned queues, unsigned depth, __u64 flags)
 {
 	return (struct ublksrv_ctrl_dev_info){ .nr_hw_queues = queues, .queue_depth = depth,
 		.max_io_buf_bytes = 512 * 1024, .dev_id = id, .ublksrv_pid = -1, .flags = flags };
 }
 
-static int del_dev(const char *name, unsigned id)
+int del_dev(const char *name, unsigned id)
 {
 	struct ublksrv_ctrl_cmd c = cmd(id, NULL, 0);
 	int r = ublk_ctrl(ctrl_fd, UBLK_U_CMD_DEL_DEV, &c);
@@ -242,6 +237,8 @@ static void probe_add(void)
 		struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
 		struct io_uring_cqe *cqe;
 
+		if (!sqe)
+			abort();	/* a fresh ring has free SQEs */
 		memset(sqe, 0, sizeof(*sqe));
 		sqe->opcode = IORING_OP_URING_CMD;
 		sqe->fd = ctrl_fd;
@@ -352,7 +349,7 @@ static int get_params(const char *name, unsigned id)
 	return r;
 }
 
-static struct ublk_params good_params(void)
+struct ublk_params good_params(void)
 {
 	return (struct ublk_params){ .len = sizeof(struct ublk_params),
 		.types = UBLK_PARAM_TYPE_BASIC | UBLK_PARAM_TYPE_DISCARD,
@@ -616,6 +613,7 @@ int main(int argc, char **argv)
 	probe_affinity();
 	probe_start_stop();
 	probe_unknown();
+	probe_io();
 	if (argc > 1)
 		probe_user(atoi(argv[1]));
 	del_dev("DEL_DEV", PROBE_ID);

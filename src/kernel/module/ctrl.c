@@ -407,7 +407,8 @@ static int ublk_ctrl_start_recovery(struct ublk_device *ub)
 	 * next server died before it fetched every tag, which then cannot be
 	 * recovered at all; ours can (a started device goes on below).
 	 */
-	if (!ub->disk && !atomic_read(&ub->nr_fetched))
+	if (!atomic_read(&ub->nr_fetched) && (!ub->disk || ub->recovering))
+		/* nor since the last START_USER_RECOVERY: upstream's EINVAL (no queue ready) */
 		ret = -EINVAL;
 	else if (atomic_read(&ub->opened) || ub->stopped ||
 	    (ub->info.state != UBLK_S_DEV_QUIESCED && ub->info.state != UBLK_S_DEV_FAIL_IO)) {
@@ -506,8 +507,16 @@ int ublk_ctrl_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		ret = ublk_ctrl_start_dev(ub, &h);
 		break;
 	case UBLK_CMD_STOP_DEV:
-		/* -EINTR: interrupted while a stuck server held requests; the stop goes on */
-		ret = ublk_stop_dev(ub, true);
+		/*
+		 * As upstream, a device that never had a disk has nothing to
+		 * stop: its server's fetches stay, and it may still start.
+		 * -EINTR: interrupted while a stuck server held requests; the
+		 * stop goes on.
+		 */
+		if (!READ_ONCE(ub->disk) && !READ_ONCE(ub->stopped) && ub->info.state == UBLK_S_DEV_DEAD)
+			ret = 0;
+		else
+			ret = ublk_stop_dev(ub, true);
 		break;
 	case UBLK_CMD_SET_PARAMS:
 		ret = ublk_ctrl_set_params(ub, &h);

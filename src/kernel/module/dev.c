@@ -51,7 +51,13 @@ static int ublk_ch_mmap(struct file *filp, struct vm_area_struct *vma)
 	struct ublk_queue *q;
 	u64 q_id;
 
-	if (off < UBLKSRV_CMD_BUF_OFFSET || (off - UBLKSRV_CMD_BUF_OFFSET) % stride)
+	if (vma->vm_flags & VM_WRITE)
+		return -EPERM;
+	/*
+	 * As upstream: any offset inside a queue's stride maps that queue's
+	 * array from its start (ublk-probe's "mmap q0 second page").
+	 */
+	if (off < UBLKSRV_CMD_BUF_OFFSET)
 		return -EINVAL;
 	q_id = (off - UBLKSRV_CMD_BUF_OFFSET) / stride;
 	if (q_id >= ub->info.nr_hw_queues)
@@ -59,8 +65,6 @@ static int ublk_ch_mmap(struct file *filp, struct vm_area_struct *vma)
 	q = ub->queues[q_id];
 	if (size != ublk_descs_bytes(q->depth))
 		return -EINVAL;
-	if (vma->vm_flags & VM_WRITE)
-		return -EPERM;
 	/* and no mprotect() to writable later */
 	ublk_vma_forbid_write(vma);
 	return remap_pfn_range(vma, vma->vm_start, virt_to_phys(q->descs) >> PAGE_SHIFT,

@@ -692,7 +692,8 @@ static int ublk_fetch(struct ublk_queue *q, struct ublk_io *io, struct io_uring_
 	    (q->canceling && !READ_ONCE(ub->recovering)))
 		ret = -ENODEV;
 	else if (io->cmd || io->req || io->dispatching || io->timed_out)
-		ret = -EINVAL;
+		/* as upstream: the tag is fetched already, or its queue is set up */
+		ret = -EBUSY;
 	else {
 		io->cmd = cmd;
 		io->addr = addr;
@@ -719,6 +720,11 @@ static int ublk_commit_and_fetch(struct ublk_queue *q, struct ublk_io *io,
 
 	spin_lock(&q->lock);
 	rq = io->req;
+	/* as upstream: a command waits on the tag already */
+	if (io->cmd) {
+		spin_unlock(&q->lock);
+		return -EBUSY;
+	}
 	/* not handed over yet (see the top of this file), timed out or not */
 	if (io->dispatching) {
 		spin_unlock(&q->lock);
@@ -774,6 +780,14 @@ static int ublk_get_data(struct ublk_queue *q, struct ublk_io *io, u64 addr)
 
 	spin_lock(&q->lock);
 	rq = io->req;
+	if (io->cmd) {
+		spin_unlock(&q->lock);
+		return -EBUSY;
+	}
+	if (!ublk_need_get_data(q->ub)) {
+		spin_unlock(&q->lock);
+		return -EINVAL;
+	}
 	/* not handed over yet: the server cannot know it needs data */
 	if (io->dispatching) {
 		spin_unlock(&q->lock);
@@ -854,10 +868,9 @@ int ublk_ch_uring_cmd(struct io_uring_cmd *cmd, unsigned int issue_flags)
 		return ublk_commit_and_fetch(q, io, cmd, addr, res, issue_flags);
 	case UBLK_IO_NEED_GET_DATA:
 	case UBLK_U_IO_NEED_GET_DATA:
-		if (!ublk_need_get_data(ub))
-			return -EINVAL;
 		return ublk_get_data(q, io, addr);
 	default:
-		return -EOPNOTSUPP;
+		/* as upstream: an unknown command of ours (or legacy) is invalid, another's unsupported */
+		return _IOC_TYPE(cmd->cmd_op) == 'u' || _IOC_TYPE(cmd->cmd_op) == 0 ? -EINVAL : -EOPNOTSUPP;
 	}
 }
