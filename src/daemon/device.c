@@ -28,7 +28,6 @@ void ublk_dev_config_init(struct ublk_dev_config *config)
         *config = (struct ublk_dev_config) {
                 .queues = 1,
                 .depth = UBLK_DEV_DEFAULT_DEPTH,
-                .backing_fd = -1,
         };
 }
 
@@ -204,22 +203,6 @@ const char *ublk_recovery_to_string(uint64_t flags)
         return "requeue";       /* not one ublkd creates: a device left by another server */
 }
 
-int ublk_recovery_from_string(const char *s, enum ublk_recovery *ret)
-{
-        static const char *const names[] = {
-                [UBLK_RECOVERY_REISSUE] = "reissue",
-                [UBLK_RECOVERY_FAIL_IO] = "fail-io",
-                [UBLK_RECOVERY_NONE] = "none",
-        };
-
-        for (unsigned i = UBLK_RECOVERY_REISSUE; i < ELEMENTSOF(names); i++)
-                if (strcmp(s, names[i]) == 0) {
-                        *ret = (enum ublk_recovery) i;
-                        return 0;
-                }
-        return -EINVAL;
-}
-
 /* Sets the recovery flags ADD_DEV asks for. */
 static int dev_choose_recovery(struct ublk_dev *dev, struct ublk_reason *reason)
 {
@@ -357,7 +340,7 @@ static int dev_kernel_add_any_id(struct ublk_dev *dev)
         }
 }
 
-/* A device of config, which gives its backing fd to it. */
+/* A device of config, which gives its target's configuration (and its fds) to it. */
 static struct ublk_dev *dev_new(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config)
 {
         struct ublk_dev *dev = calloc(1, sizeof(*dev));
@@ -366,7 +349,7 @@ static struct ublk_dev *dev_new(const struct ublk_ctrl *ctrl, struct ublk_dev_co
                 return NULL;
         dev->ctrl = ctrl;
         dev->config = *config;
-        config->backing_fd = -1;
+        config->target_config = NULL;
         dev->cdev_fd = -1;
         dev->unprivileged = dev->config.owner_uid != 0;
         return dev;
@@ -412,7 +395,7 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                 r = -EINVAL;
         }
         if (r < 0) {
-                safe_close(dev->config.backing_fd);
+                ublk_dev_config_clear(&dev->config);
                 free(dev);
                 return r;
         }
@@ -423,7 +406,7 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         if (r < 0) {
                 if (ops->deinit)
                         ops->deinit(dev);
-                safe_close(dev->config.backing_fd);
+                ublk_dev_config_clear(&dev->config);
                 free(dev);
                 return r;
         }
@@ -603,7 +586,7 @@ int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config,
                 r = ops->init(dev, &dev->params, reason);
         }
         if (r < 0) {
-                safe_close(dev->config.backing_fd);
+                ublk_dev_config_clear(&dev->config);
                 free(dev);
                 return r;
         }
@@ -678,7 +661,9 @@ void ublk_dev_release(struct ublk_dev *dev)
                 return;
         if (dev->config.target->deinit)
                 dev->config.target->deinit(dev);
-        dev->config.backing_fd = safe_close(dev->config.backing_fd);
+        /* Its fds only: the event loop may still read the configuration. */
+        if (dev->config.target_config && dev->config.target->config_release)
+                dev->config.target->config_release(dev->config.target_config);
         dev->released = true;
 }
 
@@ -693,6 +678,7 @@ void ublk_dev_free(struct ublk_dev *dev)
                 log_warning_errno(r, "Failed to remove ublk device %u from the kernel: %m", dev->id);
         ublk_dev_release(dev);
         ids_release(dev->id);
+        ublk_dev_config_clear(&dev->config);
         free(dev);
 }
 
