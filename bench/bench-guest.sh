@@ -3,6 +3,10 @@
 # Runs inside the VM (tools/bench): ublkd's loop and null targets against the kernel's own loop
 # driver and null_blk, in one boot, interleaved round by round, on the same backing file.
 # Prints one JSON line per fio run ("RESULT {...}") and, at the end, medians and ratios.
+# First, the control path: how long ublkctl's Add+Start and Del of a null device take, as a
+# user sees them (BENCH_CTL_DEVICES of each, median and max; report only: the aim, a median
+# Add+Start under 600 ms and none over 2.5 s under TCG, was t-scale's until a loaded host
+# failed it there).
 # env: BENCH_* (bench/lib.sh)
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
@@ -10,6 +14,24 @@ set -euo pipefail
 
 start_ublkd
 echo "kernel $(uname -r), $(nproc) vCPUs, ublk features $(ublkctl features), runs=$RUNS runtime=${RUNTIME}s batch=$BATCH"
+
+if [ "$CTL_DEVICES" -gt 0 ]; then
+	ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+	stats() { sort -n | awk '{ a[NR] = $1 } END { printf "median %d ms, max %d ms", a[int((NR + 1) / 2)], a[NR] }'; }
+	: > ctl-add.ms
+	: > ctl-del.ms
+	for i in $(seq "$CTL_DEVICES"); do
+		t=$(date +%s%N)
+		ublkctl add null --size 16M --name "ctl$i" > /dev/null
+		ms_since "$t" >> ctl-add.ms
+	done
+	for i in $(seq "$CTL_DEVICES"); do
+		t=$(date +%s%N)
+		ublkctl del "ctl$i"
+		ms_since "$t" >> ctl-del.ms
+	done
+	echo "control path, $CTL_DEVICES null devices: add+start $(stats < ctl-add.ms), del $(stats < ctl-del.ms)"
+fi
 
 # Devices under test: NAME=/dev/X, kernel's and ours, created once for the whole run.
 declare -A DEV=()

@@ -6,7 +6,9 @@
 #   see fio_iops and pin_queue_threads), BENCH_BACKING (tmpfs; brd: see bench_img),
 #   BENCH_EVENTS (none; perf events to count per IO, e.g. "io_uring:io_uring_queue_async_work,
 #   syscalls:sys_enter_io_uring_enter": see fio_iops), BENCH_BATCH (1; N: fio submits N IOs in one
-#   io_uring_enter once N have completed, so that blk-mq gets them as one plugged batch)
+#   io_uring_enter once N have completed, so that blk-mq gets them as one plugged batch),
+#   BENCH_CTL_DEVICES (64; bench-guest.sh times that many Add+Start and Del of a null device,
+#   0: not at all)
 # shellcheck shell=bash
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
@@ -23,6 +25,7 @@ brd) BENCH_IMG=/dev/ram0 ;;
 *) fail "BENCH_BACKING=$BACKING: tmpfs or brd" ;;
 esac
 BATCH=${BENCH_BATCH:-1}
+CTL_DEVICES=${BENCH_CTL_DEVICES:-64}
 [[ $BATCH =~ ^[1-9][0-9]*$ ]] || fail "BENCH_BATCH=$BATCH: a number of IOs, 1 or more"
 EVENTS=${BENCH_EVENTS:-}
 if [ -n "$EVENTS" ]; then

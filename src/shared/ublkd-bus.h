@@ -3,8 +3,9 @@
 
 /*
  * The names of ublkd's D-Bus API, shared by the daemon and its clients.
- * dbus/org.ublk.ublkd1.xml documents every member; a vm test checks that the
- * live daemon's introspection matches that file.
+ * dbus/org.ublk.ublkd1.{Manager,Device}.xml list every member, org.ublk.ublkd1(5)
+ * documents them (test-bus-docs checks it), and a vm test checks that the
+ * live daemon's introspection matches those files.
  */
 
 #define UBLKD_BUS_NAME          "org.ublk.ublkd1"

@@ -1,8 +1,9 @@
 #!/bin/bash
 # vm-timeout: 600
-# Many devices and slow operations: 64 devices added (each Add+Start timed, as ublkctl sees it:
-# median under 600 ms, none over 2.5 s under TCG) and removed, twice; ublkd's fds come back to
-# their baseline and its RSS settles. Then, with
+# Many devices and slow operations: 64 devices added and removed, twice, each call answered
+# and the kernel's devices following; ublkd's fds come back to their baseline and its RSS
+# settles. The times of the calls are printed, never judged: a loaded host makes them what it
+# will (bench/bench-guest.sh reports them on a quiet one). Then, with
 # every START_DEV made to take 5 s (UBLKD_TEST_START_DELAY_MS), a slow Add blocks no other
 # caller, a device busy starting refuses a second operation, and stopping ublkd mid-start
 # lets the start finish and answers its caller, then leaves nothing in the kernel. A START_DEV
@@ -39,12 +40,6 @@ for round in 1 2; do
 	wait_until 5 fds_back || fail "round $round: $(fds) fds after removing all, baseline $base_fds"
 	rss[$round]=$(rss_kb)
 	echo "round $round: $N devices; add+start $(stats < add.ms), del $(stats < del.ms); fds $(fds) (baseline $base_fds), RSS ${rss[$round]} KiB"
-	# Under TCG a lone Add now and then takes about a second (seen: 1013 ms in 128); the median
-	# is what "well under a second" is about, the max bounds the stragglers.
-	median=$(sort -n add.ms | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-	max=$(sort -n add.ms | tail -n1)
-	[ "$median" -lt $((600 * TIME_FACTOR)) ] || fail "round $round: the median Add+Start took $median ms"
-	[ "$max" -lt $((2500 * TIME_FACTOR)) ] || fail "round $round: an Add+Start took $max ms"
 done
 ublkd_sanitized || [ $((rss[2] - rss[1])) -lt 1024 ] || fail "RSS grew from ${rss[1]} to ${rss[2]} KiB in the second round"
 
@@ -74,7 +69,6 @@ quick=$(ms_since "$t1")
 # Answered while the Add still waits: a loop blocked by it would answer only after it.
 kill -0 $slow 2> /dev/null || fail "the slow add ended before the other calls were answered ($quick ms; $(cat slow.out))"
 grep -q ' slow ' list.out && fail "a device being added is listed"
-[ "$quick" -lt $((2500 * TIME_FACTOR)) ] || fail "list, show and del took $quick ms while an Add was starting"
 wait $slow || fail "the slow add failed: $(cat slow.out)"
 took=$(ms_since "$t")
 [ "$took" -ge 5000 ] || fail "the slow add took $took ms, less than the injected 5000"
