@@ -1,8 +1,8 @@
 #!/bin/bash
 # vm-timeout: 900
 # Delete under IO (issue 6): 50 times, a device is removed while fio is reading and writing it
-# (loop and null targets in turn, five at once). Each Remove returns within a bound, fio ends
-# with IO errors within a bound instead of stalling, and at the end /sys/class/ublk-char is
+# (loop and null targets in turn, five at once). Each Remove returns (60 s guards against a
+# hang; its time is printed, not judged), fio ends with IO errors instead of stalling, and at the end /sys/class/ublk-char is
 # empty and ublkd's open fds and threads are what they were before the first device, its RSS within 2 MiB of what it
 # was after the first round (the allocator keeps what the first queue threads made it map).
 set -euo pipefail
@@ -13,7 +13,6 @@ scratch_ext4 /mnt/scratch 1G
 truncate -s 64M /mnt/scratch/d0.img /mnt/scratch/d2.img /mnt/scratch/d4.img
 
 cycles=50
-del_bound_ms=$((15000 * TIME_FACTOR))   # five at once, under TCG
 fio_bound_s=$((20 * TIME_FACTOR))
 pid=$(ublkd_pid)
 fds() { fd_count "$pid"; }
@@ -58,7 +57,6 @@ while [ $round -lt $rounds ]; do
 	for id in "${ids[@]}"; do
 		read -r rc ms < "del-$id"
 		[ "$rc" = 0 ] || fail "round $round: ublkctl del $id failed or took over 60 s (rc $rc)"
-		[ "$ms" -le $del_bound_ms ] || fail "round $round: Remove of $id under IO took $ms ms (bound $del_bound_ms ms)"
 		[ "$ms" -gt $worst_del ] && worst_del=$ms
 		wait_until 5 test ! -e /sys/class/ublk-char/ublkc"$id" || fail "round $round: ublkc$id still in /sys/class/ublk-char"
 	done
@@ -79,7 +77,7 @@ settled() { [ "$(fds)" = "$fds0" ] && [ "$(threads_of "$pid")" -le "$max_threads
 wait_until 10 settled || fail "ublkd holds $(fds) fds and $(threads_of "$pid") threads, not the $fds0 and $threads0 (at most $max_threads) of before: $(ls -l /proc/$pid/fd | tail -n +2 | awk '{print $NF}' | sort | uniq -c | sort -rn | head -n 5 | tr '\n' ';')"
 rss=$(rss_kb)
 ublkd_sanitized || [ "$rss" -le $((rss1 + 2048)) ] || fail "ublkd's RSS grew from $rss1 kB (after round 1) to $rss kB after $cycles removals"
-echo "delete under IO: $cycles devices removed under fio (loop and null, $per at once), slowest Remove $worst_del ms (bound $del_bound_ms)," \
+echo "delete under IO: $cycles devices removed under fio (loop and null, $per at once), slowest Remove $worst_del ms," \
 	"fio exited $worst_fio ms at most after the removals began (bound ${fio_bound_s} s), every fio job ended with an error;" \
 	"ublkd fds $fds0 -> $(fds), threads $threads0 -> $(threads_of "$pid"), RSS $rss1 kB after round 1 -> $rss kB; /sys/class/ublk-char empty"
 echo ok

@@ -78,11 +78,15 @@ while not os.path.exists(stop):
                 or st["State"].split()[0] == "Z"):
             continue
         seen.add(p)
+        # One that is exiting (its add done: no command line left) is not caught.
         try:
             with open("/proc/%s/cmdline" % p) as f:
-                print("caught", p, st["State"].strip(), f.read().replace("\0", " "), file=sys.stderr)
+                cmdline = f.read().replace("\0", " ")
         except OSError:
-            pass
+            continue
+        if "--add-dev-for-user" not in cmdline:
+            continue
+        print("caught", p, st["State"].strip(), cmdline, file=sys.stderr)
         try:
             if stopped == 0:
                 os.kill(int(p), signal.SIGSTOP)
@@ -130,7 +134,9 @@ nofile=$(awk '/^Max open files/ {print $4}' /proc/"$pid"/limits)
 (( limits == 0 )) || fail "mallory could read/set the limits of a thread of ublkd $limits times"
 (( stopped + killed > 0 )) || fail "the prober caught none of mallory's add processes in $i adds"
 (( added + refused == i )) || fail "adds: $added + $refused of $i"
-(( refused == stopped + killed )) || fail "mallory stopped or killed $((stopped + killed)) add processes, and $refused adds failed: $(cat "$TEST_TMPDIR/prober.err")"
+# A process caught between its ADD_DEV's answer and its exit still had its add done: so at most,
+# not exactly, as many adds failed as processes were caught.
+(( refused >= 1 && refused <= stopped + killed )) || fail "mallory stopped or killed $((stopped + killed)) add processes, and $refused adds failed: $(cat "$TEST_TMPDIR/prober.err")"
 [[ $other == "ublkctl: "*"the process ublkd ran for you was stopped or killed"* ]] || fail "a killed Add said: $other"
 [ "$(n_devices)" = 0 ] || fail "devices left after the loop: $(ublkctl list)"
 wait_until 10 test "$(kernel_devices)" = 0 || fail "kernel devices left: $(ls /sys/class/ublk-char)"
