@@ -257,7 +257,7 @@ static int add_device(const struct add_args *a)
 
         r = sd_bus_call(bus, m, op_timeout_usec, &error, &reply);
         if (r < 0) {
-                r = bus_failure(&error, r, "add failed");
+                r = bus_failure(&error, r, "add");
                 sd_bus_error_free(&error);
                 goto out;
         }

@@ -290,7 +290,7 @@ static int cmd_list(int argc, char *argv[])
         r = sd_bus_call_method(bus, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "ListDevices",
                                &error, &reply, NULL);
         if (r < 0) {
-                r = bus_failure(&error, r, "list failed");
+                r = bus_failure(&error, r, "list");
                 sd_bus_error_free(&error);
                 return r;
         }
@@ -391,7 +391,7 @@ static int cmd_show(int argc, char *argv[])
                         continue;
                 }
                 if (r < 0) {
-                        r = bus_failure(&error, r, "show failed");
+                        r = bus_failure(&error, r, "show");
                         sd_bus_error_free(&error);
                         return r;
                 }
@@ -464,7 +464,7 @@ static int call_device_method(int argc, char *argv[], const char *method)
         r = resolve_device(bus, argv[1], &path);
         if (r < 0)
                 return -r;
-        snprintf(what, sizeof(what), "%s failed", argv[0]);
+        snprintf(what, sizeof(what), "%s", argv[0]);
         return call_on_path(bus, path, method, what);
 }
 
@@ -568,7 +568,7 @@ static int cmd_up(int argc, char *argv[])
                 ublk_conf_free(&conf);
                 if (strcmp(state, "live") == 0)
                         return 0;
-                return call_on_path(bus, path, "Start", "up failed");
+                return call_on_path(bus, path, "Start", "up");
         }
         if (r < 0) {
                 ublk_conf_free(&conf);
@@ -596,7 +596,7 @@ static int cmd_down(int argc, char *argv[])
                 r = find_by_name(bus, argv[1], &path, &state);
         if (r <= 0)
                 return -r;
-        return call_on_path(bus, path, "Remove", "down failed");
+        return call_on_path(bus, path, "Remove", "down");
 }
 
 static int cmd_features(int argc, char *argv[])
@@ -614,7 +614,7 @@ static int cmd_features(int argc, char *argv[])
         r = sd_bus_get_property_trivial(bus, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE,
                                         "KernelFeatures", &error, 't', &features);
         if (r < 0) {
-                r = bus_failure(&error, r, "features failed");
+                r = bus_failure(&error, r, "features");
                 sd_bus_error_free(&error);
                 return r;
         }
@@ -673,6 +673,7 @@ int main(int argc, char *argv[])
         const char *add_only = NULL;   /* an option of add's, given with another command */
         int c, (*fn)(int argc, char *argv[]) = NULL;
 
+        (void) sd_bus_error_add_map(ublkd_bus_error_map);
         /* One pass over the whole line: options may come before or after the command and its
          * arguments (getopt_long moves them to the front); "--" ends the options. Errors are
          * reported once the command is known, so that they can name it. */

@@ -246,6 +246,27 @@ static int dev_choose_recovery(struct ublk_dev *dev, struct ublk_reason *reason)
         return 0;
 }
 
+/* The kernel says only EINVAL: name the command and what was in it, for the caller to compare
+ * with what the driver takes (its log may say more). */
+static void dev_explain_refusal(const struct ublk_dev *dev, struct ublk_reason *reason)
+{
+        const struct ublk_param_basic *b = &dev->params.basic;
+
+        if (strcmp(dev->refused_by, "ADD_DEV") == 0)
+                snprintf(reason->text, sizeof(reason->text),
+                         "The kernel's ublk driver refused ADD_DEV (EINVAL) of: queues=%u depth=%u max IO %u bytes "
+                         "flags=%#llx; its log (dmesg) may say which",
+                         dev->add_info.nr_hw_queues, dev->add_info.queue_depth, dev->add_info.max_io_buf_bytes,
+                         (unsigned long long) dev->add_info.flags);
+        else
+                snprintf(reason->text, sizeof(reason->text),
+                         "The kernel's ublk driver refused SET_PARAMS (EINVAL) of: size=%llu bytes "
+                         "block-size=%u physical block %u, at most %u sectors per IO%s; its log (dmesg) may say which",
+                         (unsigned long long) b->dev_sectors << 9, 1u << b->logical_bs_shift,
+                         1u << b->physical_bs_shift, b->max_sectors,
+                         dev->params.types & UBLK_PARAM_TYPE_DISCARD ? ", discard" : "");
+}
+
 /* ADD_DEV with dev->id, then SET_PARAMS. */
 static int dev_kernel_add(struct ublk_dev *dev)
 {
@@ -257,8 +278,10 @@ static int dev_kernel_add(struct ublk_dev *dev)
                 r = ublk_ctrl_add_dev_as(dev->ctrl, &dev->info, dev->config.owner_uid, dev->config.owner_gid);
         else
                 r = ublk_ctrl_add_dev(dev->ctrl, &dev->info);
-        if (r < 0)
+        if (r < 0) {
+                dev->refused_by = "ADD_DEV";
                 return log_debug_errno(r, "ADD_DEV of ublk device %u failed: %m", dev->id);
+        }
         if (dev->info.nr_hw_queues != dev->config.queues) {
                 log_notice("ublk device %u: the kernel granted %u queues of %u asked for.",
                            dev->id, dev->info.nr_hw_queues, dev->config.queues);
@@ -268,6 +291,7 @@ static int dev_kernel_add(struct ublk_dev *dev)
 
         r = ublk_ctrl_set_params(dev->ctrl, dev->id, dev->unprivileged, &dev->params);
         if (r < 0) {
+                dev->refused_by = "SET_PARAMS";
                 log_debug_errno(r, "SET_PARAMS for ublk device %u failed: %m", dev->id);
                 (void) ublk_ctrl_del_dev(dev->ctrl, dev->id, dev->unprivileged);
                 return r;
@@ -403,6 +427,8 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         dev->splice = !!(dev->add_info.flags & UBLK_F_USER_COPY);
 
         r = dev_kernel_add_any_id(dev);
+        if (r == -EINVAL && dev->refused_by)
+                dev_explain_refusal(dev, reason);
         if (r < 0) {
                 if (ops->deinit)
                         ops->deinit(dev);

@@ -89,6 +89,7 @@ struct ublk_dev {
         bool released;          /* ublk_dev_release() done */
         struct ublksrv_ctrl_dev_info add_info;  /* what ADD_DEV is sent again with */
         struct ublk_params params;
+        const char *refused_by;         /* the command the kernel refused last: "ADD_DEV", "SET_PARAMS" */
         /* UBLK_F_AUTO_BUF_REG: the kernel lends each request's pages to the queue ring as
          * fixed buffer <tag>, and the target does fixed-buffer IO on them: no copy. */
         bool zero_copy;

@@ -229,6 +229,7 @@ int main(int argc, char *argv[])
         /* Said once, not left to whatever set it last: ublkd never changes its credentials, so
          * this stays, and a crash leaves a core for systemd-coredump (ptrace is still root's). */
         (void) prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+        (void) sd_bus_error_add_map(ublkd_bus_error_map);
         e = getenv("UBLKD_TEST_START_DELAY_MS");
         if (e)
                 ublk_test_start_delay_ms = (unsigned) strtoul(e, NULL, 10);

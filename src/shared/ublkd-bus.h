@@ -21,3 +21,19 @@
 #define UBLKD_ERROR_INVALID_ARGS    "org.ublk.ublkd1.Error.InvalidArgs"
 #define UBLKD_ERROR_EXISTS          "org.ublk.ublkd1.Error.Exists"
 #define UBLKD_ERROR_KERNEL          "org.ublk.ublkd1.Error.Kernel"
+
+#include <errno.h>
+#include <systemd/sd-bus.h>
+
+/* The errno of each error name, registered with sd_bus_error_add_map() by ublkd and ublkctl:
+ * sd_bus_error_get_errno() of a reply then gives it back (another client registers the same). */
+static const sd_bus_error_map ublkd_bus_error_map[] __attribute__((unused)) = {
+        SD_BUS_ERROR_MAP(UBLKD_ERROR_NO_SUCH_DEVICE, ENODEV),
+        SD_BUS_ERROR_MAP(UBLKD_ERROR_BUSY, EBUSY),
+        SD_BUS_ERROR_MAP(UBLKD_ERROR_NOT_SUPPORTED, EOPNOTSUPP),
+        SD_BUS_ERROR_MAP(UBLKD_ERROR_LIMIT_EXCEEDED, EUSERS),
+        SD_BUS_ERROR_MAP(UBLKD_ERROR_INVALID_ARGS, EINVAL),
+        SD_BUS_ERROR_MAP(UBLKD_ERROR_EXISTS, EEXIST),
+        SD_BUS_ERROR_MAP(UBLKD_ERROR_KERNEL, EIO),
+        SD_BUS_ERROR_MAP_END
+};

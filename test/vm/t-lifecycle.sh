@@ -42,7 +42,7 @@ echo "add: $dev with ext4 and 8 files"
 # 2. a mounted device is neither stopped nor removed
 for cmd in stop del; do
 	if out=$(ublkctl "$cmd" life 2>&1); then fail "ublkctl $cmd succeeded on a mounted device"; fi
-	[ "$out" = "ublkctl: $cmd failed: $dev is in use (mounted, or held by another device): unmount it first" ] \
+	[ "$out" = "ublkctl: $cmd: $dev is in use (mounted, or held by another device): unmount it first" ] \
 		|| fail "ublkctl $cmd on a mounted device: $out"
 done
 [ "$(prop State)" = 's "live"' ] || fail "state after refused stop: $(prop State)"
