@@ -105,7 +105,7 @@ int add_help(int argc, char *argv[])
                 for (size_t i = 0; ublk_options[i]; i++)
                         if (!ublk_options[i]->targets)
                                 print_add_option(ublk_options[i], NULL);
-                printf("\n'ublkctl add TARGET --help' shows a target's own. See ublkctl(8).\n");
+                printf("\n'ublkctl add TARGET --help' shows a target's own. See ublkctl(1).\n");
                 return 0;
         }
         pos = t->positional ? ublk_option_find(t->positional) : NULL;
@@ -117,7 +117,7 @@ int add_help(int argc, char *argv[])
         for (size_t i = 0; ublk_options[i]; i++)
                 if (ublk_option_takes(ublk_options[i], t))
                         print_add_option(ublk_options[i], t);
-        printf("\nSee ublkctl(8).\n");
+        printf("\nSee ublkctl(1).\n");
         return 0;
 }
 

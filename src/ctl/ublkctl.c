@@ -206,7 +206,7 @@ static void help(void)
                "Targets:");
         for (size_t i = 0; ublk_targets[i]; i++)
                 printf("%s %s", i ? "," : "", ublk_targets[i]->name);
-        printf(". See ublkctl(8).\n");
+        printf(". See ublkctl(1).\n");
 }
 
 /* Resolves "7" or "name" to a device object path. */
