@@ -128,7 +128,7 @@ static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bu
                         }
                 if (!o)
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                                 "Unknown option '%s' (see ublkd(8) for the options of Add)",
+                                                 "Unknown option '%s' (see org.ublk.ublkd1(5) for the options of Add)",
                                                  bus_printable(key, buf));
                 if (seen[i])
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
