@@ -228,7 +228,7 @@ static void rcs_run(struct q2_task *t)
                 s->state = 1;
                 if (t->pending)
                         break;
-                /* fall through */
+                __attribute__((fallthrough));
         case 1:
                 s->state = 2;
                 q2_hio_task(h = q2_hio_new(img, QCOW2_IO_FSYNC, NULL, 0, 0), t);
