@@ -108,6 +108,7 @@ static bool evictable(const struct q2_centry *ce)
 void q2_cache_evict(struct qcow2_image *img)
 {
         struct q2_centry *ce = img->lru_tail;
+        bool dirty = false;
 
         while (ce && img->cache_bytes > img->cache_budget) {
                 struct q2_centry *prev = ce->lprev;
@@ -115,9 +116,15 @@ void q2_cache_evict(struct qcow2_image *img)
                         lru_unlink(img, ce);
                         hash_remove(img, ce);
                         centry_free(img, ce);
-                }
+                } else if (ce->dirty)
+                        dirty = true;
                 ce = prev;
         }
+        /* Refcount blocks stay dirty until a refcount sync writes them (decrements start
+         * none): start one in the background when they keep the cache over its budget. */
+        if (dirty && img->cache_bytes > img->cache_budget && !img->rc_running && !img->broken &&
+            q2_cur())
+                q2_rc_need(img);
 }
 
 static struct q2_centry *centry_new(struct qcow2_image *img, uint64_t off, int kind)
