@@ -654,9 +654,10 @@ static bool selected(const char *label)
         return !only || strstr(label, only);
 }
 
-static void test_writes(const char *label, const char *create, const char *backing_cmd,
-                        uint64_t size, int ops, int nthreads, int depth, bool random_order,
-                        uint64_t cache)
+/* make: shell commands that make w.qcow2 (in dir) with some data; snapshot: its content
+ * must not change. */
+static void test_writes(const char *label, const char *make, const char *snapshot,
+                        int ops, int nthreads, int depth, bool random_order, uint64_t cache)
 {
         struct chain c;
         struct wl w;
@@ -664,13 +665,10 @@ static void test_writes(const char *label, const char *create, const char *backi
 
         if (!selected(label))
                 return;
-        if (backing_cmd)
-                sh("%s", backing_cmd);
-        CHECK(sh("qemu-img create -q -f qcow2 %s %s %" PRIu64, create, path("w.qcow2"), size) == 0,
-              "%s: create", label);
-        sh("qemu-io -c 'write -P 0x5a 0 300k' -c 'write -P 0x5b %" PRIu64 " 100k' %s >/dev/null",
-           size / 2, path("w.qcow2"));
+        CHECK(sh("cd %s && %s", dir, make) == 0, "%s: make the image", label);
         sh("qemu-img convert -O raw %s %s", path("w.qcow2"), path("wref.raw"));
+        if (snapshot)
+                sh("qemu-img convert -O raw -l snapshot.name=%s %s %s", snapshot, path("w.qcow2"), path("wsnap.raw"));
         if (open_chain(&c, "w.qcow2", false, cache) < 0) {
                 CHECK(0, "%s: open", label);
                 return;
@@ -698,6 +696,11 @@ static void test_writes(const char *label, const char *create, const char *backi
                 sh("qemu-img check %s | head -20 >&2", path("w.qcow2"));
         r = sh("qemu-img compare -q -f qcow2 -F raw %s %s", path("w.qcow2"), path("wref.raw"));
         CHECK(r == 0, "%s: qemu-img compare exit %d", label, r);
+        if (snapshot) {
+                int s = sh("qemu-img convert -O raw -l snapshot.name=%s %s %s && cmp -s %s %s", snapshot,
+                           path("w.qcow2"), path("wsnap2.raw"), path("wsnap.raw"), path("wsnap2.raw"));
+                CHECK(s == 0, "%s: the snapshot's content changed", label);
+        }
         printf("%s: %d ops, check %s, compare %s\n", label, ops, r ? "-" : "ok", r ? "DIFFERS" : "equal");
 }
 
@@ -777,6 +780,8 @@ static void test_crash(const char *label, const char *create, uint64_t size, int
                 atomic_store(&io_budget, -1);
                 atomic_store(&crashed, false);
                 int r = img_check("c.qcow2");
+                if (k < 0)
+                        CHECK(r == 0, "%s: without a crash, qemu-img check exit %d", label, r);
                 if (k >= 0)
                         checked++;
                 if (r == 3)
@@ -896,21 +901,28 @@ int main(void)
                 test_bad();
         if (selected("reads"))
                 test_reads();
-        test_writes("v3-64k-1thread-inorder", "-o cluster_size=64k", NULL, 32 << 20, 300, 1, 1, false, 0);
-        test_writes("v3-4k-4threads-random", "-o cluster_size=4k", NULL, 16 << 20, 600, 4, 8, true, 0);
-        test_writes("v2-64k-2threads-random", "-o compat=0.10", NULL, 16 << 20, 300, 2, 8, true, 0);
-        test_writes("v3-2M-rc1-2threads", "-o cluster_size=2M,refcount_bits=1", NULL, 24 << 20, 100, 2, 4, true, 0);
-        test_writes("v3-4k-rc64-tinycache-3threads", "-o cluster_size=4k,refcount_bits=64", NULL, 16 << 20, 400, 3, 8, true, 1);
-        test_writes("v3-512-grow-2threads", "-o cluster_size=512", NULL, 8 << 20, 300, 2, 8, true, 0);
-        {
-                char mk[1024];
-                snprintf(mk, sizeof(mk), "qemu-img create -q -f qcow2 %s 12M && "
-                         "qemu-io -c 'write -P 0x3c 0 12M' %s >/dev/null", path("wbase.qcow2"), path("wbase.qcow2"));
-                test_writes("v3-backing-3threads", "-o cluster_size=4k -b wbase.qcow2 -F qcow2", mk,
-                            16 << 20, 300, 3, 8, true, 0);
-                test_writes("v2-backing-2threads", "-o compat=0.10,cluster_size=4k -b wbase.qcow2 -F qcow2", mk,
-                            16 << 20, 300, 2, 8, true, 0);
-        }
+#define MK(opts, size) "qemu-img create -q -f qcow2 " opts " w.qcow2 " size " && " \
+                "qemu-io -c 'write -P 0x5a 0 300k' -c 'write -P 0x5b 5M 100k' w.qcow2 >/dev/null"
+        test_writes("v3-64k-1thread-inorder", MK("-o cluster_size=64k", "32M"), NULL, 300, 1, 1, false, 0);
+        test_writes("v3-4k-4threads-random", MK("-o cluster_size=4k", "16M"), NULL, 600, 4, 8, true, 0);
+        test_writes("v2-64k-2threads-random", MK("-o compat=0.10", "16M"), NULL, 300, 2, 8, true, 0);
+        test_writes("v3-2M-rc1-2threads", MK("-o cluster_size=2M,refcount_bits=1", "24M"), NULL, 100, 2, 4, true, 0);
+        test_writes("v3-4k-rc64-tinycache-3threads", MK("-o cluster_size=4k,refcount_bits=64", "16M"), NULL, 400, 3, 8, true, 1);
+        test_writes("v3-512-grow-2threads", MK("-o cluster_size=512", "8M"), NULL, 300, 2, 8, true, 0);
+#define BASE "qemu-img create -q -f qcow2 wbase.qcow2 12M && qemu-io -c 'write -P 0x3c 0 12M' wbase.qcow2 >/dev/null && "
+        test_writes("v3-backing-3threads", BASE MK("-o cluster_size=4k -b wbase.qcow2 -F qcow2", "16M"), NULL, 300, 3, 8, true, 0);
+        test_writes("v2-backing-2threads", BASE MK("-o compat=0.10,cluster_size=4k -b wbase.qcow2 -F qcow2", "16M"), NULL, 300, 2, 8, true, 0);
+        /* writes over an internal snapshot (COW of L2 tables and data), v2 and v3 */
+        test_writes("v3-snapshot-2threads", MK("-o cluster_size=4k", "8M") " && qemu-img snapshot -c s1 w.qcow2 && "
+                    "qemu-io -c 'write -P 0x5c 1M 64k' w.qcow2 >/dev/null", "s1", 300, 2, 8, true, 0);
+        test_writes("v2-snapshot-1thread", MK("-o compat=0.10", "8M") " && qemu-img snapshot -c s1 w.qcow2", "s1", 200, 1, 4, true, 0);
+        /* writes over compressed clusters (COW decompressing), zlib and zstd */
+        test_writes("v3-compressed-2threads", "dd if=/dev/urandom of=m.raw bs=64k count=8 status=none && yes | head -c 4M >> m.raw && "
+                    "qemu-img convert -c -O qcow2 -o cluster_size=4k m.raw w.qcow2", NULL, 300, 2, 8, true, 0);
+        test_writes("v3-zstd-1thread", "yes | head -c 4M > m.raw && qemu-img convert -c -O qcow2 -o compression_type=zstd m.raw w.qcow2",
+                    NULL, 200, 1, 8, true, 0);
+#undef MK
+#undef BASE
         test_crash("kill-v3-4k", "-o cluster_size=4k", 2 << 20, 120, 2, 8, 80, false, false, false);
         test_crash("kill-v2-64k-snapshot", "-o compat=0.10", 8 << 20, 80, 1, 8, 25, false, true, false);
         test_crash("powerloss-v3-4k", "-o cluster_size=4k", 2 << 20, 120, 2, 8, 80, true, false, false);

@@ -26,7 +26,8 @@
  *    the problem ("image is encrypted (crypt_method 2, LUKS): not supported").
  *  - Crash safety (a kill or power loss at any point leaves no corruption, only leaks): refcount
  *    increments are written and fsync'd before an L1/L2 entry pointing at the cluster is
- *    written; an L2 entry is written after the data it points to (COW data included); a new L2
+ *    written; an L2 entry is written after the data it points to (COW data included) is written
+ *    and fsync'd (so that a power loss never leaves an entry pointing past the file's end); a new L2
  *    table is fsync'd before the L1 entry pointing at it; a cluster's refcount is decremented
  *    only after the entry that no longer points at it is written and fsync'd.  A guest write
  *    completes after its L2 update is written; QCOW2_FLUSH writes the dirty refcount blocks and

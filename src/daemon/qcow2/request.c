@@ -14,8 +14,8 @@
  *         entry set and written; the old table's refcount decremented after an fsync)
  *   -> entry:  a normal cluster with COPIED is written in place;  otherwise a new cluster is
  *         allocated, filled (old data, backing data, decompressed data or zeros, then the
- *         guest's bytes), written; once that write is done and the refcount sync covering the
- *         allocation finished, the L2 entry is set and written.  Discard / write-zeroes of a
+ *         guest's bytes), written; once that write is done, a refcount sync (its fsync covers
+ *         the allocation and the data) runs, then the L2 entry is set and written.  Discard / write-zeroes of a
  *         whole cluster set the entry to 0 or ZERO instead.
  *   -> a replaced cluster (old data, compressed) is decremented after an fsync that follows
  *         the L2 write.
@@ -240,6 +240,10 @@ static int mut_step(struct q2_chunk *c, int *done)
         case M_L2:
                 l1e = q2_be64(img->l1_disk + 8 * l1i);
                 if ((l1e & Q2_COPIED) && (l1e & Q2_L1E_OFFSET)) {
+                        if (c->l2busy) {        /* the last owner made it */
+                                q2_busy_put(img, L2KEY(l1i));
+                                c->l2busy = false;
+                        }
                         c->l2off = l1e & Q2_L1E_OFFSET;
                         c->state = M_ENTRY;
                         return 1;
@@ -338,7 +342,6 @@ static int mut_step(struct q2_chunk *c, int *done)
                         return 0;
                 }
                 PARK_OR_FAIL(q2_alloc_cluster(img, t, &c->newh));
-                c->rc_need = q2_rc_need(img);
                 if (c->clen == cs && c->gbuf) {
                         c->state = M_DATA;
                         host_io(c, QCOW2_IO_WRITE, c->gbuf, cs, c->newh);
@@ -382,6 +385,10 @@ static int mut_step(struct q2_chunk *c, int *done)
                 host_io(c, QCOW2_IO_WRITE, c->cbuf, cs, c->newh);
                 return 0;
         case M_DATA:
+                /* The sync's fsync covers the data write too: after a power loss, no entry
+                 * points at a cluster whose data (or the file's growth to hold it) is lost. */
+                if (!c->rc_need)
+                        c->rc_need = q2_rc_need(img);
                 PARK_OR_FAIL(q2_rc_wait(img, c->rc_need, t));
                 PARK_OR_FAIL(q2_cache_get(img, c->l2off, Q2_CE_L2, t, &ce));
                 if (q2_be64(ce->m.mem + 8 * l2i) != c->old) {
