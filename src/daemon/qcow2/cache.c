@@ -181,7 +181,8 @@ int q2_cache_get(struct qcow2_image *img, uint64_t off, int kind, struct q2_task
                 if (ce->kind != kind)
                         return -EIO;    /* one cluster used as an L2 table and a refcount block */
                 if (ce->state == Q2_CE_LOADING) {
-                        q2_park(&ce->m.waiters, t);
+                        if (t)
+                                q2_park(&ce->m.waiters, t);
                         return -EAGAIN;
                 }
                 lru_front(img, ce);
@@ -199,7 +200,8 @@ int q2_cache_get(struct qcow2_image *img, uint64_t off, int kind, struct q2_task
         h->done = load_done;
         h->arg = ce;
         q2_hio_submit(h);
-        q2_park(&ce->m.waiters, t);
+        if (t)
+                q2_park(&ce->m.waiters, t);
         return -EAGAIN;
 }
 
@@ -253,23 +255,44 @@ static void meta_done(struct q2_hio *h, int res)
 
 static void meta_start(struct qcow2_image *img, struct q2_meta *m)
 {
-        void *copy = malloc(m->len);
+        uint32_t align = m->len < 4096 ? m->len : 4096, lo, hi;
         struct q2_hio *h;
+        void *copy;
 
+        if (img->cluster_size < 4096)
+                align = 512;
+        lo = m->dlo & ~(align - 1);
+        hi = (m->dhi + align - 1) & ~(align - 1);
+        if (hi > m->len || hi <= lo) {
+                lo = 0;
+                hi = m->len;
+        }
+        copy = malloc(hi - lo);
         if (!copy)
                 abort();
-        memcpy(copy, m->mem, m->len);
-        h = q2_hio_new(img, QCOW2_IO_WRITE, copy, m->len, m->off);
+        memcpy(copy, m->mem + lo, hi - lo);
+        h = q2_hio_new(img, QCOW2_IO_WRITE, copy, hi - lo, m->off + lo);
         h->copy = copy;
         h->done = meta_done;
         h->arg = m;
         h->gen = m->gen;
         m->writing = true;
+        m->dlo = m->len;
+        m->dhi = 0;
         q2_hio_submit(h);
 }
 
-uint64_t q2_meta_dirty(struct qcow2_image *img, struct q2_meta *m)
+uint64_t q2_meta_dirty(struct qcow2_image *img, struct q2_meta *m, uint32_t lo, uint32_t hi)
 {
+        if (m->dhi <= m->dlo) {
+                m->dlo = lo;
+                m->dhi = hi;
+        } else {
+                if (lo < m->dlo)
+                        m->dlo = lo;
+                if (hi > m->dhi)
+                        m->dhi = hi;
+        }
         m->gen = ++img->meta_gen;
         if (!m->writing)
                 meta_start(img, m);

@@ -425,6 +425,7 @@ static void image_free(struct qcow2_image *img)
         free(img->l1_units);
         free(img->rt_disk);
         free(img->rt_dirty);
+        free(img->pool);
         pthread_mutex_destroy(&img->lock);
         free(img);
 }
@@ -561,6 +562,20 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
                 budget = 16 * cs;
         if ((r = q2_cache_init(img, budget)) < 0)
                 goto err;
+        img->ext_end = img->file_size;
+        if (!read_only) {
+                uint64_t vclusters = (img->size + cs - 1) / cs;
+                img->pool_k = (uint32_t) ((4u << 20) / cs);
+                if (img->pool_k < 2)
+                        img->pool_k = 2;
+                if (img->pool_k > vclusters / 8 + 1)
+                        img->pool_k = (uint32_t) (vclusters / 8 + 1);
+                img->pool = malloc(img->pool_k * sizeof(*img->pool));
+                if (!img->pool) {
+                        r = -ENOMEM;
+                        goto err;
+                }
+        }
         for (unsigned lvl = 1; backing; backing = backing->backing, lvl++)
                 backing->level = lvl;
         *out = img;
@@ -598,6 +613,19 @@ int qcow2_close(struct qcow2_image *img)
         if (!img)
                 return 0;
         if (!img->raw && !img->read_only && !img->broken && img->hash) {
+                /* The pool's clusters go back (nothing points at them). */
+                while (img->pool_n && !r) {
+                        uint64_t c = img->pool[--img->pool_n] >> img->cluster_bits;
+                        uint64_t rbo = q2_be64(img->rt_disk + 8 * (c / img->rb_entries)) & Q2_RTE_OFFSET;
+                        struct q2_centry *ce = rbo ? q2_cache_find(img, rbo) : NULL;
+                        uint32_t i = (uint32_t) (c % img->rb_entries);
+                        if (ce && ce->state == Q2_CE_READY) {
+                                uint64_t v = q2_rb_get(img, ce->m.mem, i);
+                                q2_rb_set(img, ce->m.mem, i, v ? v - 1 : 0);
+                                ce->dirty = true;
+                        } else if (rbo)
+                                r = rb_rmw(img, rbo, false, c, c + 1, -1);
+                }
                 for (struct q2_centry *ce = img->lru_head; ce && !r; ce = ce->lnext)
                         if (ce->kind == Q2_CE_RB && ce->dirty) {
                                 r = q2_pwrite_full(img->fd, ce->m.mem, img->cluster_size, ce->m.off);

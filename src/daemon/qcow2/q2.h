@@ -122,6 +122,7 @@ struct q2_meta {
         uint32_t len;
         uint8_t *mem;
         uint64_t gen, wgen;
+        uint32_t dlo, dhi;              /* bytes changed since the last write started */
         bool writing;
         struct q2_task *waiters;
 };
@@ -177,6 +178,13 @@ struct qcow2_image {
         uint32_t busy_n;
 
         uint64_t free_hint;             /* no free cluster below this one */
+        /* Clusters whose refcount of 1 is durable and that lie inside the durable file end:
+         * new data clusters taken from here need no refcount sync.  A write that finds it
+         * empty reserves pool_k more and makes them durable with its own sync (refilling). */
+        uint64_t *pool;
+        uint32_t pool_n, pool_k;
+        bool refilling;
+        uint64_t ext_end;               /* the file is at least this long, durably */
         int broken;                     /* a metadata write failed: no more writes */
 
         /* fsync batching */
@@ -194,14 +202,17 @@ struct qcow2_image {
 int q2_cache_init(struct qcow2_image *img, uint64_t budget);
 void q2_cache_free(struct qcow2_image *img);
 struct q2_centry *q2_cache_find(struct qcow2_image *img, uint64_t off);
-/* The table at off, READY: 0 and *out; -EAGAIN: t parked until it is loaded; <0: error. */
+/* The table at off, READY: 0 and *out; -EAGAIN: t parked until it is loaded (t NULL: the
+ * load is started, nobody parks); <0: error. */
 int q2_cache_get(struct qcow2_image *img, uint64_t off, int kind, struct q2_task *t,
                  struct q2_centry **out);
 /* A table that is new (not on disk yet): READY with the given contents (NULL: zeros). */
 struct q2_centry *q2_cache_new(struct qcow2_image *img, uint64_t off, int kind, const void *src);
 void q2_cache_evict(struct qcow2_image *img);
-/* m changed: a gen the caller waits for with q2_meta_wait (write started if none is running) */
-uint64_t q2_meta_dirty(struct qcow2_image *img, struct q2_meta *m);
+/* Bytes [lo, hi) of m changed: a gen the caller waits for with q2_meta_wait (a write is
+ * started if none is running; it writes the changed range, in 4 KiB-aligned pieces, or 512 B
+ * for smaller clusters). */
+uint64_t q2_meta_dirty(struct qcow2_image *img, struct q2_meta *m, uint32_t lo, uint32_t hi);
 /* 0 when a write covering gen finished; -EAGAIN: t parked. */
 int q2_meta_wait(struct qcow2_image *img, struct q2_meta *m, uint64_t gen, struct q2_task *t);
 /* An fsync started after every write completed so far: the seq to wait for. */
@@ -214,7 +225,8 @@ void q2_busy_put(struct qcow2_image *img, uint64_t key);
 /* refcount.c */
 uint64_t q2_rb_get(const struct qcow2_image *img, const uint8_t *blk, uint32_t i);
 void q2_rb_set(const struct qcow2_image *img, uint8_t *blk, uint32_t i, uint64_t v);
-/* Allocate one cluster (refcount 0 -> 1 in memory): 0 and *off, -EAGAIN parked, -ENOSPC. */
+/* Allocate one cluster (refcount 0 -> 1 in memory): 0 and *off, -EAGAIN parked (t NULL: not
+ * parked), -ENOSPC. */
 int q2_alloc_cluster(struct qcow2_image *img, struct q2_task *t, uint64_t *off);
 /* Refcount of the cluster at host offset off += delta (in memory).  -EAGAIN parked. */
 int q2_refcount_update(struct qcow2_image *img, uint64_t off, int delta, struct q2_task *t);

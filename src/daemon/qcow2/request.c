@@ -47,6 +47,10 @@ struct q2_chunk {
         uint8_t *cbuf, *zbuf;
         size_t zlen;
         uint64_t free_next, free_end;   /* host clusters still to decrement */
+        bool pooled;                    /* newh came from the pool: durable already */
+        bool refill;                    /* this chunk refills the pool with res[] */
+        uint64_t *res;
+        uint32_t res_n;
 };
 
 #define L2KEY(l1i) ((1ULL << 63) | (l1i))
@@ -56,8 +60,10 @@ static void chunk_done(struct q2_chunk *c, int err)
         struct qcow2_image *img = c->img;
         struct qcow2_req *req = c->req;
 
-        if (c->busy || c->l2busy) {
+        if (c->busy || c->l2busy || c->refill) {
                 pthread_mutex_lock(&img->lock);
+                if (c->refill)
+                        img->refilling = false; /* failed: res[] leak, as after a crash */
                 if (c->busy)
                         q2_busy_put(img, c->gcl);
                 if (c->l2busy)
@@ -66,6 +72,7 @@ static void chunk_done(struct q2_chunk *c, int err)
         }
         free(c->cbuf);
         free(c->zbuf);
+        free(c->res);
         free(c);
         if (err && !req->err_)
                 req->err_ = err;
@@ -209,6 +216,35 @@ static void read_run(struct q2_task *t)
         }
 }
 
+/* The pool is empty: reserve up to pool_k clusters (without waiting for refcount blocks to
+ * load: fewer then) to become durable with this chunk's refcount sync, and grow the file to
+ * hold them (a 512-byte write at the end of the last one, which nobody else writes yet).
+ * Lock held. */
+static void refill(struct q2_chunk *c)
+{
+        struct qcow2_image *img = c->img;
+        uint64_t end = 0, off;
+
+        if (img->refilling || !img->pool_k)
+                return;
+        c->res = malloc(img->pool_k * sizeof(*c->res));
+        if (!c->res)
+                return;
+        while (c->res_n < img->pool_k && q2_alloc_cluster(img, NULL, &off) == 0) {
+                c->res[c->res_n++] = off;
+                if (off + img->cluster_size > end)
+                        end = off + img->cluster_size;
+        }
+        if (!c->res_n)
+                return;
+        c->refill = true;
+        img->refilling = true;
+        if (end > img->ext_end) {
+                static uint8_t zeros[512];      /* only ever written from */
+                host_io(c, QCOW2_IO_WRITE, zeros, 512, end - 512);
+        }
+}
+
 static bool needs_free(uint64_t e)
 {
         return (e & Q2_COMPRESSED) || (e & Q2_L2E_OFFSET);
@@ -271,7 +307,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                                 *done = -EIO;
                                 return 0;
                         }
-                        c->need = q2_meta_dirty(img, &nce->m);
+                        c->need = q2_meta_dirty(img, &nce->m, 0, img->cluster_size);
                 }
                 c->state = M_L2NEW_W;
                 return 1;
@@ -284,7 +320,7 @@ static int mut_step(struct q2_chunk *c, int *done)
         case M_L2NEW_RC:
                 PARK_OR_FAIL(q2_rc_wait(img, c->rc_need, t));
                 q2_put64(img->l1_disk + 8 * l1i, c->newl2 | Q2_COPIED);
-                c->need = q2_meta_dirty(img, unit);
+                c->need = q2_meta_dirty(img, unit, 0, 512);
                 c->state = M_L1W;
                 return 1;
         case M_L1W:
@@ -324,7 +360,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                                 return 0;
                         }
                         q2_put64(ce->m.mem + 8 * l2i, c->newe);
-                        c->need = q2_meta_dirty(img, &ce->m);
+                        c->need = q2_meta_dirty(img, &ce->m, (uint32_t) (8 * l2i), (uint32_t) (8 * l2i + 8));
                         c->state = M_L2W;
                         return 1;
                 }
@@ -341,7 +377,13 @@ static int mut_step(struct q2_chunk *c, int *done)
                         host_io(c, QCOW2_IO_WRITE, c->gbuf ? c->gbuf : c->cbuf, c->clen, host + c->coff);
                         return 0;
                 }
-                PARK_OR_FAIL(q2_alloc_cluster(img, t, &c->newh));
+                if (img->pool_n) {
+                        c->newh = img->pool[--img->pool_n];
+                        c->pooled = true;
+                } else {
+                        PARK_OR_FAIL(q2_alloc_cluster(img, t, &c->newh));
+                        refill(c);
+                }
                 if (c->clen == cs && c->gbuf) {
                         c->state = M_DATA;
                         host_io(c, QCOW2_IO_WRITE, c->gbuf, cs, c->newh);
@@ -386,17 +428,30 @@ static int mut_step(struct q2_chunk *c, int *done)
                 return 0;
         case M_DATA:
                 /* The sync's fsync covers the data write too: after a power loss, no entry
-                 * points at a cluster whose data (or the file's growth to hold it) is lost. */
-                if (!c->rc_need)
-                        c->rc_need = q2_rc_need(img);
-                PARK_OR_FAIL(q2_rc_wait(img, c->rc_need, t));
+                 * points at a cluster whose data (or the file's growth to hold it) is lost.
+                 * A pooled cluster is inside the durable file end already. */
+                if (!c->pooled) {
+                        if (!c->rc_need)
+                                c->rc_need = q2_rc_need(img);
+                        PARK_OR_FAIL(q2_rc_wait(img, c->rc_need, t));
+                }
+                if (c->refill) {
+                        for (uint32_t i = 0; i < c->res_n; i++) {
+                                img->pool[img->pool_n++] = c->res[i];
+                                if (c->res[i] + cs > img->ext_end)
+                                        img->ext_end = c->res[i] + cs;
+                        }
+                        c->res_n = 0;
+                        c->refill = false;
+                        img->refilling = false;
+                }
                 PARK_OR_FAIL(q2_cache_get(img, c->l2off, Q2_CE_L2, t, &ce));
                 if (q2_be64(ce->m.mem + 8 * l2i) != c->old) {
                         *done = -EIO;   /* cannot happen: the cluster is ours (busy) */
                         return 0;
                 }
                 q2_put64(ce->m.mem + 8 * l2i, c->newh | Q2_COPIED);
-                c->need = q2_meta_dirty(img, &ce->m);
+                c->need = q2_meta_dirty(img, &ce->m, (uint32_t) (8 * l2i), (uint32_t) (8 * l2i + 8));
                 c->state = M_L2W;
                 return 1;
         case M_L2W:
