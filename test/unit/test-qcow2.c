@@ -886,6 +886,24 @@ static void test_bad(void)
         CHECK(qcow2_open(&img, fd, true, NULL, NULL, reason, sizeof(reason)) == 0, "dirty read-only: %s", reason);
         qcow2_close(img);
         close(fd);
+        /* an L2 entry (COPIED) pointing at the refcount table: a write there is refused, the
+         * table stays as it is */
+        sh("cp %s %s && qemu-io -c 'write -P 1 0 4k' %s >/dev/null", path("good.qcow2"), path("l2meta.qcow2"), path("l2meta.qcow2"));
+        put_be64(b, (1ULL << 63) | 0x10000);
+        poke("l2meta.qcow2", 0x40000, b, 8);
+        fd = open(path("l2meta.qcow2"), O_RDWR);
+        if (qcow2_open(&img, fd, false, NULL, NULL, reason, sizeof(reason)) == 0) {
+                struct tq t;
+                uint8_t data[4096], rt[8];
+                memset(data, 0xab, sizeof(data));
+                tq_init(&t, false, 1);
+                CHECK(run1(img, &t, QCOW2_WRITE, 0, sizeof(data), data) == -EIO, "l2meta: a write onto the refcount table was not refused");
+                CHECK(pread(fd, rt, 8, 0x10000) == 8 && rt[5] == 0x02 && rt[6] == 0 && rt[7] == 0, "l2meta: the refcount table changed");
+                tq_fini(&t);
+                qcow2_close(img);
+        } else
+                CHECK(0, "l2meta: open: %s", reason);
+        close(fd);
         /* a backing file named but not given */
         sh("qemu-img create -q -f qcow2 -b good.qcow2 -F qcow2 %s", path("ovl.qcow2"));
         expect_refused("ovl.qcow2", true, "backing file \"good.qcow2\"");
@@ -915,6 +933,10 @@ int main(void)
         test_writes("v2-64k-2threads-random", MK("-o compat=0.10", "16M"), NULL, 300, 2, 8, true, 0);
         test_writes("v3-2M-rc1-2threads", MK("-o cluster_size=2M,refcount_bits=1", "24M"), NULL, 100, 2, 4, true, 0);
         test_writes("v3-4k-rc64-tinycache-3threads", MK("-o cluster_size=4k,refcount_bits=64", "16M"), NULL, 400, 3, 8, true, 1);
+        /* the other refcount widths: 4 bits (sub-byte), 8, 32 */
+        test_writes("v3-64k-rc4", MK("-o cluster_size=64k,refcount_bits=4", "8M"), NULL, 100, 1, 4, true, 0);
+        test_writes("v3-4k-rc8", MK("-o cluster_size=4k,refcount_bits=8", "8M"), NULL, 100, 2, 4, true, 0);
+        test_writes("v3-4k-rc32", MK("-o cluster_size=4k,refcount_bits=32", "8M"), NULL, 100, 2, 4, true, 0);
         test_writes("v3-512-grow-2threads", MK("-o cluster_size=512", "8M"), NULL, 300, 2, 8, true, 0);
 #define BASE "qemu-img create -q -f qcow2 wbase.qcow2 12M && qemu-io -c 'write -P 0x3c 0 12M' wbase.qcow2 >/dev/null && "
         test_writes("v3-backing-3threads", BASE MK("-o cluster_size=4k -b wbase.qcow2 -F qcow2", "16M"), NULL, 300, 3, 8, true, 0);

@@ -205,6 +205,17 @@ int q2_cache_get(struct qcow2_image *img, uint64_t off, int kind, struct q2_task
         return -EAGAIN;
 }
 
+void q2_cache_drop(struct qcow2_image *img, uint64_t off)
+{
+        struct q2_centry *ce = q2_cache_find(img, off);
+
+        if (ce && evictable(ce)) {
+                lru_unlink(img, ce);
+                hash_remove(img, ce);
+                centry_free(img, ce);
+        }
+}
+
 /* Not evicting here: src may be another entry's table, and the new entry is clean until the
  * caller marks it dirty. */
 struct q2_centry *q2_cache_new(struct qcow2_image *img, uint64_t off, int kind, const void *src)

@@ -209,6 +209,8 @@ int q2_cache_get(struct qcow2_image *img, uint64_t off, int kind, struct q2_task
 /* A table that is new (not on disk yet): READY with the given contents (NULL: zeros). */
 struct q2_centry *q2_cache_new(struct qcow2_image *img, uint64_t off, int kind, const void *src);
 void q2_cache_evict(struct qcow2_image *img);
+/* The cluster at off was freed: forget the table it held (if clean). */
+void q2_cache_drop(struct qcow2_image *img, uint64_t off);
 /* Bytes [lo, hi) of m changed: a gen the caller waits for with q2_meta_wait (a write is
  * started if none is running; it writes the changed range, in 4 KiB-aligned pieces, or 512 B
  * for smaller clusters). */

@@ -132,8 +132,11 @@ int q2_refcount_update(struct qcow2_image *img, uint64_t off, int delta, struct 
         v += (uint64_t) (int64_t) delta;
         q2_rb_set(img, ce->m.mem, i, v);
         rb_changed(img, ce);
-        if (v == 0 && c < img->free_hint)
-                img->free_hint = c;
+        if (v == 0) {
+                q2_cache_drop(img, c << img->cluster_bits);
+                if (c < img->free_hint)
+                        img->free_hint = c;
+        }
         return 0;
 }
 

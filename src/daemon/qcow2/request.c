@@ -136,6 +136,19 @@ static int entry_host(const struct qcow2_image *img, uint64_t e, uint64_t *host)
         return 0;
 }
 
+/* A data cluster written in place must not be metadata (a corrupt L2 entry would have the
+ * write destroy a table): the L1 and refcount tables, and every table in the cache.  Lock
+ * held. */
+static bool is_metadata(struct qcow2_image *img, uint64_t host)
+{
+        uint64_t cs = img->cluster_size;
+        uint64_t l1_end = img->h.l1_offset + img->l1_units_n * 512ULL;
+        uint64_t rt_end = img->h.rt_offset + ((uint64_t) img->h.rt_clusters << img->cluster_bits);
+
+        return (img->l1_units_n && host < l1_end && img->h.l1_offset < host + cs) ||
+               (host < rt_end && img->h.rt_offset < host + cs) || q2_cache_find(img, host);
+}
+
 static int start_compressed_read(struct q2_chunk *c, uint64_t e)
 {
         struct qcow2_image *img = c->img;
@@ -365,7 +378,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                         return 1;
                 }
                 if (!(e & Q2_COMPRESSED) && (e & Q2_COPIED) && !(e & Q2_ZERO) && (e & Q2_L2E_OFFSET)) {
-                        if (entry_host(img, e, &host) < 0) {
+                        if (entry_host(img, e, &host) < 0 || is_metadata(img, host)) {
                                 *done = -EIO;
                                 return 0;
                         }
