@@ -60,7 +60,7 @@ static const char *path(const char *name)
 /* ---- the test backend: one per thread/queue ------------------------------------------- */
 static atomic_long io_budget = -1;      /* >= 0: host IOs left before the "crash" */
 static atomic_bool crashed;
-static atomic_long n_ios, n_fsyncs;     /* host IOs done, for the summary lines */
+static atomic_long n_ios, n_fsyncs, n_wbytes;  /* host IOs done, for the summary lines */
 
 /* Power loss: writes not covered by a finished fsync stay in this log (reads see them); at the
  * "crash" a random half of them reach the file, in order.  An fsync covers the writes that
@@ -215,6 +215,8 @@ static bool tq_step(struct tq *t)
         atomic_fetch_add(&n_ios, 1);
         if (io->op == QCOW2_IO_FSYNC)
                 atomic_fetch_add(&n_fsyncs, 1);
+        if (io->op == QCOW2_IO_WRITE)
+                atomic_fetch_add(&n_wbytes, (long) io->len);
         switch (io->op) {
         case QCOW2_IO_READ:
                 r = powerloss ? ulog_read(io->fd, io->buf, io->len, io->off) :
@@ -691,6 +693,7 @@ static void test_writes(const char *label, const char *make, const char *snapsho
         w.max_len = 3 * w.cs > 256 * 1024 ? 256 * 1024 : 3 * w.cs;
         atomic_store(&n_ios, 0);
         atomic_store(&n_fsyncs, 0);
+        atomic_store(&n_wbytes, 0);
         run_threads(&w, nthreads, depth);
         CHECK(w.failed == 0, "%s: %d requests failed", label, w.failed);
         r = close_chain(&c);
@@ -707,8 +710,9 @@ static void test_writes(const char *label, const char *make, const char *snapsho
                            path("w.qcow2"), path("wsnap2.raw"), path("wsnap.raw"), path("wsnap2.raw"));
                 CHECK(s == 0, "%s: the snapshot's content changed", label);
         }
-        printf("%s: %d ops, %ld host IOs (%ld fsyncs), check %s, compare %s\n", label, ops,
-               atomic_load(&n_ios), atomic_load(&n_fsyncs), r ? "-" : "ok", r ? "DIFFERS" : "equal");
+        printf("%s: %d ops, %ld host IOs (%ld fsyncs, %.1f MiB written), check %s, compare %s\n", label, ops,
+               atomic_load(&n_ios), atomic_load(&n_fsyncs), (double) atomic_load(&n_wbytes) / (1 << 20),
+               r ? "-" : "ok", r ? "DIFFERS" : "equal");
 }
 
 static void copy_file(const char *from, const char *to)

@@ -148,17 +148,20 @@ int qcow2_parse_header(const uint8_t *buf, size_t buf_len, uint64_t file_size,
         }
         end = buf_len < cs ? buf_len : (size_t) cs;
 
-        /* Header extensions, up to the end of the first cluster. */
+        /* Header extensions, up to the end of the first cluster or the backing file name
+         * (stored after them: an old image may have no end marker before it). */
         for (off = h->header_length;;) {
+                size_t ext_end = h->backing_offset > h->header_length && h->backing_offset < end ?
+                                 (size_t) h->backing_offset : end;
                 uint32_t type, len;
-                if (off + 8 > end)
+                if (off + 8 > ext_end)
                         break;  /* v2 images may end the area at the cluster's end */
                 type = q2_be32(buf + off);
                 len = q2_be32(buf + off + 4);
                 if (type == 0)
                         break;
-                if (len > end - off - 8)
-                        return fail(reason, rlen, -EINVAL, "header extension 0x%08x at byte %zu runs past the first cluster", type, off);
+                if (len > ext_end - off - 8)
+                        return fail(reason, rlen, -EINVAL, "header extension 0x%08x at byte %zu runs past the first cluster or into the backing file name", type, off);
                 if (type == 0xe2792acau) {
                         if (len >= sizeof(h->backing_format))
                                 return fail(reason, rlen, -EINVAL, "backing format name too long (%u bytes)", len);
@@ -563,6 +566,7 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
         if ((r = q2_cache_init(img, budget)) < 0)
                 goto err;
         img->ext_end = img->file_size;
+        img->hw = (img->file_size + cs - 1) & ~(cs - 1);
         if (!read_only) {
                 uint64_t vclusters = (img->size + cs - 1) / cs;
                 img->pool_k = (uint32_t) ((4u << 20) / cs);
@@ -615,7 +619,7 @@ int qcow2_close(struct qcow2_image *img)
         if (!img->raw && !img->read_only && !img->broken && img->hash) {
                 /* The pool's clusters go back (nothing points at them). */
                 while (img->pool_n && !r) {
-                        uint64_t c = img->pool[--img->pool_n] >> img->cluster_bits;
+                        uint64_t c = (img->pool[--img->pool_n] & ~1ULL) >> img->cluster_bits;
                         uint64_t rbo = q2_be64(img->rt_disk + 8 * (c / img->rb_entries)) & Q2_RTE_OFFSET;
                         struct q2_centry *ce = rbo ? q2_cache_find(img, rbo) : NULL;
                         uint32_t i = (uint32_t) (c % img->rb_entries);

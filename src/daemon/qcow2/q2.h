@@ -180,11 +180,13 @@ struct qcow2_image {
         uint64_t free_hint;             /* no free cluster below this one */
         /* Clusters whose refcount of 1 is durable and that lie inside the durable file end:
          * new data clusters taken from here need no refcount sync.  A write that finds it
-         * empty reserves pool_k more and makes them durable with its own sync (refilling). */
+         * empty reserves pool_k more and makes them durable with its own sync (refilling).
+         * Bit 0 of an entry: the cluster is pristine (reads as zeros). */
         uint64_t *pool;
         uint32_t pool_n, pool_k;
         bool refilling;
         uint64_t ext_end;               /* the file is at least this long, durably */
+        uint64_t hw;                    /* no cluster at or past it was ever written */
         int broken;                     /* a metadata write failed: no more writes */
 
         /* fsync batching */
@@ -228,8 +230,9 @@ void q2_busy_put(struct qcow2_image *img, uint64_t key);
 uint64_t q2_rb_get(const struct qcow2_image *img, const uint8_t *blk, uint32_t i);
 void q2_rb_set(const struct qcow2_image *img, uint8_t *blk, uint32_t i, uint64_t v);
 /* Allocate one cluster (refcount 0 -> 1 in memory): 0 and *off, -EAGAIN parked (t NULL: not
- * parked), -ENOSPC. */
-int q2_alloc_cluster(struct qcow2_image *img, struct q2_task *t, uint64_t *off);
+ * parked), -ENOSPC.  *pristine (if not NULL): the cluster lies past everything the file held
+ * at open and nothing was allocated there since, so it reads as zeros. */
+int q2_alloc_cluster(struct qcow2_image *img, struct q2_task *t, uint64_t *off, bool *pristine);
 /* Refcount of the cluster at host offset off += delta (in memory).  -EAGAIN parked. */
 int q2_refcount_update(struct qcow2_image *img, uint64_t off, int delta, struct q2_task *t);
 /* Everything in the refcount structures now, and every write completed now, durable: the gen

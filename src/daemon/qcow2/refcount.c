@@ -73,7 +73,15 @@ static void rb_changed(struct qcow2_image *img, struct q2_centry *ce)
         img->rc_gen++;
 }
 
-int q2_alloc_cluster(struct qcow2_image *img, struct q2_task *t, uint64_t *off)
+static void mark_used(struct qcow2_image *img, uint64_t c)
+{
+        uint64_t end = (c + 1) << img->cluster_bits;
+
+        if (end > img->hw)
+                img->hw = end;
+}
+
+int q2_alloc_cluster(struct qcow2_image *img, struct q2_task *t, uint64_t *off, bool *pristine)
 {
         for (;;) {
                 uint64_t c = img->free_hint, ti = c / img->rb_entries, rbo;
@@ -92,6 +100,7 @@ int q2_alloc_cluster(struct qcow2_image *img, struct q2_task *t, uint64_t *off)
                                 return -ENOMEM;
                         q2_rb_set(img, ce->m.mem, 0, 1);
                         rb_changed(img, ce);
+                        mark_used(img, first);
                         q2_put64(img->rt_disk + 8 * ti, rbo);
                         img->rt_dirty[8 * ti / 512] = true;
                         if (img->free_hint == first)
@@ -108,6 +117,9 @@ int q2_alloc_cluster(struct qcow2_image *img, struct q2_task *t, uint64_t *off)
                                 c = ti * img->rb_entries + i;
                                 img->free_hint = c + 1;
                                 *off = c << img->cluster_bits;
+                                if (pristine)
+                                        *pristine = *off >= img->hw;
+                                mark_used(img, c);
                                 return 0;
                         }
                 img->free_hint = (ti + 1) * img->rb_entries;

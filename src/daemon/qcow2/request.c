@@ -243,8 +243,10 @@ static void refill(struct q2_chunk *c)
         c->res = malloc(img->pool_k * sizeof(*c->res));
         if (!c->res)
                 return;
-        while (c->res_n < img->pool_k && q2_alloc_cluster(img, NULL, &off) == 0) {
-                c->res[c->res_n++] = off;
+        bool pristine;
+
+        while (c->res_n < img->pool_k && q2_alloc_cluster(img, NULL, &off, &pristine) == 0) {
+                c->res[c->res_n++] = off | pristine;
                 if (off + img->cluster_size > end)
                         end = off + img->cluster_size;
         }
@@ -273,6 +275,7 @@ static int mut_step(struct q2_chunk *c, int *done)
         uint64_t l2i = c->gcl % img->l2_entries, l1e, e, host;
         struct q2_centry *ce;
         struct q2_meta *unit = &img->l1_units[8 * l1i / 512];
+        bool pristine = false, compressed, zero, zeros;
         int r;
 
 #define PARK_OR_FAIL(expr) do { r = (expr); if (r == -EAGAIN) return 0; if (r < 0) { *done = r; return 0; } } while (0)
@@ -314,7 +317,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                                 PARK_OR_FAIL(q2_cache_get(img, c->oldl2, Q2_CE_L2, t, &ce));
                                 src = ce->m.mem;
                         }
-                        PARK_OR_FAIL(q2_alloc_cluster(img, t, &c->newl2));
+                        PARK_OR_FAIL(q2_alloc_cluster(img, t, &c->newl2, NULL));
                         nce = q2_cache_new(img, c->newl2, Q2_CE_L2, src);
                         if (!nce) {
                                 *done = -EIO;
@@ -393,8 +396,10 @@ static int mut_step(struct q2_chunk *c, int *done)
                 if (img->pool_n) {
                         c->newh = img->pool[--img->pool_n];
                         c->pooled = true;
+                        pristine = c->newh & 1;
+                        c->newh &= ~1ULL;
                 } else {
-                        PARK_OR_FAIL(q2_alloc_cluster(img, t, &c->newh));
+                        PARK_OR_FAIL(q2_alloc_cluster(img, t, &c->newh, NULL));
                         refill(c);
                 }
                 if (c->clen == cs && c->gbuf) {
@@ -402,15 +407,27 @@ static int mut_step(struct q2_chunk *c, int *done)
                         host_io(c, QCOW2_IO_WRITE, c->gbuf, cs, c->newh);
                         return 0;
                 }
+                /* What the rest of the cluster must hold: zeros, or old data. */
+                compressed = e & Q2_COMPRESSED;
+                zero = !compressed && (e & Q2_ZERO);    /* v3 only: checked above */
+                zeros = c->clen == cs || zero ||
+                        (!compressed && !(e & Q2_L2E_OFFSET) && !img->backing);
+                if (pristine && zeros) {
+                        /* Inside the durable file end, never written: zeros already. */
+                        c->state = M_DATA;
+                        if (c->gbuf)
+                                host_io(c, QCOW2_IO_WRITE, c->gbuf, c->clen, c->newh + c->coff);
+                        return t->pending ? 0 : 1;
+                }
                 c->cbuf = malloc(cs);
                 if (!c->cbuf) {
                         *done = -ENOMEM;
                         return 0;
                 }
                 c->state = M_FILL;
-                if (c->clen == cs || (e & Q2_ZERO))
+                if (zeros)
                         memset(c->cbuf, 0, cs);
-                else if (e & Q2_COMPRESSED)
+                else if (compressed)
                         PARK_OR_FAIL(start_compressed_read(c, e));
                 else if (e & Q2_L2E_OFFSET) {
                         if (entry_host(img, e, &host) < 0) {
@@ -451,8 +468,8 @@ static int mut_step(struct q2_chunk *c, int *done)
                 if (c->refill) {
                         for (uint32_t i = 0; i < c->res_n; i++) {
                                 img->pool[img->pool_n++] = c->res[i];
-                                if (c->res[i] + cs > img->ext_end)
-                                        img->ext_end = c->res[i] + cs;
+                                if ((c->res[i] & ~1ULL) + cs > img->ext_end)
+                                        img->ext_end = (c->res[i] & ~1ULL) + cs;
                         }
                         c->res_n = 0;
                         c->refill = false;
