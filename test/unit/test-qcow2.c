@@ -827,6 +827,8 @@ static void expect_refused(const char *name, bool ro, const char *words)
         int fd = open(path(name), ro ? O_RDONLY : O_RDWR);
         int r = qcow2_open(&img, fd, ro, NULL, NULL, reason, sizeof(reason));
 
+        if (getenv("QCOW2_VERBOSE"))
+                printf("%s: %s\n", name, reason);
         CHECK(r < 0 && strstr(reason, words), "%s: expected an error with \"%s\", got %d \"%s\"",
               name, words, r, reason);
         if (r == 0)
@@ -877,7 +879,8 @@ static void test_bad(void)
         poke("l1e.qcow2", 0x30000, b, 8);
         expect_refused("l1e.qcow2", true, "points past the end");
         /* a LUKS image made by qemu-img, when it can */
-        if (sh("qemu-img create -q -f qcow2 --object secret,id=s0,data=pw -o encrypt.format=luks,encrypt.key-secret=s0 %s 1M 2>/dev/null", path("luks.qcow2")) == 0)
+        int luks = sh("qemu-img create -q -f qcow2 --object secret,id=s0,data=pw -o encrypt.format=luks,encrypt.key-secret=s0 %s 1M 2>/dev/null", path("luks.qcow2"));
+        if (luks == 0)
                 expect_refused("luks.qcow2", true, "crypt_method 2, LUKS");
         if (sh("qemu-img create -q -f qcow2 -o extended_l2=on %s 1M 2>/dev/null", path("el2.qcow2")) == 0)
                 expect_refused("el2.qcow2", true, "extended L2");

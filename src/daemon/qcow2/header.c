@@ -429,6 +429,8 @@ static void image_free(struct qcow2_image *img)
         free(img->rt_disk);
         free(img->rt_dirty);
         free(img->pool);
+        for (unsigned i = 0; i < 4; i++)
+                free(img->dc[i].data);
         pthread_mutex_destroy(&img->lock);
         free(img);
 }
@@ -565,6 +567,7 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
                 budget = 16 * cs;
         if ((r = q2_cache_init(img, budget)) < 0)
                 goto err;
+        img->dc_n = cs <= 65536 ? 4 : 1;
         img->ext_end = img->file_size;
         img->hw = (img->file_size + cs - 1) & ~(cs - 1);
         if (!read_only) {

@@ -187,6 +187,15 @@ struct qcow2_image {
         bool refilling;
         uint64_t ext_end;               /* the file is at least this long, durably */
         uint64_t hw;                    /* no cluster at or past it was ever written */
+        /* The last compressed clusters read, decompressed (a 4 KiB read of a 64 KiB
+         * compressed cluster need not inflate it again for the next 4 KiB). */
+        struct q2_dcache {
+                uint64_t key;           /* the L2 entry; 0: empty */
+                uint64_t used;
+                uint8_t *data;
+        } dc[4];
+        uint32_t dc_n;
+        uint64_t dc_clock;
         int broken;                     /* a metadata write failed: no more writes */
 
         /* fsync batching */

@@ -51,6 +51,7 @@ struct q2_chunk {
         bool refill;                    /* this chunk refills the pool with res[] */
         uint64_t *res;
         uint32_t res_n;
+        uint64_t rlen;                  /* MODE_READ: guest bytes from gcl/coff on */
 };
 
 #define L2KEY(l1i) ((1ULL << 63) | (l1i))
@@ -163,8 +164,9 @@ static int start_compressed_read(struct q2_chunk *c, uint64_t e)
         return 0;
 }
 
-/* The L2 entry of the chunk's cluster (0 if no table): 0, -EAGAIN (parked), <0.  Lock held. */
-static int lookup(struct q2_chunk *c, uint64_t *e)
+/* The L2 entry of the chunk's cluster (0 if no table): 0, -EAGAIN (parked), <0.  *tbl: the
+ * L2 table (NULL if none), valid while the lock is held.  Lock held. */
+static int lookup(struct q2_chunk *c, uint64_t *e, const uint8_t **tbl)
 {
         struct qcow2_image *img = c->img;
         uint64_t l1i = c->gcl / img->l2_entries;
@@ -173,57 +175,142 @@ static int lookup(struct q2_chunk *c, uint64_t *e)
         int r;
 
         *e = 0;
+        if (tbl)
+                *tbl = NULL;
         if (!l2o)
                 return 0;
         r = q2_cache_get(img, l2o, Q2_CE_L2, &c->t, &ce);
         if (r < 0)
                 return r;
         *e = q2_be64(ce->m.mem + 8 * (c->gcl % img->l2_entries));
+        if (tbl)
+                *tbl = ce->m.mem;
         return 0;
 }
 
+enum { K_UNALLOC, K_ZERO, K_NORMAL, K_COMPRESSED };
+
+static int kind_of(const struct qcow2_image *img, uint64_t e)
+{
+        if (e & Q2_COMPRESSED)
+                return K_COMPRESSED;
+        if (img->h.version == 3 && (e & Q2_ZERO))
+                return K_ZERO;
+        return e & Q2_L2E_OFFSET ? K_NORMAL : K_UNALLOC;
+}
+
+static struct q2_dcache *dc_find(struct qcow2_image *img, uint64_t e)
+{
+        for (uint32_t i = 0; i < img->dc_n; i++)
+                if (img->dc[i].key == e && img->dc[i].data) {
+                        img->dc[i].used = ++img->dc_clock;
+                        return &img->dc[i];
+                }
+        return NULL;
+}
+
+static void dc_put(struct qcow2_image *img, uint64_t e, const uint8_t *data)
+{
+        struct q2_dcache *d = &img->dc[0];
+
+        for (uint32_t i = 1; i < img->dc_n; i++)
+                if (img->dc[i].used < d->used)
+                        d = &img->dc[i];
+        if (!d->data && !(d->data = malloc(img->cluster_size)))
+                return;
+        memcpy(d->data, data, img->cluster_size);
+        d->key = e;
+        d->used = ++img->dc_clock;
+}
+
+/*
+ * A read chunk covers [gcl/coff, +rlen): it maps its first cluster and as many after it as
+ * map the same way (host-contiguous data, zeros, or unallocated: one host read, one memset, one
+ * backing read) within the L2 table and 8 MiB; a new chunk takes the rest.
+ */
 static void read_run(struct q2_task *t)
 {
         struct q2_chunk *c = (struct q2_chunk *) t;
         struct qcow2_image *img = c->img;
-        uint64_t e, host;
-        int r;
+        uint64_t cs = img->cluster_size, e, host, covered, l2i = c->gcl % img->l2_entries;
+        const uint8_t *tbl;
+        struct q2_dcache *d;
+        int r, kind;
 
         if (t->err)
                 return chunk_done(c, t->err);
         if (c->state == 1)
                 return chunk_done(c, 0);
         if (c->state == 2) {
-                c->cbuf = malloc(img->cluster_size);
+                c->cbuf = malloc(cs);
                 if (!c->cbuf)
                         return chunk_done(c, -ENOMEM);
-                r = q2_decompress(img->h.compression, c->zbuf, c->zlen, c->cbuf, img->cluster_size);
-                if (r == 0)
-                        memcpy(c->gbuf, c->cbuf + c->coff, c->clen);
+                r = q2_decompress(img->h.compression, c->zbuf, c->zlen, c->cbuf, cs);
+                if (r == 0) {
+                        memcpy(c->gbuf, c->cbuf + c->coff, c->rlen);
+                        pthread_mutex_lock(&img->lock);
+                        dc_put(img, c->old, c->cbuf);
+                        pthread_mutex_unlock(&img->lock);
+                }
                 return chunk_done(c, r);
         }
         pthread_mutex_lock(&img->lock);
-        r = lookup(c, &e);
-        pthread_mutex_unlock(&img->lock);
-        if (r == -EAGAIN)
+        r = lookup(c, &e, &tbl);
+        if (r < 0) {
+                pthread_mutex_unlock(&img->lock);
+                if (r != -EAGAIN)
+                        chunk_done(c, r);
                 return;
-        if (r < 0)
-                return chunk_done(c, r);
-        if (e & Q2_COMPRESSED) {
+        }
+        kind = kind_of(img, e);
+        covered = cs - c->coff < c->rlen ? cs - c->coff : c->rlen;
+        d = kind == K_COMPRESSED ? dc_find(img, e) : NULL;
+        if (d)
+                memcpy(c->gbuf, d->data + c->coff, covered);
+        for (uint64_t k = 1; kind != K_COMPRESSED && covered < c->rlen &&
+             l2i + k < img->l2_entries && covered < (8u << 20); k++) {
+                uint64_t e2 = tbl ? q2_be64(tbl + 8 * (l2i + k)) : 0;
+                if (kind_of(img, e2) != kind ||
+                    (kind == K_NORMAL && (e2 & Q2_L2E_OFFSET) != (e & Q2_L2E_OFFSET) + k * cs))
+                        break;
+                covered += c->rlen - covered < cs ? c->rlen - covered : cs;
+        }
+        pthread_mutex_unlock(&img->lock);
+        if (covered < c->rlen) {
+                struct q2_chunk *rest = calloc(1, sizeof(*rest));
+                uint64_t goff = (c->gcl << img->cluster_bits) + c->coff + covered;
+                if (!rest)
+                        abort();
+                *rest = (struct q2_chunk) { .t = { .run = read_run, .q = t->q }, .img = img,
+                                            .req = c->req, .mode = MODE_READ,
+                                            .gcl = goff >> img->cluster_bits,
+                                            .coff = (uint32_t) (goff & (cs - 1)),
+                                            .gbuf = c->gbuf + covered, .rlen = c->rlen - covered };
+                c->req->pending_++;
+                q2_wake(&rest->t);
+        }
+        c->rlen = covered;
+        switch (kind) {
+        case K_COMPRESSED:
+                if (d)
+                        return chunk_done(c, 0);
                 c->state = 2;
+                c->old = e;
                 if ((r = start_compressed_read(c, e)) < 0)
                         return chunk_done(c, r);
-        } else if (img->h.version == 3 && (e & Q2_ZERO)) {
-                memset(c->gbuf, 0, c->clen);
+                break;
+        case K_ZERO:
+                memset(c->gbuf, 0, covered);
                 return chunk_done(c, 0);
-        } else if (e & Q2_L2E_OFFSET) {
+        case K_NORMAL:
                 if ((r = entry_host(img, e, &host)) < 0)
                         return chunk_done(c, r);
                 c->state = 1;
-                host_io(c, QCOW2_IO_READ, c->gbuf, c->clen, host + c->coff);
-        } else {
+                host_io(c, QCOW2_IO_READ, c->gbuf, covered, host + c->coff);
+                break;
+        default:
                 c->state = 1;
-                read_backing(c, c->gbuf, (c->gcl << img->cluster_bits) + c->coff, c->clen);
+                read_backing(c, c->gbuf, (c->gcl << img->cluster_bits) + c->coff, covered);
                 if (!t->pending)
                         return chunk_done(c, 0);
         }
@@ -613,6 +700,15 @@ void q2_req_start(struct qcow2_image *img, struct qcow2_queue *q, struct qcow2_r
         if (img->raw) {
                 if (req->op == QCOW2_READ && req->len) {
                         struct q2_chunk *c = chunk_new(img, q, req, MODE_RAW);
+                        c->gbuf = req->buf;
+                        *tail = c;
+                }
+        } else if (req->op == QCOW2_READ) {
+                if (req->len) {
+                        struct q2_chunk *c = chunk_new(img, q, req, MODE_READ);
+                        c->gcl = off >> img->cluster_bits;
+                        c->coff = (uint32_t) (off & (cs - 1));
+                        c->rlen = req->len;
                         c->gbuf = req->buf;
                         *tail = c;
                 }
