@@ -696,6 +696,7 @@ static void test_writes(const char *label, const char *make, const char *snapsho
         atomic_store(&n_wbytes, 0);
         run_threads(&w, nthreads, depth);
         CHECK(w.failed == 0, "%s: %d requests failed", label, w.failed);
+        CHECK(!qcow2_busy(w.img), "%s: host IO still in flight after the drain", label);
         r = close_chain(&c);
         CHECK(r == 0, "%s: close: %d", label, r);
         close(w.ref_fd);

@@ -18,6 +18,7 @@
  */
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -157,6 +158,8 @@ struct qcow2_image {
         uint32_t rb_bits, rb_entries;   /* refcount width, entries per block */
         uint64_t csize_shift, csize_mask, coffset_mask;
         uint64_t file_size;             /* at open */
+
+        _Atomic unsigned inflight;      /* host IOs submitted and not done (qcow2_busy) */
 
         pthread_mutex_t lock;
         /* under lock: */

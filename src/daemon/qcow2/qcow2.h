@@ -40,6 +40,18 @@
  *    allocate fail with -ENOSPC and the image stays consistent.
  *  - Not served: encryption, external data files, extended L2 entries (subclusters), unknown
  *    incompatible features: qcow2_open() refuses them, naming the feature.
+ *
+ * Driving it from a ublk queue thread (what a qcow2 target does):
+ *  - control side: open the chain base first (qcow2_open_raw for a raw base, qcow2_open with
+ *    read_only=true for qcow2 levels, each given the level below), then the top; check each
+ *    level's qcow2_backing_name()/qcow2_backing_format() against what the caller passed.
+ *  - queue_init: q = qcow2_queue_new(&ops, ctx) with an eventfd on the ring for ops->wake.
+ *  - queue_io: fill the tag's struct qcow2_req (op, off, len, buf = the tag's buffer,
+ *    complete = commit the tag) and qcow2_submit(img, q, req).
+ *  - ops->submit: one SQE (read / write / fsync of io->fd) with user_data naming io; its CQE:
+ *    qcow2_io_done(q, io, cqe->res).  The eventfd's CQE: qcow2_queue_run(q).
+ *  - teardown: when no request is in flight and qcow2_busy() is false: qcow2_close() (top
+ *    first, then the levels below), qcow2_queue_free().
  */
 
 #include <stdbool.h>
@@ -125,7 +137,12 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
                const struct qcow2_opts *opts, char *reason, size_t reason_len);
 /* A raw file as a backing level (read-only): size bytes, reads past the file's end are zeros. */
 int qcow2_open_raw(struct qcow2_image **out, int fd, uint64_t size, char *reason, size_t reason_len);
-/* Only when no request is in flight: writes what is dirty (synchronously), frees.  0 or -errno. */
+/* Host IO of the image is in flight (a request's, or background metadata work that outlives
+ * the requests: a refcount sync, a table write).  Wait for false (keep completing IO and
+ * running woken queues) before qcow2_close(). */
+bool qcow2_busy(const struct qcow2_image *img);
+/* Only when no request is in flight and !qcow2_busy(): writes what is dirty (synchronously),
+ * gives back the pool's clusters, frees.  0 or -errno. */
 int qcow2_close(struct qcow2_image *img);
 
 /* The backing file name stored in the image (NULL if none) and its format extension (NULL if

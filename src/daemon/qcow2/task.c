@@ -84,6 +84,7 @@ struct q2_hio *q2_hio_new(struct qcow2_image *img, enum qcow2_io_op op, void *bu
         if (!h)
                 abort();        /* a few dozen bytes: no way on from here worth having */
         h->img = img;
+        img->inflight++;
         h->io.op = op;
         h->io.fd = img->fd;
         h->io.level = img->level;
@@ -164,6 +165,7 @@ void qcow2_io_done(struct qcow2_queue *q, struct qcow2_io *io, int result)
                 if (--t->pending == 0)
                         q2_wake(t);
         }
+        h->img->inflight--;
         free(h->copy);
         free(h);
         q2_pump(q);
@@ -177,6 +179,11 @@ void qcow2_queue_run(struct qcow2_queue *q)
         cur_q = q;
         q2_pump(q);
         cur_q = saved;
+}
+
+bool qcow2_busy(const struct qcow2_image *img)
+{
+        return img->inflight != 0;
 }
 
 void qcow2_submit(struct qcow2_image *img, struct qcow2_queue *q, struct qcow2_req *req)
