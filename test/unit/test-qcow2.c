@@ -443,6 +443,17 @@ static void test_reads(void)
            "qemu-img snapshot -c s1 %s && qemu-io -c 'write -P 0x82 512k 1M' %s >/dev/null",
            path("s.qcow2"), path("s.qcow2"), path("s.qcow2"), path("s.qcow2"));
         check_read("s.qcow2", 0);
+        /* extended L2 entries (subclusters): data, zeros, unallocated over a backing file,
+         * compressed, in subcluster pieces */
+        sh("qemu-img create -q -f qcow2 %s 4M && qemu-io -c 'write -P 0xc1 0 4M' %s >/dev/null",
+           path("xb.qcow2"), path("xb.qcow2"));
+        sh("qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=64k -b xb.qcow2 -F qcow2 %s 6M && "
+           "qemu-io -c 'write -P 0xc2 2k 3k' -c 'write -z 66k 10k' -c 'write -P 0xc3 130k 200k' "
+           "-c 'write -z 1M 128k' -c 'discard 2M 64k' -c 'write -P 0xc4 4100k 1k' %s >/dev/null",
+           path("xl.qcow2"), path("xl.qcow2"));
+        check_read("xl.qcow2", 0);
+        sh("qemu-img convert -c -O qcow2 -o extended_l2=on,cluster_size=16k %s %s", path("mix.raw"), path("xz.qcow2"));
+        check_read("xz.qcow2", 0);
         /* a chain of depth 3 over a shorter raw base */
         sh("head -c 3M /dev/urandom > %s", path("base.raw"));
         sh("qemu-img create -q -f qcow2 -o cluster_size=4k -b base.raw -F raw %s 8M", path("l1.qcow2"));
@@ -861,7 +872,10 @@ static void test_bad(void)
         BAD("overlap.qcow2", 40, 0x10000, "overlap");    /* L1 onto the refcount table */
         BAD("rorder.qcow2", 96, (uint64_t) 7 << 32 | 112, "refcount_order 7");
         BAD("crypt.qcow2", 32, (uint64_t) 2 << 32 | 0x80, "encrypted");
-        BAD("extl2.qcow2", 72, 1ULL << 4, "extended L2");
+        sh("cp %s %s", path("good.qcow2"), path("extl2.qcow2"));
+        put_be64(b, 1ULL << 4);
+        poke("extl2.qcow2", 72, b, 8);
+        expect_refused("extl2.qcow2", false, "extended L2 entries");
         BAD("datafile.qcow2", 72, 1ULL << 2, "external data file");
         BAD("unknown.qcow2", 72, 1ULL << 9, "unknown incompatible feature");
         BAD("l1small.qcow2", 32, 0x0000000000000000ULL, "l1_size 0 too small");
@@ -884,7 +898,7 @@ static void test_bad(void)
         if (luks == 0)
                 expect_refused("luks.qcow2", true, "crypt_method 2, LUKS");
         if (sh("qemu-img create -q -f qcow2 -o extended_l2=on %s 1M 2>/dev/null", path("el2.qcow2")) == 0)
-                expect_refused("el2.qcow2", true, "extended L2");
+                expect_refused("el2.qcow2", false, "extended L2 entries (subclusters, incompatible feature bit 4): served read-only");
         /* the dirty bit: read-only is fine, writing is refused naming the fix */
         sh("cp %s %s", path("good.qcow2"), path("dirty.qcow2"));
         put_be64(b, 1);

@@ -220,16 +220,12 @@ void q2_cache_drop(struct qcow2_image *img, uint64_t off)
  * caller marks it dirty. */
 struct q2_centry *q2_cache_new(struct qcow2_image *img, uint64_t off, int kind, const void *src)
 {
-        struct q2_centry *ce = q2_cache_find(img, off);
+        struct q2_centry *old = q2_cache_find(img, off), *ce;
 
-        if (ce) {
-                /* A freed table's cluster, allocated again: the old contents are stale. */
-                if (!evictable(ce))
-                        return NULL;
-                lru_unlink(img, ce);
-                hash_remove(img, ce);
-                centry_free(img, ce);
-        }
+        /* A freed table's cluster, allocated again: the old contents are stale.  (On a corrupt
+         * image, where a table's cluster has refcount 0, it may be src itself: copy first.) */
+        if (old && !evictable(old))
+                return NULL;
         ce = centry_new(img, off, kind);
         if (!ce)
                 return NULL;
@@ -237,6 +233,11 @@ struct q2_centry *q2_cache_new(struct qcow2_image *img, uint64_t off, int kind, 
                 memcpy(ce->m.mem, src, img->cluster_size);
         else
                 memset(ce->m.mem, 0, img->cluster_size);
+        if (old) {
+                lru_unlink(img, old);
+                hash_remove(img, old);
+                centry_free(img, old);
+        }
         ce->state = Q2_CE_READY;
         lru_front(img, ce);
         return ce;

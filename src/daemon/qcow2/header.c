@@ -96,7 +96,7 @@ static const char *feature_name(const uint8_t *tbl, uint32_t tbl_len, int type, 
 int qcow2_parse_header(const uint8_t *buf, size_t buf_len, uint64_t file_size,
                        struct qcow2_header_info *h, char *reason, size_t rlen)
 {
-        uint64_t cs, vclusters, l1_need, l1_bytes, rt_bytes, known;
+        uint64_t cs, vclusters, l1_need, l1_bytes, rt_bytes, known, l2e;
         const uint8_t *ftbl = NULL;
         uint32_t ftbl_len = 0;
         size_t end, off;
@@ -187,8 +187,11 @@ int qcow2_parse_header(const uint8_t *buf, size_t buf_len, uint64_t file_size,
         }
         if (h->incompatible & Q2_INCOMPAT_DATA_FILE)
                 return fail(reason, rlen, -EOPNOTSUPP, "image uses an external data file (incompatible feature bit 2): not supported");
-        if (h->incompatible & Q2_INCOMPAT_EXTL2)
-                return fail(reason, rlen, -EOPNOTSUPP, "image uses extended L2 entries (subclusters, incompatible feature bit 4): not supported");
+        if (h->incompatible & Q2_INCOMPAT_EXTL2) {
+                h->ext_l2 = true;
+                if (h->cluster_bits < 14)
+                        return fail(reason, rlen, -EINVAL, "extended L2 entries with cluster_bits %u (at least 14)", h->cluster_bits);
+        }
         if (h->incompatible & Q2_INCOMPAT_COMPRESSION) {
                 if (h->compression == 0)
                         return fail(reason, rlen, -EINVAL, "compression type bit set but compression_type is zlib (0)");
@@ -217,7 +220,8 @@ int qcow2_parse_header(const uint8_t *buf, size_t buf_len, uint64_t file_size,
 
         /* Sizes and tables. */
         vclusters = (h->size >> h->cluster_bits) + ((h->size & (cs - 1)) != 0);
-        l1_need = vclusters / (cs / 8) + (vclusters % (cs / 8) != 0);
+        l2e = cs / (h->ext_l2 ? 16 : 8);
+        l1_need = vclusters / l2e + (vclusters % l2e != 0);
         if (h->size > (1ULL << 62))
                 return fail(reason, rlen, -EINVAL, "virtual size %" PRIu64 " too large", h->size);
         if ((uint64_t) h->l1_size * 8 > Q2_MAX_L1_BYTES)
@@ -492,6 +496,10 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
                 r = fail(reason, rlen, -EROFS, "image has the dirty bit set (refcounts may be stale): repair it with 'qemu-img check -r all', or open it read-only");
                 goto err;
         }
+        if (!read_only && img->h.ext_l2) {
+                r = fail(reason, rlen, -EOPNOTSUPP, "image uses extended L2 entries (subclusters, incompatible feature bit 4): served read-only only");
+                goto err;
+        }
         if (!read_only && img->h.corrupt) {
                 r = fail(reason, rlen, -EROFS, "image is marked corrupt: repair it with 'qemu-img check -r all', or open it read-only");
                 goto err;
@@ -508,7 +516,7 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
         img->size = img->h.size;
         img->cluster_bits = img->h.cluster_bits;
         cs = img->cluster_size = 1u << img->cluster_bits;
-        img->l2_entries = img->cluster_size / 8;
+        img->l2_entries = img->cluster_size / (img->h.ext_l2 ? 16 : 8);
         img->rb_bits = 1u << img->h.refcount_order;
         img->rb_entries = img->cluster_size * 8 / img->rb_bits;
         img->csize_shift = 62 - (img->cluster_bits - 8);

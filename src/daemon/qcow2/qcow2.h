@@ -38,8 +38,10 @@
  *  - The refcount table is grown, if needed, when an image is opened for writing, to cover
  *    every cluster the image could need (never while requests run); past that, writes that
  *    allocate fail with -ENOSPC and the image stays consistent.
- *  - Not served: encryption, external data files, extended L2 entries (subclusters), unknown
- *    incompatible features: qcow2_open() refuses them, naming the feature.
+ *  - Extended L2 entries (subclusters) are served read-only (reads, also as a backing level);
+ *    opening such an image for writing is refused, naming the feature.
+ *  - Not served: encryption, external data files, unknown incompatible features:
+ *    qcow2_open() refuses them, naming the feature.
  *
  * Driving it from a ublk queue thread (what a qcow2 target does):
  *  - control side: open the chain base first (qcow2_open_raw for a raw base, qcow2_open with
@@ -178,6 +180,7 @@ struct qcow2_header_info {
         char backing_name[1024];
         char backing_format[64];
         bool dirty, corrupt;
+        bool ext_l2;                    /* extended L2 entries (subclusters): read-only */
 };
 int qcow2_parse_header(const uint8_t *buf, size_t buf_len, uint64_t file_size,
                        struct qcow2_header_info *h, char *reason, size_t reason_len);

@@ -182,7 +182,7 @@ static int lookup(struct q2_chunk *c, uint64_t *e, const uint8_t **tbl)
         r = q2_cache_get(img, l2o, Q2_CE_L2, &c->t, &ce);
         if (r < 0)
                 return r;
-        *e = q2_be64(ce->m.mem + 8 * (c->gcl % img->l2_entries));
+        *e = q2_be64(ce->m.mem + (img->h.ext_l2 ? 16 : 8) * (c->gcl % img->l2_entries));
         if (tbl)
                 *tbl = ce->m.mem;
         return 0;
@@ -197,6 +197,31 @@ static int kind_of(const struct qcow2_image *img, uint64_t e)
         if (img->h.version == 3 && (e & Q2_ZERO))
                 return K_ZERO;
         return e & Q2_L2E_OFFSET ? K_NORMAL : K_UNALLOC;
+}
+
+/* What guest unit u (a cluster; with extended L2 entries a subcluster) reads from, in the L2
+ * table tbl (NULL: none): a K_*, and for K_NORMAL the unit's host offset. */
+static int unit_kind(const struct qcow2_image *img, const uint8_t *tbl, uint64_t u, uint64_t *host)
+{
+        uint64_t cl = img->h.ext_l2 ? u >> 5 : u, l2i = cl % img->l2_entries, e, bm;
+        unsigned sc = (unsigned) (u & 31);
+        int k;
+
+        if (!img->h.ext_l2) {
+                e = tbl ? q2_be64(tbl + 8 * l2i) : 0;
+                k = kind_of(img, e);
+                *host = e & Q2_L2E_OFFSET;
+                return k;
+        }
+        e = tbl ? q2_be64(tbl + 16 * l2i) : 0;
+        bm = tbl ? q2_be64(tbl + 16 * l2i + 8) : 0;
+        if (e & Q2_COMPRESSED)
+                return K_COMPRESSED;
+        if (bm >> sc & 1) {
+                *host = (e & Q2_L2E_OFFSET) + ((uint64_t) sc << (img->cluster_bits - 5));
+                return K_NORMAL;
+        }
+        return bm >> (32 + sc) & 1 ? K_ZERO : K_UNALLOC;
 }
 
 static struct q2_dcache *dc_find(struct qcow2_image *img, uint64_t e)
@@ -232,7 +257,9 @@ static void read_run(struct q2_task *t)
 {
         struct q2_chunk *c = (struct q2_chunk *) t;
         struct qcow2_image *img = c->img;
-        uint64_t cs = img->cluster_size, e, host, covered, l2i = c->gcl % img->l2_entries;
+        uint64_t cs = img->cluster_size, e, host = 0, h0, covered, goff, u;
+        unsigned ubits = img->cluster_bits - (img->h.ext_l2 ? 5 : 0);
+        uint64_t us = 1ULL << ubits;
         const uint8_t *tbl;
         struct q2_dcache *d;
         int r, kind;
@@ -262,29 +289,35 @@ static void read_run(struct q2_task *t)
                         chunk_done(c, r);
                 return;
         }
-        kind = kind_of(img, e);
-        covered = cs - c->coff < c->rlen ? cs - c->coff : c->rlen;
+        goff = (c->gcl << img->cluster_bits) + c->coff;
+        u = goff >> ubits;
+        kind = unit_kind(img, tbl, u, &host);
+        if (kind == K_COMPRESSED)
+                us = cs;        /* a compressed cluster has no subclusters */
+        covered = us - (goff & (us - 1));
+        if (covered > c->rlen)
+                covered = c->rlen;
         d = kind == K_COMPRESSED ? dc_find(img, e) : NULL;
         if (d)
                 memcpy(c->gbuf, d->data + c->coff, covered);
-        for (uint64_t k = 1; kind != K_COMPRESSED && covered < c->rlen &&
-             l2i + k < img->l2_entries && covered < (8u << 20); k++) {
-                uint64_t e2 = tbl ? q2_be64(tbl + 8 * (l2i + k)) : 0;
-                if (kind_of(img, e2) != kind ||
-                    (kind == K_NORMAL && (e2 & Q2_L2E_OFFSET) != (e & Q2_L2E_OFFSET) + k * cs))
+        for (uint64_t k = 1; kind != K_COMPRESSED && covered < c->rlen && covered < (8u << 20) &&
+             ((u + k) >> (img->cluster_bits - ubits)) / img->l2_entries ==
+             (u >> (img->cluster_bits - ubits)) / img->l2_entries; k++) {
+                uint64_t h2;
+                if (unit_kind(img, tbl, u + k, &h2) != kind || (kind == K_NORMAL && h2 != host + k * us))
                         break;
-                covered += c->rlen - covered < cs ? c->rlen - covered : cs;
+                covered += c->rlen - covered < us ? c->rlen - covered : us;
         }
         pthread_mutex_unlock(&img->lock);
         if (covered < c->rlen) {
                 struct q2_chunk *rest = calloc(1, sizeof(*rest));
-                uint64_t goff = (c->gcl << img->cluster_bits) + c->coff + covered;
+                uint64_t next = goff + covered;
                 if (!rest)
                         abort();
                 *rest = (struct q2_chunk) { .t = { .run = read_run, .q = t->q }, .img = img,
                                             .req = c->req, .mode = MODE_READ,
-                                            .gcl = goff >> img->cluster_bits,
-                                            .coff = (uint32_t) (goff & (cs - 1)),
+                                            .gcl = next >> img->cluster_bits,
+                                            .coff = (uint32_t) (next & (cs - 1)),
                                             .gbuf = c->gbuf + covered, .rlen = c->rlen - covered };
                 c->req->pending_++;
                 q2_wake(&rest->t);
@@ -303,10 +336,10 @@ static void read_run(struct q2_task *t)
                 memset(c->gbuf, 0, covered);
                 return chunk_done(c, 0);
         case K_NORMAL:
-                if ((r = entry_host(img, e, &host)) < 0)
+                if ((r = entry_host(img, e, &h0)) < 0)
                         return chunk_done(c, r);
                 c->state = 1;
-                host_io(c, QCOW2_IO_READ, c->gbuf, covered, host + c->coff);
+                host_io(c, QCOW2_IO_READ, c->gbuf, covered, host + (goff & (us - 1)));
                 break;
         default:
                 c->state = 1;
