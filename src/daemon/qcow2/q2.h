@@ -8,7 +8,8 @@
  *   cache.c     L2 / refcount block cache (LRU, byte budget), metadata write-back (q2_meta)
  *   refcount.c  refcount entries, allocator, refcount sync (blocks, fsync, table, fsync)
  *   compress.c  compressed clusters (zlib raw deflate, zstd)
- *   request.c   the request state machines (read, write/COW, discard, write-zeroes, flush)
+ *   request.c   requests cut into chunks; write/COW, discard, write-zeroes, flush
+ *   read.c      the read chunks
  *
  * Rules: every field of struct qcow2_image below "under lock" is read and written with
  * img->lock held.  A task runs only on its queue's thread; it parks on one wait list at a time
@@ -255,6 +256,41 @@ void q2_rc_free(struct qcow2_image *img);
 
 /* compress.c */
 int q2_decompress(int type, const void *src, size_t src_len, void *dst, size_t dst_len);
+
+
+/* ---- guest request chunks (request.c, read.c) ------------------------------------------ */
+enum { MODE_READ, MODE_DATA, MODE_SET, MODE_FLUSH, MODE_RAW };
+
+/* One piece of a guest request: a task of its own. */
+struct q2_chunk {
+        struct q2_task t;
+        struct qcow2_image *img;
+        struct qcow2_req *req;
+        int mode, state;
+        uint64_t gcl;
+        uint32_t coff, clen;
+        uint8_t *gbuf;                  /* the guest's bytes; NULL: zeros */
+        bool busy, l2busy;
+        uint64_t newe;                  /* MODE_SET: the entry to set */
+        uint64_t l2off, old, newh, newl2, oldl2, need, rc_need;
+        uint8_t *cbuf, *zbuf;
+        size_t zlen;
+        uint64_t free_next, free_end;   /* host clusters still to decrement */
+        bool pooled;                    /* newh came from the pool: durable already */
+        bool refill;                    /* this chunk refills the pool with res[] */
+        uint64_t *res;
+        uint32_t res_n;
+        uint64_t rlen;                  /* MODE_READ: guest bytes from gcl/coff on */
+};
+
+void q2_chunk_done(struct q2_chunk *c, int err);
+/* dst <- guest bytes [goff, goff+len) of the backing chain (zeros where it has none). */
+void q2_read_backing(struct q2_chunk *c, uint8_t *dst, uint64_t goff, uint64_t len);
+void q2_host_io(struct q2_chunk *c, enum qcow2_io_op op, void *buf, size_t len, uint64_t off);
+/* Host offset of a normal entry, or -EIO if it cannot be one. */
+int q2_entry_host(const struct qcow2_image *img, uint64_t e, uint64_t *host);
+int q2_start_compressed_read(struct q2_chunk *c, uint64_t e);
+void q2_read_run(struct q2_task *t);
 
 /* request.c */
 void q2_req_start(struct qcow2_image *img, struct qcow2_queue *q, struct qcow2_req *req);

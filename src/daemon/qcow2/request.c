@@ -1,22 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Guest requests.  A request is cut into one chunk per guest cluster; each chunk is a task
- * that runs its state machine (below) and parks where it must wait.  Changes to one guest
- * cluster (write, discard, write-zeroes) are serialized by the busy set, and so is the
- * allocation of the L2 table of one L1 slot; reads are not (a read racing a write of the same
- * bytes may see either, as on any disk).
+ * Guest requests.  A request is cut into chunks, each a task that runs its state machine and
+ * parks where it must wait: one chunk per guest cluster for writes, discards and
+ * write-zeroes; reads take as many clusters as map alike (read.c).  Changes to one guest
+ * cluster are serialized by the busy set, and so is the allocation of the L2 table of one L1
+ * slot; reads are not (a read racing a write of the same bytes may see either, as on a disk).
  *
- * Read:   L1 -> L2 (cache) -> data | zeros | backing (a child request on the backing image,
- *         zeros past its end) | compressed (read, decompress).
  * Write, discard, write-zeroes:
  *   busy(cluster) -> L2 table writable?  (no table, or one without COPIED: a new table, a copy
  *         of the old one or zeros; written; refcount sync (its fsync covers that write); L1
  *         entry set and written; the old table's refcount decremented after an fsync)
  *   -> entry:  a normal cluster with COPIED is written in place;  otherwise a new cluster is
- *         allocated, filled (old data, backing data, decompressed data or zeros, then the
- *         guest's bytes), written; once that write is done, a refcount sync (its fsync covers
- *         the allocation and the data) runs, then the L2 entry is set and written.  Discard / write-zeroes of a
- *         whole cluster set the entry to 0 or ZERO instead.
+ *         taken from the pool (refcount durable already) or allocated, filled (old data,
+ *         backing data, decompressed data or zeros, then the guest's bytes; only the guest's
+ *         bytes into a pristine pool cluster when the rest must be zeros), written; an
+ *         allocated one then waits for a refcount sync (its fsync covers the allocation and
+ *         the data); then the L2 entry is set and written.  Discard / write-zeroes of a whole
+ *         cluster set the entry to 0 or ZERO instead.
  *   -> a replaced cluster (old data, compressed) is decremented after an fsync that follows
  *         the L2 write.
  * Flush: a refcount sync (dirty refcount blocks, fsync, table, fsync).
@@ -31,32 +31,9 @@ enum {
         M_BUSY, M_L2, M_L2NEW_W, M_L2NEW_RC, M_L1W, M_L1FS, M_L1FREE, M_ENTRY, M_INPLACE,
         M_FILL, M_DATA, M_L2W, M_FREE_FS, M_FREE,
 };
-enum { MODE_READ, MODE_DATA, MODE_SET, MODE_FLUSH, MODE_RAW };
-
-struct q2_chunk {
-        struct q2_task t;
-        struct qcow2_image *img;
-        struct qcow2_req *req;
-        int mode, state;
-        uint64_t gcl;
-        uint32_t coff, clen;
-        uint8_t *gbuf;                  /* the guest's bytes; NULL: zeros */
-        bool busy, l2busy;
-        uint64_t newe;                  /* MODE_SET: the entry to set */
-        uint64_t l2off, old, newh, newl2, oldl2, need, rc_need;
-        uint8_t *cbuf, *zbuf;
-        size_t zlen;
-        uint64_t free_next, free_end;   /* host clusters still to decrement */
-        bool pooled;                    /* newh came from the pool: durable already */
-        bool refill;                    /* this chunk refills the pool with res[] */
-        uint64_t *res;
-        uint32_t res_n;
-        uint64_t rlen;                  /* MODE_READ: guest bytes from gcl/coff on */
-};
-
 #define L2KEY(l1i) ((1ULL << 63) | (l1i))
 
-static void chunk_done(struct q2_chunk *c, int err)
+void q2_chunk_done(struct q2_chunk *c, int err)
 {
         struct qcow2_image *img = c->img;
         struct qcow2_req *req = c->req;
@@ -93,7 +70,7 @@ static void child_done(struct qcow2_req *child, int res)
 }
 
 /* dst <- guest bytes [goff, goff+len) of the backing chain (zeros where it has none). */
-static void read_backing(struct q2_chunk *c, uint8_t *dst, uint64_t goff, uint64_t len)
+void q2_read_backing(struct q2_chunk *c, uint8_t *dst, uint64_t goff, uint64_t len)
 {
         struct qcow2_image *b = c->img->backing;
         struct qcow2_req *child;
@@ -118,7 +95,7 @@ static void read_backing(struct q2_chunk *c, uint8_t *dst, uint64_t goff, uint64
         q2_req_start(b, c->t.q, child);
 }
 
-static void host_io(struct q2_chunk *c, enum qcow2_io_op op, void *buf, size_t len, uint64_t off)
+void q2_host_io(struct q2_chunk *c, enum qcow2_io_op op, void *buf, size_t len, uint64_t off)
 {
         struct q2_hio *h = q2_hio_new(c->img, op, buf, len, off);
 
@@ -127,7 +104,7 @@ static void host_io(struct q2_chunk *c, enum qcow2_io_op op, void *buf, size_t l
 }
 
 /* Host offset of a normal entry, or 0 with -EIO if it cannot be one. */
-static int entry_host(const struct qcow2_image *img, uint64_t e, uint64_t *host)
+int q2_entry_host(const struct qcow2_image *img, uint64_t e, uint64_t *host)
 {
         uint64_t o = e & Q2_L2E_OFFSET;
 
@@ -150,7 +127,7 @@ static bool is_metadata(struct qcow2_image *img, uint64_t host)
                (host < rt_end && img->h.rt_offset < host + cs) || q2_cache_find(img, host);
 }
 
-static int start_compressed_read(struct q2_chunk *c, uint64_t e)
+int q2_start_compressed_read(struct q2_chunk *c, uint64_t e)
 {
         struct qcow2_image *img = c->img;
         uint64_t off = e & img->coffset_mask & Q2_L2E_OFFSET_ALL;
@@ -160,193 +137,8 @@ static int start_compressed_read(struct q2_chunk *c, uint64_t e)
         c->zbuf = malloc(c->zlen);
         if (!c->zbuf)
                 return -ENOMEM;
-        host_io(c, QCOW2_IO_READ, c->zbuf, c->zlen, off);
+        q2_host_io(c, QCOW2_IO_READ, c->zbuf, c->zlen, off);
         return 0;
-}
-
-/* The L2 entry of the chunk's cluster (0 if no table): 0, -EAGAIN (parked), <0.  *tbl: the
- * L2 table (NULL if none), valid while the lock is held.  Lock held. */
-static int lookup(struct q2_chunk *c, uint64_t *e, const uint8_t **tbl)
-{
-        struct qcow2_image *img = c->img;
-        uint64_t l1i = c->gcl / img->l2_entries;
-        uint64_t l2o = q2_be64(img->l1_disk + 8 * l1i) & Q2_L1E_OFFSET;
-        struct q2_centry *ce;
-        int r;
-
-        *e = 0;
-        if (tbl)
-                *tbl = NULL;
-        if (!l2o)
-                return 0;
-        r = q2_cache_get(img, l2o, Q2_CE_L2, &c->t, &ce);
-        if (r < 0)
-                return r;
-        *e = q2_be64(ce->m.mem + (img->h.ext_l2 ? 16 : 8) * (c->gcl % img->l2_entries));
-        if (tbl)
-                *tbl = ce->m.mem;
-        return 0;
-}
-
-enum { K_UNALLOC, K_ZERO, K_NORMAL, K_COMPRESSED };
-
-static int kind_of(const struct qcow2_image *img, uint64_t e)
-{
-        if (e & Q2_COMPRESSED)
-                return K_COMPRESSED;
-        if (img->h.version == 3 && (e & Q2_ZERO))
-                return K_ZERO;
-        return e & Q2_L2E_OFFSET ? K_NORMAL : K_UNALLOC;
-}
-
-/* What guest unit u (a cluster; with extended L2 entries a subcluster) reads from, in the L2
- * table tbl (NULL: none): a K_*, and for K_NORMAL the unit's host offset. */
-static int unit_kind(const struct qcow2_image *img, const uint8_t *tbl, uint64_t u, uint64_t *host)
-{
-        uint64_t cl = img->h.ext_l2 ? u >> 5 : u, l2i = cl % img->l2_entries, e, bm;
-        unsigned sc = (unsigned) (u & 31);
-        int k;
-
-        if (!img->h.ext_l2) {
-                e = tbl ? q2_be64(tbl + 8 * l2i) : 0;
-                k = kind_of(img, e);
-                *host = e & Q2_L2E_OFFSET;
-                return k;
-        }
-        e = tbl ? q2_be64(tbl + 16 * l2i) : 0;
-        bm = tbl ? q2_be64(tbl + 16 * l2i + 8) : 0;
-        if (e & Q2_COMPRESSED)
-                return K_COMPRESSED;
-        if (bm >> sc & 1) {
-                *host = (e & Q2_L2E_OFFSET) + ((uint64_t) sc << (img->cluster_bits - 5));
-                return K_NORMAL;
-        }
-        return bm >> (32 + sc) & 1 ? K_ZERO : K_UNALLOC;
-}
-
-static struct q2_dcache *dc_find(struct qcow2_image *img, uint64_t e)
-{
-        for (uint32_t i = 0; i < img->dc_n; i++)
-                if (img->dc[i].key == e && img->dc[i].data) {
-                        img->dc[i].used = ++img->dc_clock;
-                        return &img->dc[i];
-                }
-        return NULL;
-}
-
-static void dc_put(struct qcow2_image *img, uint64_t e, const uint8_t *data)
-{
-        struct q2_dcache *d = &img->dc[0];
-
-        for (uint32_t i = 1; i < img->dc_n; i++)
-                if (img->dc[i].used < d->used)
-                        d = &img->dc[i];
-        if (!d->data && !(d->data = malloc(img->cluster_size)))
-                return;
-        memcpy(d->data, data, img->cluster_size);
-        d->key = e;
-        d->used = ++img->dc_clock;
-}
-
-/*
- * A read chunk covers [gcl/coff, +rlen): it maps its first cluster and as many after it as
- * map the same way (host-contiguous data, zeros, or unallocated: one host read, one memset, one
- * backing read) within the L2 table and 8 MiB; a new chunk takes the rest.
- */
-static void read_run(struct q2_task *t)
-{
-        struct q2_chunk *c = (struct q2_chunk *) t;
-        struct qcow2_image *img = c->img;
-        uint64_t cs = img->cluster_size, e, host = 0, h0, covered, goff, u;
-        unsigned ubits = img->cluster_bits - (img->h.ext_l2 ? 5 : 0);
-        uint64_t us = 1ULL << ubits;
-        const uint8_t *tbl;
-        struct q2_dcache *d;
-        int r, kind;
-
-        if (t->err)
-                return chunk_done(c, t->err);
-        if (c->state == 1)
-                return chunk_done(c, 0);
-        if (c->state == 2) {
-                c->cbuf = malloc(cs);
-                if (!c->cbuf)
-                        return chunk_done(c, -ENOMEM);
-                r = q2_decompress(img->h.compression, c->zbuf, c->zlen, c->cbuf, cs);
-                if (r == 0) {
-                        memcpy(c->gbuf, c->cbuf + c->coff, c->rlen);
-                        pthread_mutex_lock(&img->lock);
-                        dc_put(img, c->old, c->cbuf);
-                        pthread_mutex_unlock(&img->lock);
-                }
-                return chunk_done(c, r);
-        }
-        pthread_mutex_lock(&img->lock);
-        r = lookup(c, &e, &tbl);
-        if (r < 0) {
-                pthread_mutex_unlock(&img->lock);
-                if (r != -EAGAIN)
-                        chunk_done(c, r);
-                return;
-        }
-        goff = (c->gcl << img->cluster_bits) + c->coff;
-        u = goff >> ubits;
-        kind = unit_kind(img, tbl, u, &host);
-        if (kind == K_COMPRESSED)
-                us = cs;        /* a compressed cluster has no subclusters */
-        covered = us - (goff & (us - 1));
-        if (covered > c->rlen)
-                covered = c->rlen;
-        d = kind == K_COMPRESSED ? dc_find(img, e) : NULL;
-        if (d)
-                memcpy(c->gbuf, d->data + c->coff, covered);
-        for (uint64_t k = 1; kind != K_COMPRESSED && covered < c->rlen && covered < (8u << 20) &&
-             ((u + k) >> (img->cluster_bits - ubits)) / img->l2_entries ==
-             (u >> (img->cluster_bits - ubits)) / img->l2_entries; k++) {
-                uint64_t h2;
-                if (unit_kind(img, tbl, u + k, &h2) != kind || (kind == K_NORMAL && h2 != host + k * us))
-                        break;
-                covered += c->rlen - covered < us ? c->rlen - covered : us;
-        }
-        pthread_mutex_unlock(&img->lock);
-        if (covered < c->rlen) {
-                struct q2_chunk *rest = calloc(1, sizeof(*rest));
-                uint64_t next = goff + covered;
-                if (!rest)
-                        abort();
-                *rest = (struct q2_chunk) { .t = { .run = read_run, .q = t->q }, .img = img,
-                                            .req = c->req, .mode = MODE_READ,
-                                            .gcl = next >> img->cluster_bits,
-                                            .coff = (uint32_t) (next & (cs - 1)),
-                                            .gbuf = c->gbuf + covered, .rlen = c->rlen - covered };
-                c->req->pending_++;
-                q2_wake(&rest->t);
-        }
-        c->rlen = covered;
-        switch (kind) {
-        case K_COMPRESSED:
-                if (d)
-                        return chunk_done(c, 0);
-                c->state = 2;
-                c->old = e;
-                if ((r = start_compressed_read(c, e)) < 0)
-                        return chunk_done(c, r);
-                break;
-        case K_ZERO:
-                memset(c->gbuf, 0, covered);
-                return chunk_done(c, 0);
-        case K_NORMAL:
-                if ((r = entry_host(img, e, &h0)) < 0)
-                        return chunk_done(c, r);
-                c->state = 1;
-                host_io(c, QCOW2_IO_READ, c->gbuf, covered, host + (goff & (us - 1)));
-                break;
-        default:
-                c->state = 1;
-                read_backing(c, c->gbuf, (c->gcl << img->cluster_bits) + c->coff, covered);
-                if (!t->pending)
-                        return chunk_done(c, 0);
-        }
 }
 
 /* The pool is empty: reserve up to pool_k clusters (without waiting for refcount blocks to
@@ -376,7 +168,7 @@ static void refill(struct q2_chunk *c)
         img->refilling = true;
         if (end > img->ext_end) {
                 static uint8_t zeros[512];      /* only ever written from */
-                host_io(c, QCOW2_IO_WRITE, zeros, 512, end - 512);
+                q2_host_io(c, QCOW2_IO_WRITE, zeros, 512, end - 512);
         }
 }
 
@@ -501,7 +293,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                         return 1;
                 }
                 if (!(e & Q2_COMPRESSED) && (e & Q2_COPIED) && !(e & Q2_ZERO) && (e & Q2_L2E_OFFSET)) {
-                        if (entry_host(img, e, &host) < 0 || is_metadata(img, host)) {
+                        if (q2_entry_host(img, e, &host) < 0 || is_metadata(img, host)) {
                                 *done = -EIO;
                                 return 0;
                         }
@@ -510,7 +302,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                                 return 0;
                         }
                         c->state = M_INPLACE;
-                        host_io(c, QCOW2_IO_WRITE, c->gbuf ? c->gbuf : c->cbuf, c->clen, host + c->coff);
+                        q2_host_io(c, QCOW2_IO_WRITE, c->gbuf ? c->gbuf : c->cbuf, c->clen, host + c->coff);
                         return 0;
                 }
                 if (img->pool_n) {
@@ -524,7 +316,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                 }
                 if (c->clen == cs && c->gbuf) {
                         c->state = M_DATA;
-                        host_io(c, QCOW2_IO_WRITE, c->gbuf, cs, c->newh);
+                        q2_host_io(c, QCOW2_IO_WRITE, c->gbuf, cs, c->newh);
                         return 0;
                 }
                 /* What the rest of the cluster must hold: zeros, or old data. */
@@ -536,7 +328,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                         /* Inside the durable file end, never written: zeros already. */
                         c->state = M_DATA;
                         if (c->gbuf)
-                                host_io(c, QCOW2_IO_WRITE, c->gbuf, c->clen, c->newh + c->coff);
+                                q2_host_io(c, QCOW2_IO_WRITE, c->gbuf, c->clen, c->newh + c->coff);
                         return t->pending ? 0 : 1;
                 }
                 c->cbuf = malloc(cs);
@@ -548,13 +340,13 @@ static int mut_step(struct q2_chunk *c, int *done)
                 if (zeros)
                         memset(c->cbuf, 0, cs);
                 else if (compressed)
-                        PARK_OR_FAIL(start_compressed_read(c, e));
+                        PARK_OR_FAIL(q2_start_compressed_read(c, e));
                 else if (e & Q2_L2E_OFFSET) {
-                        if (entry_host(img, e, &host) < 0) {
+                        if (q2_entry_host(img, e, &host) < 0) {
                                 *done = -EIO;
                                 return 0;
                         }
-                        host_io(c, QCOW2_IO_READ, c->cbuf, cs, host);
+                        q2_host_io(c, QCOW2_IO_READ, c->cbuf, cs, host);
                 } else
                         c->state = -M_FILL;     /* the backing read: after unlocking */
                 return t->pending ? 0 : 1;
@@ -574,7 +366,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                 else
                         memset(c->cbuf + c->coff, 0, c->clen);
                 c->state = M_DATA;
-                host_io(c, QCOW2_IO_WRITE, c->cbuf, cs, c->newh);
+                q2_host_io(c, QCOW2_IO_WRITE, c->cbuf, cs, c->newh);
                 return 0;
         case M_DATA:
                 /* The sync's fsync covers the data write too: after a power loss, no entry
@@ -648,7 +440,7 @@ static void mut_run(struct q2_task *t)
         int done = 0;
 
         if (t->err)
-                return chunk_done(c, t->err);
+                return q2_chunk_done(c, t->err);
         pthread_mutex_lock(&img->lock);
         while (mut_step(c, &done))
                 if (c->state == -M_FILL)
@@ -656,13 +448,13 @@ static void mut_run(struct q2_task *t)
         pthread_mutex_unlock(&img->lock);
         if (c->state == -M_FILL) {
                 c->state = M_FILL;
-                read_backing(c, c->cbuf, c->gcl << img->cluster_bits, img->cluster_size);
+                q2_read_backing(c, c->cbuf, c->gcl << img->cluster_bits, img->cluster_size);
                 if (!t->pending)
                         q2_wake(t);
                 return;
         }
         if (done)
-                chunk_done(c, done < 0 ? done : 0);
+                q2_chunk_done(c, done < 0 ? done : 0);
 }
 
 static void flush_run(struct q2_task *t)
@@ -672,7 +464,7 @@ static void flush_run(struct q2_task *t)
         int r;
 
         if (t->err)
-                return chunk_done(c, t->err);
+                return q2_chunk_done(c, t->err);
         pthread_mutex_lock(&img->lock);
         if (c->state == 0) {
                 c->rc_need = q2_rc_need(img);
@@ -681,7 +473,7 @@ static void flush_run(struct q2_task *t)
         r = q2_rc_wait(img, c->rc_need, t);
         pthread_mutex_unlock(&img->lock);
         if (r != -EAGAIN)
-                chunk_done(c, r);
+                q2_chunk_done(c, r);
 }
 
 static void raw_run(struct q2_task *t)
@@ -689,9 +481,9 @@ static void raw_run(struct q2_task *t)
         struct q2_chunk *c = (struct q2_chunk *) t;
 
         if (t->err || c->state)
-                return chunk_done(c, t->err);
+                return q2_chunk_done(c, t->err);
         c->state = 1;
-        host_io(c, QCOW2_IO_READ, c->gbuf, c->req->len, c->req->off);
+        q2_host_io(c, QCOW2_IO_READ, c->gbuf, c->req->len, c->req->off);
 }
 
 static struct q2_chunk *chunk_new(struct qcow2_image *img, struct qcow2_queue *q,
@@ -705,7 +497,7 @@ static struct q2_chunk *chunk_new(struct qcow2_image *img, struct qcow2_queue *q
         c->req = req;
         c->mode = mode;
         c->t.q = q;
-        c->t.run = mode == MODE_READ ? read_run : mode == MODE_FLUSH ? flush_run :
+        c->t.run = mode == MODE_READ ? q2_read_run : mode == MODE_FLUSH ? flush_run :
                    mode == MODE_RAW ? raw_run : mut_run;
         req->pending_++;
         return c;
