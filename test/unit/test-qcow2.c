@@ -32,6 +32,17 @@
 #include "qcow2.h"
 
 static char dir[256];
+static bool direct;                     /* open the images with O_DIRECT */
+
+/* Guest buffers as ublk gives them: page-aligned (O_DIRECT needs it). */
+static void *abuf(size_t len)
+{
+        void *p;
+
+        if (posix_memalign(&p, 4096, len ? len : 1))
+                abort();
+        return p;
+}
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int sh(const char *fmt, ...)
@@ -281,8 +292,11 @@ struct chain {
 
 static bool is_qcow2(int fd)
 {
-        unsigned char m[4] = { 0 };
-        return pread(fd, m, 4, 0) == 4 && !memcmp(m, "QFI\xfb", 4);
+        unsigned char *m = abuf(512);
+        bool yes = pread(fd, m, 512, 0) >= 4 && !memcmp(m, "QFI\xfb", 4);
+
+        free(m);
+        return yes;
 }
 
 /* Open name and its backing chain (names relative to dir). */
@@ -295,7 +309,7 @@ static int open_chain(struct chain *c, const char *name, bool ro, uint64_t cache
         memset(c, 0, sizeof(*c));
         snprintf(names[0], sizeof(names[0]), "%s", path(name));
         for (;;) {
-                int fd = open(names[n], (n == 0 && !ro) ? O_RDWR : O_RDONLY);
+                int fd = open(names[n], ((n == 0 && !ro) ? O_RDWR : O_RDONLY) | (direct ? O_DIRECT : 0));
                 struct qcow2_image *tmp;
                 if (fd < 0)
                         return -errno;
@@ -305,12 +319,14 @@ static int open_chain(struct chain *c, const char *name, bool ro, uint64_t cache
                 r = qcow2_open(&tmp, fd, true, NULL, NULL, reason, sizeof(reason));
                 if (r == -EINVAL && strstr(reason, "backing file")) {
                         /* find the name: parse the header alone */
-                        uint8_t hb[65536];
+                        uint8_t *hb = abuf(65536);
                         struct qcow2_header_info h;
-                        ssize_t got = pread(fd, hb, sizeof(hb), 0);
+                        ssize_t got = pread(fd, hb, 65536, 0);
                         struct stat st;
                         fstat(fd, &st);
-                        if (got < 72 || qcow2_parse_header(hb, (size_t) got, (uint64_t) st.st_size, &h, reason, sizeof(reason)))
+                        r = got < 72 || qcow2_parse_header(hb, (size_t) got, (uint64_t) st.st_size, &h, reason, sizeof(reason));
+                        free(hb);
+                        if (r)
                                 return -EINVAL;
                         if (h.backing_name[0] == '/')
                                 snprintf(names[n + 1], sizeof(names[n + 1]), "%s", h.backing_name);
@@ -391,7 +407,7 @@ static void check_read(const char *name, uint64_t cache)
         }
         size = qcow2_size(c.img[0]);
         CHECK(size == rawlen, "%s: size %" PRIu64 " vs %zu", name, size, rawlen);
-        buf = malloc(1 << 21);
+        buf = abuf(1 << 21);
         tq_init(&t, true, 7);
         while (off < size && off < rawlen) {
                 uint64_t len = 512 * (1 + (uint64_t) rand_r(&seed) % 4096);
@@ -454,8 +470,8 @@ static void test_reads(void)
         check_read("xl.qcow2", 0);
         sh("qemu-img convert -c -O qcow2 -o extended_l2=on,cluster_size=16k %s %s", path("mix.raw"), path("xz.qcow2"));
         check_read("xz.qcow2", 0);
-        /* a chain of depth 3 over a shorter raw base */
-        sh("head -c 3M /dev/urandom > %s", path("base.raw"));
+        /* a chain of depth 3 over a shorter raw base (of an odd size), also through O_DIRECT */
+        sh("head -c 3001k /dev/urandom > %s && head -c 100 /dev/urandom >> %s", path("base.raw"), path("base.raw"));
         sh("qemu-img create -q -f qcow2 -o cluster_size=4k -b base.raw -F raw %s 8M", path("l1.qcow2"));
         sh("qemu-io -c 'write -P 0x91 1M 100k' -c 'write -P 0x92 4M 64k' %s >/dev/null", path("l1.qcow2"));
         sh("qemu-img create -q -f qcow2 -o compat=0.10 -b l1.qcow2 -F qcow2 %s 8M", path("l2.qcow2"));
@@ -463,6 +479,10 @@ static void test_reads(void)
         sh("qemu-img create -q -f qcow2 -o cluster_size=2M -b l2.qcow2 -F qcow2 %s 10M", path("l3.qcow2"));
         sh("qemu-io -c 'write -P 0xb1 2M 4k' -c 'write -z 6M 2M' %s >/dev/null", path("l3.qcow2"));
         check_read("l3.qcow2", 0);
+        direct = true;
+        check_read("l3.qcow2", 0);
+        check_read("z.qcow2", 0);
+        direct = false;
 }
 
 /* ---- random writes ---------------------------------------------------------------------- */
@@ -580,7 +600,7 @@ static bool start_random(struct wl *w, struct tq *t)
         x = calloc(1, sizeof(*x));
         x->w = w;
         x->slot = slot;
-        x->buf = malloc(len);
+        x->buf = abuf(len);
         if (op == QCOW2_WRITE) {
                 uint32_t v = (uint32_t) rand_r(&w->seed);
                 for (uint64_t i = 0; i < len; i += 4) {
@@ -952,6 +972,11 @@ int main(void)
                 "qemu-io -c 'write -P 0x5a 0 300k' -c 'write -P 0x5b 5M 100k' w.qcow2 >/dev/null"
         test_writes("v3-64k-1thread-inorder", MK("-o cluster_size=64k", "32M"), NULL, 300, 1, 1, false, 0);
         test_writes("v3-4k-4threads-random", MK("-o cluster_size=4k", "16M"), NULL, 600, 4, 8, true, 0);
+        direct = true;  /* the same through O_DIRECT fds, and a compressed image */
+        test_writes("v3-4k-3threads-direct", MK("-o cluster_size=4k", "16M"), NULL, 300, 3, 8, true, 0);
+        test_writes("v3-compressed-direct", "yes | head -c 3M > m.raw && head -c 1000 /dev/urandom >> m.raw && "
+                    "qemu-img convert -c -O qcow2 -o cluster_size=4k m.raw w.qcow2", NULL, 200, 2, 8, true, 0);
+        direct = false;
         test_writes("v2-64k-2threads-random", MK("-o compat=0.10", "16M"), NULL, 300, 2, 8, true, 0);
         test_writes("v3-2M-rc1-2threads", MK("-o cluster_size=2M,refcount_bits=1", "24M"), NULL, 100, 2, 4, true, 0);
         test_writes("v3-4k-rc64-tinycache-3threads", MK("-o cluster_size=4k,refcount_bits=64", "16M"), NULL, 400, 3, 8, true, 1);

@@ -134,7 +134,7 @@ static struct q2_centry *centry_new(struct qcow2_image *img, uint64_t off, int k
 
         if (!ce)
                 return NULL;
-        ce->m.mem = malloc(img->cluster_size);
+        ce->m.mem = q2_buf(img->cluster_size, false);
         if (!ce->m.mem) {
                 free(ce);
                 return NULL;
@@ -279,7 +279,7 @@ static void meta_start(struct qcow2_image *img, struct q2_meta *m)
                 lo = 0;
                 hi = m->len;
         }
-        copy = malloc(hi - lo);
+        copy = q2_buf(hi - lo, false);
         if (!copy)
                 abort();
         memcpy(copy, m->mem + lo, hi - lo);

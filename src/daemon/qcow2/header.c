@@ -43,13 +43,29 @@ int q2_pread_full(int fd, void *buf, size_t len, uint64_t off)
                                 continue;
                         return -errno;
                 }
-                if (r == 0) {
+                done += (size_t) r;
+                if (done < len) {       /* end of file (a read is short only there) */
                         memset((uint8_t *) buf + done, 0, len - done);
                         break;
                 }
-                done += (size_t) r;
         }
         return 0;
+}
+
+/* Change n bytes of the header at off: the whole first sector is written (O_DIRECT). */
+static int header_patch(int fd, uint64_t off, const void *bytes, size_t n)
+{
+        uint8_t *s = q2_buf(512, false);
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        if ((r = q2_pread_full(fd, s, 512, 0)) == 0) {
+                memcpy(s + off, bytes, n);
+                r = q2_pwrite_full(fd, s, 512, 0);
+        }
+        free(s);
+        return r;
 }
 
 int q2_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
@@ -316,7 +332,7 @@ static int check_tables(struct qcow2_image *img, char *reason, size_t rlen)
 static int rb_rmw(struct qcow2_image *img, uint64_t blk_off, bool fresh, uint64_t c0, uint64_t c1,
                   int delta)
 {
-        uint8_t *b = malloc(img->cluster_size);
+        uint8_t *b = q2_buf(img->cluster_size, false);
         uint64_t first = (c0 / img->rb_entries) * img->rb_entries;
         int r;
 
@@ -356,7 +372,7 @@ static int grow_rt(struct qcow2_image *img, char *reason, size_t rlen)
                 return 0;
         n = (want * 8 + cs - 1) / cs;
         new_entries = n * cs / 8;
-        nt = calloc(n, cs);
+        nt = q2_buf(n * cs, true);
         if (!nt)
                 return -ENOMEM;
         memcpy(nt, img->rt_disk, (size_t) img->h.rt_clusters * cs);
@@ -395,7 +411,7 @@ static int grow_rt(struct qcow2_image *img, char *reason, size_t rlen)
                 goto out;
         q2_put64(hdr, e * cs);
         q2_put32(hdr + 8, (uint32_t) n);
-        if ((r = q2_pwrite_full(img->fd, hdr, 12, 48)) < 0 || (r = fdatasync(img->fd) < 0 ? -errno : 0) < 0)
+        if ((r = header_patch(img->fd, 48, hdr, 12)) < 0 || (r = fdatasync(img->fd) < 0 ? -errno : 0) < 0)
                 goto out;
         old_off = img->h.rt_offset;
         old_n = img->h.rt_clusters;
@@ -472,7 +488,8 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
         if ((r = file_size_of(fd, &fsize)) < 0)
                 return fail(reason, rlen, r, "cannot size the image: %s", strerror(-r));
         blen = fsize < (2u << 20) ? (size_t) fsize : (2u << 20);
-        buf = malloc(blen ? blen : 1);
+        blen = (blen + 511) & ~(size_t) 511;     /* whole sectors; zeros past the end */
+        buf = q2_buf(blen ? blen : 512, false);
         img = calloc(1, sizeof(*img));
         if (!buf || !img) {
                 free(buf);
@@ -524,11 +541,11 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
         img->coffset_mask = (1ULL << img->csize_shift) - 1;
 
         l1_bytes = ((uint64_t) img->h.l1_size * 8 + cs - 1) & ~(cs - 1);
-        img->l1_disk = calloc(1, l1_bytes ? l1_bytes : 1);
+        img->l1_disk = q2_buf(l1_bytes ? l1_bytes : 512, true);
         img->l1_units_n = (uint32_t) (l1_bytes / 512);
         img->l1_units = calloc(img->l1_units_n ? img->l1_units_n : 1, sizeof(*img->l1_units));
         img->rt_entries = (uint32_t) (((uint64_t) img->h.rt_clusters << img->cluster_bits) / 8);
-        img->rt_disk = malloc((size_t) img->h.rt_clusters << img->cluster_bits);
+        img->rt_disk = q2_buf((size_t) img->h.rt_clusters << img->cluster_bits, false);
         if (!img->l1_disk || !img->l1_units || !img->rt_disk) {
                 r = -ENOMEM;
                 goto err;
@@ -543,7 +560,7 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
         if (!read_only) {
                 if (img->h.version == 3 && img->h.autoclear) {
                         uint8_t zero[8] = { 0 };
-                        if ((r = q2_pwrite_full(fd, zero, 8, 88)) < 0 ||
+                        if ((r = header_patch(fd, 88, zero, 8)) < 0 ||
                             (r = fdatasync(fd) < 0 ? -errno : 0) < 0) {
                                 fail(reason, rlen, r, "cannot clear the autoclear features: %s", strerror(-r));
                                 goto err;

@@ -273,8 +273,8 @@ struct q2_chunk {
         bool busy, l2busy;
         uint64_t newe;                  /* MODE_SET: the entry to set */
         uint64_t l2off, old, newh, newl2, oldl2, need, rc_need;
-        uint8_t *cbuf, *zbuf;
-        size_t zlen;
+        uint8_t *cbuf, *zbuf;           /* COW cluster; compressed bytes (from zbuf + zskip) */
+        size_t zlen, zskip;
         uint64_t free_next, free_end;   /* host clusters still to decrement */
         bool pooled;                    /* newh came from the pool: durable already */
         bool refill;                    /* this chunk refills the pool with res[] */
@@ -294,6 +294,11 @@ void q2_read_run(struct q2_task *t);
 
 /* request.c */
 void q2_req_start(struct qcow2_image *img, struct qcow2_queue *q, struct qcow2_req *req);
+
+/* task.c: every buffer the engine reads or writes through is 4096-aligned and a multiple of
+ * 512 bytes long, and so is every host IO's offset: a file opened with O_DIRECT works where
+ * 512-byte alignment is enough (the guest's buffers must be aligned too).  zero: cleared. */
+void *q2_buf(size_t len, bool zero);
 
 /* header.c: synchronous IO at open/close */
 int q2_pread_full(int fd, void *buf, size_t len, uint64_t off);

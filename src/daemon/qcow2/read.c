@@ -119,10 +119,10 @@ void q2_read_run(struct q2_task *t)
         if (c->state == 1)
                 return q2_chunk_done(c, 0);
         if (c->state == 2) {
-                c->cbuf = malloc(cs);
+                c->cbuf = q2_buf(cs, false);
                 if (!c->cbuf)
                         return q2_chunk_done(c, -ENOMEM);
-                r = q2_decompress(img->h.compression, c->zbuf, c->zlen, c->cbuf, cs);
+                r = q2_decompress(img->h.compression, c->zbuf + c->zskip, c->zlen, c->cbuf, cs);
                 if (r == 0) {
                         memcpy(c->gbuf, c->cbuf + c->coff, c->rlen);
                         pthread_mutex_lock(&img->lock);

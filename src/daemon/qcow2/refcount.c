@@ -212,7 +212,7 @@ static void rcs_run(struct q2_task *t)
                         void *copy;
                         if (ce->kind != Q2_CE_RB || !ce->dirty)
                                 continue;
-                        copy = malloc(img->cluster_size);
+                        copy = q2_buf(img->cluster_size, false);
                         if (!copy)
                                 abort();
                         memcpy(copy, ce->m.mem, img->cluster_size);
@@ -230,7 +230,7 @@ static void rcs_run(struct q2_task *t)
                         if (!img->rt_dirty[u])
                                 continue;
                         img->rt_dirty[u] = false;
-                        copy = malloc(512);
+                        copy = q2_buf(512, false);
                         if (!copy)
                                 abort();
                         memcpy(copy, img->rt_disk + 512 * (size_t) u, 512);

@@ -82,6 +82,11 @@ void q2_read_backing(struct q2_chunk *c, uint8_t *dst, uint64_t goff, uint64_t l
                 memset(dst + n, 0, len - n);
         if (!n)
                 return;
+        if (b->raw) {   /* whole sectors (O_DIRECT); past the file's end reads zeros */
+                n = (n + 511) & ~511ULL;
+                if (n > len)
+                        n = len;
+        }
         child = calloc(1, sizeof(*child));
         if (!child)
                 abort();
@@ -133,11 +138,13 @@ int q2_start_compressed_read(struct q2_chunk *c, uint64_t e)
         uint64_t off = e & img->coffset_mask & Q2_L2E_OFFSET_ALL;
         uint64_t nsec = ((e >> img->csize_shift) & img->csize_mask) + 1;
 
-        c->zlen = (size_t) (nsec * 512 - (off & 511));
-        c->zbuf = malloc(c->zlen);
+        /* whole sectors, for O_DIRECT */
+        c->zskip = off & 511;
+        c->zlen = (size_t) (nsec * 512) - c->zskip;
+        c->zbuf = q2_buf(nsec * 512, false);
         if (!c->zbuf)
                 return -ENOMEM;
-        q2_host_io(c, QCOW2_IO_READ, c->zbuf, c->zlen, off);
+        q2_host_io(c, QCOW2_IO_READ, c->zbuf, nsec * 512, off & ~511ULL);
         return 0;
 }
 
@@ -167,7 +174,7 @@ static void refill(struct q2_chunk *c)
         c->refill = true;
         img->refilling = true;
         if (end > img->ext_end) {
-                static uint8_t zeros[512];      /* only ever written from */
+                static uint8_t zeros[512] __attribute__((aligned(4096)));       /* only written from */
                 q2_host_io(c, QCOW2_IO_WRITE, zeros, 512, end - 512);
         }
 }
@@ -297,7 +304,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                                 *done = -EIO;
                                 return 0;
                         }
-                        if (!c->gbuf && !(c->cbuf = calloc(1, c->clen))) {
+                        if (!c->gbuf && !(c->cbuf = q2_buf(c->clen, true))) {
                                 *done = -ENOMEM;
                                 return 0;
                         }
@@ -331,7 +338,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                                 q2_host_io(c, QCOW2_IO_WRITE, c->gbuf, c->clen, c->newh + c->coff);
                         return t->pending ? 0 : 1;
                 }
-                c->cbuf = malloc(cs);
+                c->cbuf = q2_buf(cs, false);
                 if (!c->cbuf) {
                         *done = -ENOMEM;
                         return 0;
@@ -355,7 +362,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                 return 0;
         case M_FILL:
                 if (c->zbuf) {
-                        r = q2_decompress(img->h.compression, c->zbuf, c->zlen, c->cbuf, cs);
+                        r = q2_decompress(img->h.compression, c->zbuf + c->zskip, c->zlen, c->cbuf, cs);
                         if (r < 0) {
                                 *done = r;
                                 return 0;
@@ -518,7 +525,8 @@ void q2_req_start(struct qcow2_image *img, struct qcow2_queue *q, struct qcow2_r
         req->q_ = q;
         req->pending_ = 1;      /* held until every chunk is queued */
         req->err_ = 0;
-        if (req->op != QCOW2_FLUSH && (end < off || end > img->size))
+        if (req->op != QCOW2_FLUSH &&
+            (end < off || end > (img->raw ? (img->size + 511) & ~511ULL : img->size)))
                 return fail_now(req, -EINVAL);
         if (req->op != QCOW2_READ && req->op != QCOW2_FLUSH && (img->read_only || img->raw))
                 return fail_now(req, -EROFS);

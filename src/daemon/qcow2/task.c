@@ -76,6 +76,18 @@ void q2_park(struct q2_task **list, struct q2_task *t)
         *list = t;
 }
 
+void *q2_buf(size_t len, bool zero)
+{
+        size_t n = (len + 511) & ~(size_t) 511;
+        void *p;
+
+        if (posix_memalign(&p, 4096, n ? n : 512))
+                return NULL;
+        if (zero)
+                memset(p, 0, n ? n : 512);
+        return p;
+}
+
 struct q2_hio *q2_hio_new(struct qcow2_image *img, enum qcow2_io_op op, void *buf, size_t len,
                           uint64_t off)
 {
