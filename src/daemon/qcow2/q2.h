@@ -278,6 +278,7 @@ struct q2_chunk {
         uint64_t free_next, free_end;   /* host clusters still to decrement */
         bool pooled;                    /* newh came from the pool: durable already */
         bool refill;                    /* this chunk refills the pool with res[] */
+        bool detach;                    /* its request is completed; it frees the old cluster */
         uint64_t *res;
         uint32_t res_n;
         uint64_t rlen;                  /* MODE_READ: guest bytes from gcl/coff on */

@@ -52,8 +52,21 @@ void q2_chunk_done(struct q2_chunk *c, int err)
         free(c->zbuf);
         free(c->res);
         free(c);
+        if (!req)
+                return;         /* detached: its request completed already */
         if (err && !req->err_)
                 req->err_ = err;
+        if (--req->pending_ == 0)
+                req->complete(req, req->err_);
+}
+
+/* The guest's part is done (the L2 entry that no longer names the old cluster is written):
+ * complete it now; the chunk goes on alone to free the old cluster. */
+static void detach(struct q2_chunk *c)
+{
+        struct qcow2_req *req = c->req;
+
+        c->req = NULL;
         if (--req->pending_ == 0)
                 req->complete(req, req->err_);
 }
@@ -422,6 +435,9 @@ static int mut_step(struct q2_chunk *c, int *done)
                 }
                 c->need = q2_fsync_need(img);
                 c->state = M_FREE_FS;
+                q2_busy_put(img, c->gcl);       /* the next change to the cluster may start */
+                c->busy = false;
+                c->detach = true;
                 return 1;
         case M_FREE_FS:
                 PARK_OR_FAIL(q2_fsync_wait(img, c->need, t));
@@ -453,6 +469,8 @@ static void mut_run(struct q2_task *t)
                 if (c->state == -M_FILL)
                         break;
         pthread_mutex_unlock(&img->lock);
+        if (c->detach && c->req)
+                detach(c);
         if (c->state == -M_FILL) {
                 c->state = M_FILL;
                 q2_read_backing(c, c->cbuf, c->gcl << img->cluster_bits, img->cluster_size);
