@@ -24,9 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <liburing.h>
 
 #include "check.h"
 #include "qcow2.h"
@@ -49,6 +52,7 @@
 
 static char dir[256];
 static bool direct;                     /* open the images with O_DIRECT */
+static bool use_uring;                  /* new queues drive host IO with io_uring */
 
 /* Guest buffers as ublk gives them: page-aligned (O_DIRECT needs it). */
 static void *abuf(size_t len)
@@ -169,12 +173,46 @@ struct tq {
         unsigned seed;
         atomic_bool woken;
         int outstanding;                /* requests not completed */
+        /* io_uring mode, as a ublk queue thread will: one SQE per host IO (user_data: the
+         * io), an eventfd read armed on the ring for wake() (n counts SQEs in flight) */
+        bool uring;
+        struct io_uring ring;
+        int efd;
+        uint64_t efd_val;
 };
+
+static void tq_arm_efd(struct tq *t)
+{
+        struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+
+        io_uring_prep_read(sqe, t->efd, &t->efd_val, sizeof(t->efd_val), 0);
+        io_uring_sqe_set_data(sqe, &t->efd_val);
+}
 
 static void tq_submit(void *ctx, struct qcow2_io *io)
 {
         struct tq *t = ctx;
 
+        if (t->uring) {
+                struct io_uring_sqe *sqe = io_uring_get_sqe(&t->ring);
+                if (!sqe) {
+                        io_uring_submit(&t->ring);
+                        sqe = io_uring_get_sqe(&t->ring);
+                }
+                if (io->op == QCOW2_IO_READ)
+                        io_uring_prep_read(sqe, io->fd, io->buf, (unsigned) io->len, io->off);
+                else if (io->op == QCOW2_IO_WRITE)
+                        io_uring_prep_write(sqe, io->fd, io->buf, (unsigned) io->len, io->off);
+                else
+                        io_uring_prep_fsync(sqe, io->fd, IORING_FSYNC_DATASYNC);
+                io_uring_sqe_set_data(sqe, io);
+                if (io->op == QCOW2_IO_FSYNC)
+                        atomic_fetch_add(&n_fsyncs, 1);
+                if (io->op == QCOW2_IO_WRITE)
+                        atomic_fetch_add(&n_wbytes, (long) io->len);
+                t->n++;
+                return;
+        }
         if (t->n == t->cap) {
                 t->cap = t->cap ? 2 * t->cap : 64;
                 t->io = realloc(t->io, t->cap * sizeof(*t->io));
@@ -191,7 +229,11 @@ static void tq_submit(void *ctx, struct qcow2_io *io)
 static void tq_wake(void *ctx)
 {
         struct tq *t = ctx;
+        uint64_t one = 1;
+
         atomic_store(&t->woken, true);
+        if (t->uring && write(t->efd, &one, sizeof(one)) != sizeof(one))
+                abort();
 }
 
 static const struct qcow2_io_ops tq_ops = { tq_submit, tq_wake };
@@ -202,6 +244,12 @@ static void tq_init(struct tq *t, bool random, unsigned seed)
         t->random = random;
         t->seed = seed;
         t->q = qcow2_queue_new(&tq_ops, t);
+        if (use_uring) {
+                t->uring = true;
+                if (io_uring_queue_init(256, &t->ring, 0) < 0 || (t->efd = eventfd(0, 0)) < 0)
+                        abort();
+                tq_arm_efd(t);
+        }
 }
 
 static void tq_fini(struct tq *t)
@@ -209,6 +257,35 @@ static void tq_fini(struct tq *t)
         qcow2_queue_free(t->q);
         free(t->io);
         free(t->mark);
+        if (t->uring) {
+                io_uring_queue_exit(&t->ring);
+                close(t->efd);
+        }
+}
+
+static bool tq_step_uring(struct tq *t)
+{
+        struct __kernel_timespec ts = { .tv_nsec = 1000000 };
+        struct io_uring_cqe *cqe;
+        void *data;
+        int res;
+
+        io_uring_submit(&t->ring);
+        if (io_uring_wait_cqe_timeout(&t->ring, &cqe, &ts) < 0)
+                return false;
+        data = io_uring_cqe_get_data(cqe);
+        res = cqe->res;
+        io_uring_cqe_seen(&t->ring, cqe);
+        if (data == &t->efd_val) {
+                atomic_store(&t->woken, false);
+                tq_arm_efd(t);
+                qcow2_queue_run(t->q);
+                return true;
+        }
+        t->n--;
+        atomic_fetch_add(&n_ios, 1);
+        qcow2_io_done(t->q, data, res);
+        return true;
 }
 
 /* Do one host IO (or run woken work): false when there was nothing to do. */
@@ -219,6 +296,8 @@ static bool tq_step(struct tq *t)
         size_t i;
         ssize_t r;
 
+        if (t->uring)
+                return tq_step_uring(t);
         if (atomic_exchange(&t->woken, false)) {
                 qcow2_queue_run(t->q);
                 return true;
@@ -499,6 +578,10 @@ static void test_reads(void)
         check_read("l3.qcow2", 0);
         check_read("z.qcow2", 0);
         direct = false;
+        use_uring = true;       /* the chain and a compressed image, read through io_uring */
+        check_read("l3.qcow2", 0);
+        check_read("zs.qcow2", 0);
+        use_uring = false;
 }
 
 /* ---- random writes ---------------------------------------------------------------------- */
@@ -1001,6 +1084,12 @@ int main(void)
         test_writes("v3-compressed-direct", "yes | head -c 3M > m.raw && head -c 1000 /dev/urandom >> m.raw && "
                     "qemu-img convert -c -O qcow2 -o cluster_size=4k m.raw w.qcow2", NULL, 200, 2, 8, true, 0);
         direct = false;
+        use_uring = true;       /* 4 threads, each with its ring, as ublk queue threads */
+        test_writes("v3-4k-4threads-uring", MK("-o cluster_size=4k", "16M"), NULL, 400, 4, 16, true, 0);
+        direct = true;
+        test_writes("v3-snapshot-2threads-uring-direct", MK("-o cluster_size=64k", "8M") " && qemu-img snapshot -c s1 w.qcow2", "s1", 200, 2, 16, true, 0);
+        direct = false;
+        use_uring = false;
         test_writes("v2-64k-2threads-random", MK("-o compat=0.10", "16M"), NULL, 300, 2, 8, true, 0);
         test_writes("v3-2M-rc1-2threads", MK("-o cluster_size=2M,refcount_bits=1", "24M"), NULL, 100, 2, 4, true, 0);
         test_writes("v3-4k-rc64-tinycache-3threads", MK("-o cluster_size=4k,refcount_bits=64", "16M"), NULL, 400, 3, 8, true, 1);
