@@ -1105,6 +1105,14 @@ int main(void)
         test_writes("v3-snapshot-2threads", MK("-o cluster_size=4k", "8M") " && qemu-img snapshot -c s1 w.qcow2 && "
                     "qemu-io -c 'write -P 0x5c 1M 64k' w.qcow2 >/dev/null", "s1", 300, 2, 8, true, 0);
         test_writes("v2-snapshot-1thread", MK("-o compat=0.10", "8M") " && qemu-img snapshot -c s1 w.qcow2", "s1", 200, 1, 4, true, 0);
+        /* an overlay over a compressed base with extended L2 entries (COW from subclusters
+         * and from compressed clusters of the backing level) */
+        test_writes("v3-over-extl2-compressed-2threads",
+                    "yes | head -c 2M > m.raw && head -c 64k /dev/urandom >> m.raw && "
+                    "qemu-img convert -c -O qcow2 -o extended_l2=on,cluster_size=32k m.raw xb.qcow2 && "
+                    "qemu-io -c 'write -P 0x77 100k 3k' -c 'write -z 300k 40k' xb.qcow2 >/dev/null && "
+                    "qemu-img create -q -f qcow2 -o cluster_size=4k -b xb.qcow2 -F qcow2 w.qcow2 3M",
+                    NULL, 300, 2, 8, true, 0);
         /* writes over compressed clusters (COW decompressing), zlib and zstd */
         test_writes("v3-compressed-2threads", "dd if=/dev/urandom of=m.raw bs=64k count=8 status=none && yes | head -c 4M >> m.raw && "
                     "qemu-img convert -c -O qcow2 -o cluster_size=4k m.raw w.qcow2", NULL, 300, 2, 8, true, 0);
