@@ -385,59 +385,40 @@ struct chain {
         int n;
 };
 
-static bool is_qcow2(int fd)
-{
-        unsigned char *m = abuf(512);
-        bool yes = pread(fd, m, 512, 0) >= 4 && !memcmp(m, "QFI\xfb", 4);
-
-        free(m);
-        return yes;
-}
-
-/* Open name and its backing chain (names relative to dir). */
+/* Open name and its backing chain (names relative to dir), walked with qcow2_probe() as
+ * ublkctl would. */
 static int open_chain(struct chain *c, const char *name, bool ro, uint64_t cache)
 {
         char names[4][1400], reason[256];
         struct qcow2_opts o = { .cache_bytes = cache };
+        struct qcow2_header_info h;
+        bool qcow[4];
         int n = 0, r;
 
         memset(c, 0, sizeof(*c));
         snprintf(names[0], sizeof(names[0]), "%s", path(name));
-        for (;;) {
+        for (;; n++) {
                 int fd = open(names[n], ((n == 0 && !ro) ? O_RDWR : O_RDONLY) | (direct ? O_DIRECT : 0));
-                struct qcow2_image *tmp;
                 if (fd < 0)
                         return -errno;
                 c->fd[n] = fd;
-                if (!is_qcow2(fd))
-                        break;
-                r = qcow2_open(&tmp, fd, true, NULL, NULL, reason, sizeof(reason));
-                if (r == -EINVAL && strstr(reason, "backing file")) {
-                        /* find the name: parse the header alone */
-                        uint8_t *hb = abuf(65536);
-                        struct qcow2_header_info h;
-                        ssize_t got = pread(fd, hb, 65536, 0);
-                        struct stat st;
-                        fstat(fd, &st);
-                        r = got < 72 || qcow2_parse_header(hb, (size_t) got, (uint64_t) st.st_size, &h, reason, sizeof(reason));
-                        free(hb);
-                        if (r)
-                                return -EINVAL;
-                        if (h.backing_name[0] == '/')
-                                snprintf(names[n + 1], sizeof(names[n + 1]), "%s", h.backing_name);
-                        else
-                                snprintf(names[n + 1], sizeof(names[n + 1]), "%s/%s", dir, h.backing_name);
-                        n++;
-                        continue;
+                r = qcow2_probe(fd, &h, reason, sizeof(reason));
+                if (r < 0) {
+                        fprintf(stderr, "probe %s: %s\n", names[n], reason);
+                        return r;
                 }
-                if (r == 0)
-                        qcow2_close(tmp);
-                break;
+                qcow[n] = r == 1;
+                if (!qcow[n] || !h.backing_name[0] || n == 3)
+                        break;
+                if (h.backing_name[0] == '/')
+                        snprintf(names[n + 1], sizeof(names[n + 1]), "%s", h.backing_name);
+                else
+                        snprintf(names[n + 1], sizeof(names[n + 1]), "%s/%s", dir, h.backing_name);
         }
         c->n = n + 1;
         for (int i = n; i >= 0; i--) {
                 struct qcow2_image *b = i < n ? c->img[i + 1] : NULL;
-                if (!is_qcow2(c->fd[i])) {
+                if (!qcow[i]) {
                         struct stat st;
                         fstat(c->fd[i], &st);
                         r = qcow2_open_raw(&c->img[i], c->fd[i], (uint64_t) st.st_size, reason, sizeof(reason));
@@ -786,7 +767,8 @@ static int img_check(const char *name)
 }
 
 /* A fresh image: create opts, some preexisting data by qemu-io, then a random workload. */
-/* QCOW2_TEST=word: only the tests whose label has it ("bad", "reads", "kill", "4k"...). */
+/* QCOW2_TEST=word: only the tests whose label has it ("bad", "reads", "kill", "4k"...);
+ * QCOW2_SCALE=n: n times the requests in every write workload. */
 static bool selected(const char *label)
 {
         const char *only = getenv("QCOW2_TEST");
@@ -804,6 +786,8 @@ static void test_writes(const char *label, const char *make, const char *snapsho
 
         if (!selected(label))
                 return;
+        if (getenv("QCOW2_SCALE"))      /* a longer run, by hand: QCOW2_SCALE=20 */
+                ops *= atoi(getenv("QCOW2_SCALE"));
         CHECK(sh("cd %s && %s", dir, make) == 0, "%s: make the image", label);
         sh("qemu-img convert -O raw %s %s", path("w.qcow2"), path("wref.raw"));
         if (snapshot)
@@ -1053,9 +1037,28 @@ static void test_bad(void)
         } else
                 CHECK(0, "l2meta: open: %s", reason);
         close(fd);
+        /* qcow2_probe, as ublkctl walks a chain: a raw file, a bad header, an overlay */
+        {
+                struct qcow2_header_info h;
+                sh("head -c 4096 /dev/zero > %s", path("plain.raw"));
+                fd = open(path("plain.raw"), O_RDONLY);
+                CHECK(qcow2_probe(fd, &h, reason, sizeof(reason)) == 0, "probe: a raw file is not qcow2");
+                close(fd);
+                fd = open(path("cbits.qcow2"), O_RDONLY);
+                CHECK(qcow2_probe(fd, &h, reason, sizeof(reason)) < 0 && strstr(reason, "cluster_bits 30"),
+                      "probe: a bad header: %s", reason);
+                close(fd);
+        }
         /* a backing file named but not given */
         sh("qemu-img create -q -f qcow2 -b good.qcow2 -F qcow2 %s", path("ovl.qcow2"));
         expect_refused("ovl.qcow2", true, "backing file \"good.qcow2\"");
+        {
+                struct qcow2_header_info h;
+                fd = open(path("ovl.qcow2"), O_RDONLY);
+                CHECK(qcow2_probe(fd, &h, reason, sizeof(reason)) == 1 && !strcmp(h.backing_name, "good.qcow2") &&
+                      !strcmp(h.backing_format, "qcow2"), "probe: the overlay's backing file and format");
+                close(fd);
+        }
 #undef BAD
 }
 

@@ -273,6 +273,33 @@ int qcow2_parse_header(const uint8_t *buf, size_t buf_len, uint64_t file_size,
         return 0;
 }
 
+static int file_size_of(int fd, uint64_t *size);
+
+int qcow2_probe(int fd, struct qcow2_header_info *h, char *reason, size_t rlen)
+{
+        uint64_t fsize;
+        size_t blen;
+        uint8_t *buf;
+        int r;
+
+        if (reason && rlen)
+                reason[0] = 0;
+        if ((r = file_size_of(fd, &fsize)) < 0)
+                return fail(reason, rlen, r, "cannot size the file: %s", strerror(-r));
+        blen = fsize < (2u << 20) ? (size_t) fsize : (2u << 20);
+        blen = (blen + 511) & ~(size_t) 511;
+        if (!(buf = q2_buf(blen ? blen : 512, false)))
+                return -ENOMEM;
+        if ((r = q2_pread_full(fd, buf, blen ? blen : 512, 0)) < 0)
+                fail(reason, rlen, r, "cannot read the header: %s", strerror(-r));
+        else if (fsize < 4 || q2_be32(buf) != Q2_MAGIC)
+                r = 0;
+        else if ((r = qcow2_parse_header(buf, blen, fsize, h, reason, rlen)) == 0)
+                r = 1;
+        free(buf);
+        return r;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
         uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;

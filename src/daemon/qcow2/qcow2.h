@@ -184,3 +184,8 @@ struct qcow2_header_info {
 };
 int qcow2_parse_header(const uint8_t *buf, size_t buf_len, uint64_t file_size,
                        struct qcow2_header_info *h, char *reason, size_t reason_len);
+/* For walking a backing chain before opening it (ublkctl): read fd's header (synchronously)
+ * and check it.  1: a qcow2 image, *h filled (h->backing_name: the next level, relative to
+ * this image's directory unless absolute); 0: not qcow2 (no magic: a raw file); <0: a qcow2
+ * image with a bad header (reason says why), or a read error. */
+int qcow2_probe(int fd, struct qcow2_header_info *h, char *reason, size_t reason_len);
