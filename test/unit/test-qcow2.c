@@ -986,7 +986,9 @@ static void test_bad(void)
         sh("cp %s %s", path("good.qcow2"), path("extl2.qcow2"));
         put_be64(b, 1ULL << 4);
         poke("extl2.qcow2", 72, b, 8);
-        expect_refused("extl2.qcow2", false, "extended L2 entries");
+        put_be64(b, 13);        /* backing_file_size 0, cluster_bits 13: too small for subclusters */
+        poke("extl2.qcow2", 16, b, 8);
+        expect_refused("extl2.qcow2", true, "extended L2 entries with cluster_bits 13");
         BAD("datafile.qcow2", 72, 1ULL << 2, "external data file");
         BAD("unknown.qcow2", 72, 1ULL << 9, "unknown incompatible feature");
         BAD("l1small.qcow2", 32, 0x0000000000000000ULL, "l1_size 0 too small");
@@ -1008,8 +1010,6 @@ static void test_bad(void)
         int luks = sh("qemu-img create -q -f qcow2 --object secret,id=s0,data=pw -o encrypt.format=luks,encrypt.key-secret=s0 %s 1M 2>/dev/null", path("luks.qcow2"));
         if (luks == 0)
                 expect_refused("luks.qcow2", true, "crypt_method 2, LUKS");
-        if (sh("qemu-img create -q -f qcow2 -o extended_l2=on %s 1M 2>/dev/null", path("el2.qcow2")) == 0)
-                expect_refused("el2.qcow2", false, "extended L2 entries (subclusters, incompatible feature bit 4): served read-only");
         /* the dirty bit: read-only is fine, writing is refused naming the fix */
         sh("cp %s %s", path("good.qcow2"), path("dirty.qcow2"));
         put_be64(b, 1);
@@ -1116,6 +1116,17 @@ int main(void)
                     "qemu-io -c 'write -P 0x77 100k 3k' -c 'write -z 300k 40k' xb.qcow2 >/dev/null && "
                     "qemu-img create -q -f qcow2 -o cluster_size=4k -b xb.qcow2 -F qcow2 w.qcow2 3M",
                     NULL, 300, 2, 8, true, 0);
+        /* extended L2 entries (subclusters): a write makes its cluster whole (every subcluster
+         * allocated, the others copied from what they read); discard and zeroes set the
+         * subclusters' zero bits */
+        test_writes("v3-extl2-64k-2threads", "qemu-img create -q -f qcow2 -o extended_l2=on w.qcow2 8M && "
+                    "qemu-io -c 'write -P 0x61 2k 6k' -c 'write -z 70k 20k' -c 'write -P 0x62 1M 200k' w.qcow2 >/dev/null",
+                    NULL, 300, 2, 8, true, 0);
+        test_writes("v3-extl2-over-backing-3threads", "qemu-img create -q -f qcow2 xb2.qcow2 8M && "
+                    "qemu-io -c 'write -P 0x63 0 8M' xb2.qcow2 >/dev/null && "
+                    "qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=32k -b xb2.qcow2 -F qcow2 w.qcow2 8M && "
+                    "qemu-io -c 'write -P 0x64 3k 2k' -c 'write -z 40k 9k' -c 'discard 64k 32k' -c 'write -P 0x65 2M 100k' w.qcow2 >/dev/null",
+                    NULL, 300, 3, 8, true, 0);
         /* writes over compressed clusters (COW decompressing), zlib and zstd */
         test_writes("v3-compressed-2threads", "dd if=/dev/urandom of=m.raw bs=64k count=8 status=none && yes | head -c 4M >> m.raw && "
                     "qemu-img convert -c -O qcow2 -o cluster_size=4k m.raw w.qcow2", NULL, 300, 2, 8, true, 0);
@@ -1127,6 +1138,7 @@ int main(void)
         test_crash("kill-v2-64k-snapshot", "-o compat=0.10", 8 << 20, 80, 1, 8, 25, false, true, false);
         test_crash("powerloss-v3-4k", "-o cluster_size=4k", 2 << 20, 120, 2, 8, 80, true, false, false);
         test_crash("powerloss-v3-64k-snapshot", "-o cluster_size=64k", 8 << 20, 80, 2, 8, 25, true, true, false);
+        test_crash("powerloss-extl2-32k", "-o extended_l2=on,cluster_size=32k", 2 << 20, 80, 2, 8, 40, true, false, false);
         test_crash("powerloss-discards-v3-4k", "-o cluster_size=4k", 256 << 10, 60, 1, 1, 150, true, false, true);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         printf("%.1f s\n", (double) (t1.tv_sec - t0.tv_sec) + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9);

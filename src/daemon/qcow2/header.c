@@ -540,10 +540,6 @@ int qcow2_open(struct qcow2_image **out, int fd, bool read_only, struct qcow2_im
                 r = fail(reason, rlen, -EROFS, "image has the dirty bit set (refcounts may be stale): repair it with 'qemu-img check -r all', or open it read-only");
                 goto err;
         }
-        if (!read_only && img->h.ext_l2) {
-                r = fail(reason, rlen, -EOPNOTSUPP, "image uses extended L2 entries (subclusters, incompatible feature bit 4): served read-only only");
-                goto err;
-        }
         if (!read_only && img->h.corrupt) {
                 r = fail(reason, rlen, -EROFS, "image is marked corrupt: repair it with 'qemu-img check -r all', or open it read-only");
                 goto err;

@@ -279,6 +279,8 @@ struct q2_chunk {
         bool pooled;                    /* newh came from the pool: durable already */
         bool refill;                    /* this chunk refills the pool with res[] */
         bool detach;                    /* its request is completed; it frees the old cluster */
+        bool fill_self;                 /* extended L2: the COW source is the image's own read */
+        uint64_t oldbm;                 /* extended L2: the old entry's subcluster bitmap */
         uint64_t *res;
         uint32_t res_n;
         uint64_t rlen;                  /* MODE_READ: guest bytes from gcl/coff on */
@@ -287,6 +289,9 @@ struct q2_chunk {
 void q2_chunk_done(struct q2_chunk *c, int err);
 /* dst <- guest bytes [goff, goff+len) of the backing chain (zeros where it has none). */
 void q2_read_backing(struct q2_chunk *c, uint8_t *dst, uint64_t goff, uint64_t len);
+/* The same from image b (the backing, or the image itself); b NULL: zeros. */
+void q2_read_image(struct q2_chunk *c, struct qcow2_image *b, uint8_t *dst, uint64_t goff,
+                   uint64_t len);
 void q2_host_io(struct q2_chunk *c, enum qcow2_io_op op, void *buf, size_t len, uint64_t off);
 /* Host offset of a normal entry, or -EIO if it cannot be one. */
 int q2_entry_host(const struct qcow2_image *img, uint64_t e, uint64_t *host);

@@ -38,8 +38,11 @@
  *  - The refcount table is grown, if needed, when an image is opened for writing, to cover
  *    every cluster the image could need (never while requests run); past that, writes that
  *    allocate fail with -ENOSPC and the image stays consistent.
- *  - Extended L2 entries (subclusters) are served read-only (reads, also as a backing level);
- *    opening such an image for writing is refused, naming the feature.
+ *  - Extended L2 entries (subclusters) are served: reads per subcluster; a write to a cluster
+ *    that is not wholly allocated (and COPIED) makes it whole, every subcluster allocated in
+ *    a new cluster, those the guest did not write copied from what they read (data, zeros
+ *    or the backing's); discard / write-zeroes of whole clusters set every zero bit.  (The
+ *    format allows finer: this keeps one allocation path.)
  *  - Not served: encryption, external data files, unknown incompatible features:
  *    qcow2_open() refuses them, naming the feature.
  *
@@ -180,7 +183,7 @@ struct qcow2_header_info {
         char backing_name[1024];
         char backing_format[64];
         bool dirty, corrupt;
-        bool ext_l2;                    /* extended L2 entries (subclusters): read-only */
+        bool ext_l2;                    /* extended L2 entries (subclusters) */
 };
 int qcow2_parse_header(const uint8_t *buf, size_t buf_len, uint64_t file_size,
                        struct qcow2_header_info *h, char *reason, size_t reason_len);

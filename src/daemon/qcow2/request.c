@@ -16,7 +16,9 @@
  *         bytes into a pristine pool cluster when the rest must be zeros), written; an
  *         allocated one then waits for a refcount sync (its fsync covers the allocation and
  *         the data); then the L2 entry is set and written.  Discard / write-zeroes of a whole
- *         cluster set the entry to 0 or ZERO instead.
+ *         cluster set the entry to 0 or ZERO instead.  With extended L2 entries the same,
+ *         the cluster made whole (all subclusters allocated, the rest read through the read
+ *         path), or all zero bits set.
  *   -> a replaced cluster (old data, compressed) is decremented after an fsync that follows
  *         the L2 write.
  * Flush: a refcount sync (dirty refcount blocks, fsync, table, fsync).
@@ -85,7 +87,12 @@ static void child_done(struct qcow2_req *child, int res)
 /* dst <- guest bytes [goff, goff+len) of the backing chain (zeros where it has none). */
 void q2_read_backing(struct q2_chunk *c, uint8_t *dst, uint64_t goff, uint64_t len)
 {
-        struct qcow2_image *b = c->img->backing;
+        q2_read_image(c, c->img->backing, dst, goff, len);
+}
+
+void q2_read_image(struct q2_chunk *c, struct qcow2_image *b, uint8_t *dst, uint64_t goff,
+                   uint64_t len)
+{
         struct qcow2_req *child;
         uint64_t n = 0;
 
@@ -207,7 +214,8 @@ static int mut_step(struct q2_chunk *c, int *done)
         uint64_t l2i = c->gcl % img->l2_entries, l1e, e, host;
         struct q2_centry *ce;
         struct q2_meta *unit = &img->l1_units[8 * l1i / 512];
-        bool pristine = false, compressed, zero, zeros;
+        bool pristine = false, compressed, zero, zeros, ext = img->h.ext_l2;
+        uint64_t esz = ext ? 16 : 8, bm;
         int r;
 
 #define PARK_OR_FAIL(expr) do { r = (expr); if (r == -EAGAIN) return 0; if (r < 0) { *done = r; return 0; } } while (0)
@@ -296,23 +304,31 @@ static int mut_step(struct q2_chunk *c, int *done)
                 return 1;
         case M_ENTRY:
                 PARK_OR_FAIL(q2_cache_get(img, c->l2off, Q2_CE_L2, t, &ce));
-                e = q2_be64(ce->m.mem + 8 * l2i);
-                if (img->h.version == 2 && (e & Q2_ZERO) && !(e & Q2_COMPRESSED)) {
-                        *done = -EIO;   /* reserved in version 2 */
+                e = q2_be64(ce->m.mem + esz * l2i);
+                bm = ext ? q2_be64(ce->m.mem + esz * l2i + 8) : 0;
+                if ((img->h.version == 2 || ext) && (e & Q2_ZERO) && !(e & Q2_COMPRESSED)) {
+                        *done = -EIO;   /* reserved in version 2 and with extended L2 */
                         return 0;
                 }
                 c->old = e;
+                c->oldbm = bm;
                 if (c->mode == MODE_SET) {
-                        if (e == c->newe || (c->newe == 0 && !needs_free(e) && !(e & Q2_ZERO))) {
+                        /* extended L2: "zero" is every subcluster's zero bit */
+                        uint64_t newe = ext ? 0 : c->newe, newbm = ext && c->newe ? ~0ULL << 32 : 0;
+                        if ((e == newe && bm == newbm) ||
+                            (c->newe == 0 && !needs_free(e) && !(e & Q2_ZERO) && !bm)) {
                                 *done = 1;
                                 return 0;
                         }
-                        q2_put64(ce->m.mem + 8 * l2i, c->newe);
-                        c->need = q2_meta_dirty(img, &ce->m, (uint32_t) (8 * l2i), (uint32_t) (8 * l2i + 8));
+                        q2_put64(ce->m.mem + esz * l2i, newe);
+                        if (ext)
+                                q2_put64(ce->m.mem + esz * l2i + 8, newbm);
+                        c->need = q2_meta_dirty(img, &ce->m, (uint32_t) (esz * l2i), (uint32_t) (esz * l2i + esz));
                         c->state = M_L2W;
                         return 1;
                 }
-                if (!(e & Q2_COMPRESSED) && (e & Q2_COPIED) && !(e & Q2_ZERO) && (e & Q2_L2E_OFFSET)) {
+                if (!(e & Q2_COMPRESSED) && (e & Q2_COPIED) && !(e & Q2_ZERO) && (e & Q2_L2E_OFFSET) &&
+                    (!ext || (uint32_t) bm == 0xffffffffu)) {
                         if (q2_entry_host(img, e, &host) < 0 || is_metadata(img, host)) {
                                 *done = -EIO;
                                 return 0;
@@ -339,11 +355,18 @@ static int mut_step(struct q2_chunk *c, int *done)
                         q2_host_io(c, QCOW2_IO_WRITE, c->gbuf, cs, c->newh);
                         return 0;
                 }
-                /* What the rest of the cluster must hold: zeros, or old data. */
+                /* What the rest of the cluster must hold: zeros, or old data.  With extended
+                 * L2 entries, the old data is read through the read path (its subclusters may
+                 * be data, zeros or the backing's): the new cluster has all of them. */
                 compressed = e & Q2_COMPRESSED;
-                zero = !compressed && (e & Q2_ZERO);    /* v3 only: checked above */
-                zeros = c->clen == cs || zero ||
-                        (!compressed && !(e & Q2_L2E_OFFSET) && !img->backing);
+                if (ext) {
+                        zero = !compressed && !(uint32_t) bm && (bm >> 32) == 0xffffffffu;
+                        zeros = c->clen == cs || zero || (!compressed && !(uint32_t) bm && !img->backing);
+                } else {
+                        zero = !compressed && (e & Q2_ZERO);    /* v3 only: checked above */
+                        zeros = c->clen == cs || zero ||
+                                (!compressed && !(e & Q2_L2E_OFFSET) && !img->backing);
+                }
                 if (pristine && zeros) {
                         /* Inside the durable file end, never written: zeros already. */
                         c->state = M_DATA;
@@ -361,7 +384,10 @@ static int mut_step(struct q2_chunk *c, int *done)
                         memset(c->cbuf, 0, cs);
                 else if (compressed)
                         PARK_OR_FAIL(q2_start_compressed_read(c, e));
-                else if (e & Q2_L2E_OFFSET) {
+                else if (ext) {
+                        c->fill_self = true;
+                        c->state = -M_FILL;     /* a read of the image itself: after unlocking */
+                } else if (e & Q2_L2E_OFFSET) {
                         if (q2_entry_host(img, e, &host) < 0) {
                                 *done = -EIO;
                                 return 0;
@@ -408,12 +434,15 @@ static int mut_step(struct q2_chunk *c, int *done)
                         img->refilling = false;
                 }
                 PARK_OR_FAIL(q2_cache_get(img, c->l2off, Q2_CE_L2, t, &ce));
-                if (q2_be64(ce->m.mem + 8 * l2i) != c->old) {
+                if (q2_be64(ce->m.mem + esz * l2i) != c->old ||
+                    (ext && q2_be64(ce->m.mem + esz * l2i + 8) != c->oldbm)) {
                         *done = -EIO;   /* cannot happen: the cluster is ours (busy) */
                         return 0;
                 }
-                q2_put64(ce->m.mem + 8 * l2i, c->newh | Q2_COPIED);
-                c->need = q2_meta_dirty(img, &ce->m, (uint32_t) (8 * l2i), (uint32_t) (8 * l2i + 8));
+                q2_put64(ce->m.mem + esz * l2i, c->newh | Q2_COPIED);
+                if (ext)        /* every subcluster allocated */
+                        q2_put64(ce->m.mem + esz * l2i + 8, 0xffffffffULL);
+                c->need = q2_meta_dirty(img, &ce->m, (uint32_t) (esz * l2i), (uint32_t) (esz * l2i + esz));
                 c->state = M_L2W;
                 return 1;
         case M_L2W:
@@ -473,7 +502,8 @@ static void mut_run(struct q2_task *t)
                 detach(c);
         if (c->state == -M_FILL) {
                 c->state = M_FILL;
-                q2_read_backing(c, c->cbuf, c->gcl << img->cluster_bits, img->cluster_size);
+                q2_read_image(c, c->fill_self ? img : img->backing, c->cbuf,
+                              c->gcl << img->cluster_bits, img->cluster_size);
                 if (!t->pending)
                         q2_wake(t);
                 return;
