@@ -770,6 +770,51 @@ static int img_check(const char *name)
 }
 
 /* A fresh image: create opts, some preexisting data by qemu-io, then a random workload. */
+/* Requests of many clusters (a 4 MiB write, an 8 MiB discard over 512-byte clusters: 16384
+ * chunks, queued 32 at a time), then check, compare, and a read of it all. */
+static void test_big(void)
+{
+        struct chain c;
+        struct tq t;
+        uint8_t *b = abuf(16 << 20), *z = abuf(16 << 20);
+        int fd, r;
+
+        sh("qemu-img create -q -f qcow2 -o cluster_size=512 %s 16M && qemu-io -c 'write -P 0x41 0 16M' %s >/dev/null",
+           path("big.qcow2"), path("big.qcow2"));
+        sh("qemu-img convert -O raw %s %s", path("big.qcow2"), path("big.raw"));
+        if (open_chain(&c, "big.qcow2", false, 0) < 0) {
+                CHECK(0, "big: open");
+                return;
+        }
+        tq_init(&t, true, 3);
+        memset(b, 0x42, 4 << 20);
+        memset(z, 0, 16 << 20);
+        CHECK(run1(c.img[0], &t, QCOW2_WRITE, 1 << 20, 4 << 20, b) == 0, "big: 4 MiB write");
+        CHECK(run1(c.img[0], &t, QCOW2_DISCARD, 4 << 20, 8 << 20, NULL) == 0, "big: 8 MiB discard");
+        CHECK(run1(c.img[0], &t, QCOW2_WRITE_ZEROES, (12 << 20) + 512, 2 << 20, NULL) == 0, "big: 2 MiB write-zeroes");
+        CHECK(run1(c.img[0], &t, QCOW2_FLUSH, 0, 0, NULL) == 0, "big: flush");
+        fd = open(path("big.raw"), O_RDWR);
+        if (pwrite(fd, b, 4 << 20, 1 << 20) < 0 || pwrite(fd, z, 8 << 20, 4 << 20) < 0 ||
+            pwrite(fd, z, 2 << 20, (12 << 20) + 512) < 0)
+                abort();
+        close(fd);
+        CHECK(run1(c.img[0], &t, QCOW2_READ, 0, 16 << 20, b) == 0, "big: 16 MiB read");
+        {
+                size_t len;
+                uint8_t *ref = slurp(path("big.raw"), &len);
+                CHECK(ref && len == 16 << 20 && !memcmp(ref, b, len), "big: read back differs");
+                free(ref);
+        }
+        tq_fini(&t);
+        CHECK(close_chain(&c) == 0, "big: close");
+        r = img_check("big.qcow2");
+        CHECK(r == 0, "big: qemu-img check exit %d", r);
+        r = sh("qemu-img compare -q -f qcow2 -F raw %s %s", path("big.qcow2"), path("big.raw"));
+        CHECK(r == 0, "big: qemu-img compare exit %d", r);
+        free(b);
+        free(z);
+}
+
 /* QCOW2_TEST=word: only the tests whose label has it ("bad", "reads", "kill", "4k"...);
  * QCOW2_SCALE=n: n times the requests in every write workload. */
 static bool selected(const char *label)
@@ -1094,6 +1139,8 @@ int main(void)
                 test_bad();
         if (selected("reads"))
                 test_reads();
+        if (selected("big"))
+                test_big();
 #define MK(opts, size) "qemu-img create -q -f qcow2 " opts " w.qcow2 " size " && " \
                 "qemu-io -c 'write -P 0x5a 0 300k' -c 'write -P 0x5b 5M 100k' w.qcow2 >/dev/null"
         test_writes("v3-64k-1thread-inorder", MK("-o cluster_size=64k", "32M"), NULL, 300, 1, 1, false, 0);

@@ -299,6 +299,9 @@ int q2_start_compressed_read(struct q2_chunk *c, uint64_t e);
 void q2_read_run(struct q2_task *t);
 
 /* request.c */
+/* A chunk of req is done (or detached): the next one is queued, and req completes with the
+ * last. */
+void q2_req_finished_chunk(struct qcow2_req *req);
 void q2_req_start(struct qcow2_image *img, struct qcow2_queue *q, struct qcow2_req *req);
 
 /* task.c: every buffer the engine reads or writes through is 4096-aligned and a multiple of

@@ -120,6 +120,7 @@ struct qcow2_req {
         struct qcow2_queue *q_;
         int pending_;
         int err_;
+        uint64_t cursor_;
 };
 
 /* Submit req on queue q (this thread's).  req->complete() is called on this thread, possibly

@@ -58,8 +58,7 @@ void q2_chunk_done(struct q2_chunk *c, int err)
                 return;         /* detached: its request completed already */
         if (err && !req->err_)
                 req->err_ = err;
-        if (--req->pending_ == 0)
-                req->complete(req, req->err_);
+        q2_req_finished_chunk(req);
 }
 
 /* The guest's part is done (the L2 entry that no longer names the old cluster is written):
@@ -69,8 +68,7 @@ static void detach(struct q2_chunk *c)
         struct qcow2_req *req = c->req;
 
         c->req = NULL;
-        if (--req->pending_ == 0)
-                req->complete(req, req->err_);
+        q2_req_finished_chunk(req);
 }
 
 static void child_done(struct qcow2_req *child, int res)
@@ -541,6 +539,9 @@ static void raw_run(struct q2_task *t)
         q2_host_io(c, QCOW2_IO_READ, c->gbuf, c->req->len, c->req->off);
 }
 
+static bool spawn_next(struct qcow2_req *req);
+void q2_req_finished_chunk(struct qcow2_req *req);
+
 static struct q2_chunk *chunk_new(struct qcow2_image *img, struct qcow2_queue *q,
                                   struct qcow2_req *req, int mode)
 {
@@ -563,16 +564,70 @@ static void fail_now(struct qcow2_req *req, int err)
         req->complete(req, err);
 }
 
+/* A write, discard or write-zeroes has at most this many chunks at a time: a 1 GiB discard
+ * over 512-byte clusters does not allocate two million of them at once. */
+#define Q2_WINDOW 32
+
+/* Queue the chunk of the next cluster at req->cursor_ that needs one: false when none is
+ * left. */
+static bool spawn_next(struct qcow2_req *req)
+{
+        struct qcow2_image *img = req->img_;
+        uint64_t cs = img->cluster_size, end = req->off + req->len;
+        bool v3 = img->h.version == 3, backing = img->backing != NULL;
+
+        while (req->cursor_ < end) {
+                uint64_t off = req->cursor_, gcl = off >> img->cluster_bits, newe = 0;
+                uint32_t coff = (uint32_t) (off & (cs - 1));
+                uint32_t clen = (uint32_t) (end - off < cs - coff ? end - off : cs - coff);
+                bool whole = coff == 0 && (clen == cs || off + clen == img->size);
+                int mode = MODE_DATA;
+                struct q2_chunk *c;
+
+                req->cursor_ += clen;
+                if (req->op == QCOW2_DISCARD) {
+                        mode = whole && (v3 || !backing) ? MODE_SET : -1;
+                        newe = v3 && backing ? Q2_ZERO : 0;
+                } else if (req->op == QCOW2_WRITE_ZEROES) {
+                        mode = whole && (v3 || !backing) ? MODE_SET : MODE_DATA;
+                        newe = v3 && backing ? Q2_ZERO : 0;
+                }
+                if (mode < 0)
+                        continue;       /* a partial discard: nothing to do */
+                c = chunk_new(img, req->q_, req, mode);
+                c->gcl = gcl;
+                c->coff = coff;
+                c->clen = clen;
+                c->newe = newe;
+                if (req->op == QCOW2_WRITE)
+                        c->gbuf = (uint8_t *) req->buf + (off - req->off);
+                q2_wake(&c->t);
+                return true;
+        }
+        return false;
+}
+
+void q2_req_finished_chunk(struct qcow2_req *req)
+{
+        if (req->cursor_ < req->off + req->len)
+                spawn_next(req);
+        if (--req->pending_ == 0)
+                req->complete(req, req->err_);
+}
+
 void q2_req_start(struct qcow2_image *img, struct qcow2_queue *q, struct qcow2_req *req)
 {
         uint64_t cs = img->cluster_size, off = req->off, end = req->off + req->len;
-        bool v3 = img->h.version == 3, backing = img->backing != NULL;
-        struct q2_chunk *first = NULL, **tail = &first;
+        struct q2_chunk *c = NULL;
 
         req->img_ = img;
         req->q_ = q;
-        req->pending_ = 1;      /* held until every chunk is queued */
+        req->pending_ = 1;      /* held until the first chunks are queued */
         req->err_ = 0;
+        req->cursor_ = end;     /* reads, flushes: no more chunks to spawn */
+        if (req->op != QCOW2_READ && req->op != QCOW2_WRITE && req->op != QCOW2_FLUSH &&
+            req->op != QCOW2_DISCARD && req->op != QCOW2_WRITE_ZEROES)
+                return fail_now(req, -EOPNOTSUPP);
         if (req->op != QCOW2_FLUSH &&
             (end < off || end > (img->raw ? (img->size + 511) & ~511ULL : img->size)))
                 return fail_now(req, -EINVAL);
@@ -580,67 +635,27 @@ void q2_req_start(struct qcow2_image *img, struct qcow2_queue *q, struct qcow2_r
                 return fail_now(req, -EROFS);
         if (img->raw) {
                 if (req->op == QCOW2_READ && req->len) {
-                        struct q2_chunk *c = chunk_new(img, q, req, MODE_RAW);
+                        c = chunk_new(img, q, req, MODE_RAW);
                         c->gbuf = req->buf;
-                        *tail = c;
                 }
         } else if (req->op == QCOW2_READ) {
                 if (req->len) {
-                        struct q2_chunk *c = chunk_new(img, q, req, MODE_READ);
+                        c = chunk_new(img, q, req, MODE_READ);
                         c->gcl = off >> img->cluster_bits;
                         c->coff = (uint32_t) (off & (cs - 1));
                         c->rlen = req->len;
                         c->gbuf = req->buf;
-                        *tail = c;
                 }
         } else if (req->op == QCOW2_FLUSH) {
                 if (!img->read_only)
-                        *tail = chunk_new(img, q, req, MODE_FLUSH);
+                        c = chunk_new(img, q, req, MODE_FLUSH);
         } else {
-                while (off < end) {
-                        uint64_t gcl = off >> img->cluster_bits;
-                        uint32_t coff = (uint32_t) (off & (cs - 1));
-                        uint32_t clen = (uint32_t) (end - off < cs - coff ? end - off : cs - coff);
-                        bool whole = coff == 0 && (clen == cs || off + clen == img->size);
-                        int mode = MODE_READ;
-                        uint64_t newe = 0;
-
-                        switch (req->op) {
-                        case QCOW2_READ:
-                                break;
-                        case QCOW2_WRITE:
-                                mode = MODE_DATA;
-                                break;
-                        case QCOW2_DISCARD:
-                                mode = whole && (v3 || !backing) ? MODE_SET : -1;
-                                newe = v3 && backing ? Q2_ZERO : 0;
-                                break;
-                        case QCOW2_WRITE_ZEROES:
-                                mode = whole && (v3 || !backing) ? MODE_SET : MODE_DATA;
-                                newe = v3 && backing ? Q2_ZERO : 0;
-                                break;
-                        default:
-                                return fail_now(req, -EOPNOTSUPP);
-                        }
-                        if (mode >= 0) {
-                                struct q2_chunk *c = chunk_new(img, q, req, mode);
-                                c->gcl = gcl;
-                                c->coff = coff;
-                                c->clen = clen;
-                                c->newe = newe;
-                                if (req->op == QCOW2_READ || req->op == QCOW2_WRITE)
-                                        c->gbuf = (uint8_t *) req->buf + (off - req->off);
-                                *tail = c;
-                                tail = (struct q2_chunk **) &c->t.next;
-                        }
-                        off += clen;
-                }
+                req->cursor_ = off;
+                for (int i = 0; i < Q2_WINDOW && spawn_next(req); i++)
+                        ;
         }
-        for (struct q2_chunk *c = first, *next; c; c = next) {
-                next = (struct q2_chunk *) c->t.next;
-                c->t.next = NULL;
+        if (c)
                 q2_wake(&c->t);
-        }
         if (--req->pending_ == 0)
                 req->complete(req, req->err_);
 }
