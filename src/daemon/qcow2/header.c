@@ -669,7 +669,7 @@ int qcow2_close(struct qcow2_image *img)
                 return 0;
         if (!img->raw && !img->read_only && !img->broken && img->hash) {
                 /* The pool's clusters go back (nothing points at them). */
-                while (img->pool_n && !r) {
+                while (img->pool_n > img->pool_first && !r) {
                         uint64_t c = (img->pool[--img->pool_n] & ~1ULL) >> img->cluster_bits;
                         uint64_t rbo = q2_be64(img->rt_disk + 8 * (c / img->rb_entries)) & Q2_RTE_OFFSET;
                         struct q2_centry *ce = rbo ? q2_cache_find(img, rbo) : NULL;

@@ -187,7 +187,7 @@ struct qcow2_image {
          * empty reserves pool_k more and makes them durable with its own sync (refilling).
          * Bit 0 of an entry: the cluster is pristine (reads as zeros). */
         uint64_t *pool;
-        uint32_t pool_n, pool_k;
+        uint32_t pool_first, pool_n, pool_k;   /* pool[pool_first..pool_n): ascending */
         bool refilling;
         uint64_t ext_end;               /* the file is at least this long, durably */
         uint64_t hw;                    /* no cluster at or past it was ever written */

@@ -339,8 +339,11 @@ static int mut_step(struct q2_chunk *c, int *done)
                         q2_host_io(c, QCOW2_IO_WRITE, c->gbuf ? c->gbuf : c->cbuf, c->clen, host + c->coff);
                         return 0;
                 }
-                if (img->pool_n) {
-                        c->newh = img->pool[--img->pool_n];
+                if (img->pool_n > img->pool_first) {
+                        /* lowest first: a request's clusters land in order on the host */
+                        c->newh = img->pool[img->pool_first++];
+                        if (img->pool_first == img->pool_n)
+                                img->pool_first = img->pool_n = 0;
                         c->pooled = true;
                         pristine = c->newh & 1;
                         c->newh &= ~1ULL;
@@ -423,7 +426,7 @@ static int mut_step(struct q2_chunk *c, int *done)
                 }
                 if (c->refill) {
                         for (uint32_t i = 0; i < c->res_n; i++) {
-                                img->pool[img->pool_n++] = c->res[i];
+                                img->pool[img->pool_n++] = c->res[i];  /* pool empty: ascending */
                                 if ((c->res[i] & ~1ULL) + cs > img->ext_end)
                                         img->ext_end = (c->res[i] & ~1ULL) + cs;
                         }

@@ -60,9 +60,16 @@ void q2_wake(struct q2_task *t)
 
 void q2_wake_list(struct q2_task **list)
 {
-        struct q2_task *t = *list;
+        struct q2_task *t = *list, *rev = NULL;
 
         *list = NULL;
+        while (t) {     /* parked last first: wake in the order they parked */
+                struct q2_task *next = t->next;
+                t->next = rev;
+                rev = t;
+                t = next;
+        }
+        t = rev;
         while (t) {
                 struct q2_task *next = t->next;
                 q2_wake(t);
