@@ -26,12 +26,16 @@
  *    the problem ("image is encrypted (crypt_method 2, LUKS): not supported").
  *  - Crash safety (a kill or power loss at any point leaves no corruption, only leaks): refcount
  *    increments are written and fsync'd before an L1/L2 entry pointing at the cluster is
- *    written; an L2 entry is written after the data it points to (COW data included) is written
- *    and fsync'd (so that a power loss never leaves an entry pointing past the file's end); a new L2
- *    table is fsync'd before the L1 entry pointing at it; a cluster's refcount is decremented
- *    only after the entry that no longer points at it is written and fsync'd.  A guest write
- *    completes after its L2 update is written; QCOW2_FLUSH writes the dirty refcount blocks and
- *    fsyncs (a barrier for every write completed before it).
+ *    written; an L2 entry is written after the data it points to (COW data included) is
+ *    written, and never points past the durable end of the file; a new L2 table is fsync'd
+ *    before the L1 entry pointing at it; a cluster's refcount is decremented only after the
+ *    entry that no longer points at it is written and fsync'd.  New data clusters come from a
+ *    pool whose refcounts (and the file's length) a refcount sync made durable beforehand (a
+ *    crash leaks at most the pool, 4 MiB worth); without one, a write's allocation and data
+ *    are fsync'd together before its entry is written.  A guest write, discard or
+ *    write-zeroes completes once its data and L2 entry are written (so a kill of the daemon
+ *    loses no completed write); QCOW2_FLUSH writes the dirty refcount blocks and fsyncs (the
+ *    barrier for power loss, for every request completed before it).
  *  - Images with the dirty bit (or the corrupt bit) open read-only only: the fix named is
  *    "qemu-img check -r all".  Lazy refcounts are never used.  Unknown autoclear bits are cleared
  *    when an image is opened for writing, as the spec asks.
@@ -45,6 +49,10 @@
  *    format allows finer: this keeps one allocation path.)
  *  - Not served: encryption, external data files, unknown incompatible features:
  *    qcow2_open() refuses them, naming the feature.
+ *  - Host IO offsets and lengths are multiples of 512 and the engine's buffers 4096-aligned:
+ *    fds opened with O_DIRECT work (given sector-aligned guest buffers, as ublk's are).
+ *  - One writer per image file: the caller keeps two engines (or qemu) from writing one
+ *    image at once (flock it).
  *
  * Driving it from a ublk queue thread (what a qcow2 target does):
  *  - control side: open the chain base first (qcow2_open_raw for a raw base, qcow2_open with
