@@ -53,6 +53,10 @@
  *    fds opened with O_DIRECT work (given sector-aligned guest buffers, as ublk's are).
  *  - One writer per image file: the caller keeps two engines (or qemu) from writing one
  *    image at once (flock it).
+ *  - A metadata write or fsync that fails makes the image refuse every later change (-EIO, or
+ *    the error itself; reads go on) until it is closed and opened again: its on-disk state
+ *    is consistent (leaks at most), its in-memory state may no longer be.  A data write that
+ *    fails fails its request only (a cluster it allocated leaks).
  *
  * Driving it from a ublk queue thread (what a qcow2 target does):
  *  - control side: open the chain base first (qcow2_open_raw for a raw base, qcow2_open with
