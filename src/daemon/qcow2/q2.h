@@ -4,8 +4,9 @@
 /*
  * The qcow2 engine's insides, shared by its files:
  *   header.c    header check, open (synchronous reads), refcount table growth at open, close
- *   task.c      queues, tasks (park / wake / run), host IO plumbing, fsync batching
- *   cache.c     L2 / refcount block cache (LRU, byte budget), metadata write-back (q2_meta)
+ *   task.c      queues, tasks (park / wake / run), host IO plumbing, aligned buffers
+ *   cache.c     L2 / refcount block cache (LRU, byte budget), metadata write-back (q2_meta),
+ *               fsync batching, the busy set (one change at a time per guest cluster)
  *   refcount.c  refcount entries, allocator, refcount sync (blocks, fsync, table, fsync)
  *   compress.c  compressed clusters (zlib raw deflate, zstd)
  *   request.c   requests cut into chunks; write/COW, discard, write-zeroes, flush
