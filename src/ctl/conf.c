@@ -44,6 +44,11 @@ enum conf_key {
         KEY_DIRECT_IO,
         KEY_ZERO_COPY,
         KEY_RECOVERY,
+        /* nbd's (issue 31: to move onto the targets' option schema) */
+        KEY_NBD_URI,
+        KEY_NBD_CONNECT_TIMEOUT,
+        KEY_NBD_RECONNECT_TIMEOUT,
+        KEY_NBD_TLS_PSK_FILE,
         _KEY_MAX,
 };
 
@@ -59,6 +64,10 @@ static const char *const key_names[_KEY_MAX] = {
         [KEY_DIRECT_IO] = "direct-io",
         [KEY_ZERO_COPY] = "zero-copy",
         [KEY_RECOVERY] = "recovery",
+        [KEY_NBD_URI] = "uri",
+        [KEY_NBD_CONNECT_TIMEOUT] = "connect-timeout",
+        [KEY_NBD_RECONNECT_TIMEOUT] = "reconnect-timeout",
+        [KEY_NBD_TLS_PSK_FILE] = "tls-psk-file",
 };
 
 /* Returns NULL when the value is fine, else what is wrong with it. */
@@ -100,6 +109,21 @@ static const char *conf_set(struct ublk_conf *c, enum conf_key key, const char *
                         return "must be reissue, fail-io or none";
                 s = &c->recovery;
                 break;
+        case KEY_NBD_URI:
+                s = &c->nbd_uri;
+                break;
+        case KEY_NBD_TLS_PSK_FILE:
+                if (v[0] != '/')
+                        return "must be an absolute path";
+                s = &c->nbd_tls_psk_file;
+                break;
+        case KEY_NBD_CONNECT_TIMEOUT:
+                c->has_nbd_connect_timeout = true;
+                return parse_uint32(v, &c->nbd_connect_timeout) < 0 || c->nbd_connect_timeout == 0 ?
+                        "must be a positive number of seconds" : NULL;
+        case KEY_NBD_RECONNECT_TIMEOUT:
+                c->has_nbd_reconnect_timeout = true;
+                return parse_uint32(v, &c->nbd_reconnect_timeout) < 0 ? "must be a number of seconds" : NULL;
         default:
                 return "is not handled";
         }
@@ -166,7 +190,7 @@ int ublk_conf_parse(FILE *f, const char *fname, struct ublk_conf *conf, char *er
                 goto fail;
         }
         if (!conf->target) {
-                snprintf(err, err_len, "%s: no 'target' (null or loop)", fname);
+                snprintf(err, err_len, "%s: no 'target' (null, loop or nbd)", fname);
                 goto fail;
         }
         free(line);
@@ -185,5 +209,7 @@ void ublk_conf_free(struct ublk_conf *conf)
         free(conf->direct_io);
         free(conf->zero_copy);
         free(conf->recovery);
+        free(conf->nbd_uri);
+        free(conf->nbd_tls_psk_file);
         *conf = (struct ublk_conf) {};
 }

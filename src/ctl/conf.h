@@ -8,7 +8,8 @@
  * around key and value are not significant.  Keys are those of "ublkctl add":
  *   target (required), backing (a path, for loop), size, queues, depth,
  *   logical-block-size, read-only (yes/no), offset, direct-io and zero-copy (auto/on/off),
- *   recovery (reissue/fail-io/none).
+ *   recovery (reissue/fail-io/none); nbd's uri, connect-timeout, reconnect-timeout (seconds)
+ *   and tls-psk-file (a path).
  * An unknown key, a key given twice, a bad value or an over-long line is an error naming the
  * file and line.  The file is read by ublkctl, as whoever runs it (root for the unit): ublkd
  * never sees the path, only the backing file's descriptor.
@@ -31,6 +32,10 @@ struct ublk_conf {
         char *direct_io;        /* "auto", "on", "off" or NULL */
         char *zero_copy;
         char *recovery;         /* "reissue", "fail-io", "none" or NULL */
+        /* nbd's */
+        char *nbd_uri, *nbd_tls_psk_file;
+        bool has_nbd_connect_timeout, has_nbd_reconnect_timeout;
+        uint32_t nbd_connect_timeout, nbd_reconnect_timeout;
 };
 
 /* Parses f (named fname in messages).  On error, returns a negative errno and puts one line

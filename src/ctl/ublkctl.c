@@ -21,6 +21,8 @@
 #include "conf.h"
 #include "config.h"
 #include "macro.h"
+#include "nbd-connect.h"
+#include "nbd-uri.h"
 #include "parse.h"
 #include "polkit-agent.h"
 #include "ublkd-bus.h"
@@ -196,6 +198,12 @@ static void help(void)
                "      --recovery reissue|fail-io|none\n"
                "                          IO while ublkd restarts: waits and is reissued (default),\n"
                "                          fails, or the device stops\n"
+               "  add nbd URI [OPTIONS]  An NBD export: nbd://HOST[:PORT]/EXPORT, nbds://... (TLS),\n"
+               "                         nbd+unix:///EXPORT?socket=PATH, nbds+unix://...\n"
+               "      --connect-timeout SECS    nbd: bound on each connection's handshake (default 10)\n"
+               "      --reconnect-timeout SECS  nbd: how long IO waits for a lost server before it\n"
+               "                                fails with EIO (default 60; 0: forever)\n"
+               "      --tls-psk-file FILE       nbd: the TLS pre-shared key file (opened here)\n"
                "  list                   List devices\n"
                "  show ID|NAME           Show one device\n"
                "  start ID|NAME          Start a stopped device\n"
@@ -214,7 +222,7 @@ static void help(void)
                "                         JSON output, indented or on one line (--json alone: as -j)\n"
                "     --no-legend         list: no header line\n"
                "     --no-ask-password   Do not ask for a password (polkit) on the terminal\n\n"
-               "Targets: null, loop. See ublkctl(8).\n");
+               "Targets: null, loop, nbd. See ublkctl(8).\n");
 }
 
 static int append_option(sd_bus_message *m, const char *key, const char *sig, ...)
@@ -251,7 +259,77 @@ struct add_args {
         uint32_t queues, depth, lbs;
         const char *name, *direct_io, *zero_copy, *recovery;
         bool read_only, start;
+        /* nbd's (issue 31: to move onto the targets' option schema) */
+        const char *nbd_uri, *nbd_tls_psk_file;
+        uint32_t nbd_connect_timeout, nbd_reconnect_timeout;
+        bool nbd_reconnect_timeout_given;
 };
+
+#define NBD_CONNECT_TIMEOUT_DEFAULT_S 10
+#define NBD_SOCKETS_MAX 64
+
+/*
+ * nbd's part of Add: the URI, and for anyone but root (ublkd connects for root only) one socket
+ * per queue, connected here with the caller's own rights, and the key file opened here.
+ * fds[] receives what it opens (closed by the caller); returns 0 or an exit code.
+ */
+static int add_nbd_options(sd_bus_message *m, const struct add_args *a, int *fds, unsigned *n_fds)
+{
+        uint32_t timeout = a->nbd_connect_timeout ? a->nbd_connect_timeout : NBD_CONNECT_TIMEOUT_DEFAULT_S;
+        const char *psk = a->nbd_tls_psk_file;
+        unsigned n = a->queues ? a->queues : 1;
+        struct nbd_uri u;
+        const char *why;
+        char err[300];
+        int r;
+
+        if (nbd_uri_parse(a->nbd_uri, &u, &why) < 0) {
+                fprintf(stderr, "ublkctl: bad NBD URI: %s\n", why);
+                return EXIT_FAILURE;
+        }
+        r = append_option(m, "uri", "s", a->nbd_uri);
+        if (r >= 0 && a->nbd_connect_timeout)
+                r = append_option(m, "connect-timeout", "u", a->nbd_connect_timeout);
+        if (r >= 0 && a->nbd_reconnect_timeout_given)
+                r = append_option(m, "reconnect-timeout", "u", a->nbd_reconnect_timeout);
+        if (r < 0)
+                return EXIT_FAILURE;
+        if (!psk && geteuid() != 0 && u.tls_psk_file[0])
+                psk = u.tls_psk_file;
+        if (psk) {
+                fds[*n_fds] = open(psk, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+                if (fds[*n_fds] < 0) {
+                        fprintf(stderr, "ublkctl: cannot open %s: %s\n", psk, strerror(errno));
+                        return EXIT_FAILURE;
+                }
+                if (append_option(m, "tls-psk", "h", fds[(*n_fds)++]) < 0)
+                        return EXIT_FAILURE;
+        }
+        if (geteuid() == 0)
+                return 0;
+        if (n > NBD_SOCKETS_MAX) {
+                fprintf(stderr, "ublkctl: at most %u queues for an nbd device\n", NBD_SOCKETS_MAX);
+                return EXIT_FAILURE;
+        }
+        r = nbd_connect_sockets(a->nbd_uri, n, timeout, fds + *n_fds, err, sizeof(err));
+        if (r < 0) {
+                fprintf(stderr, "ublkctl: %s\n", err);
+                return EXIT_FAILURE;
+        }
+        r = sd_bus_message_open_container(m, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", "sockets");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', "ah");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "h");
+        for (unsigned i = 0; r >= 0 && i < n; i++)
+                r = sd_bus_message_append(m, "h", fds[*n_fds + i]);
+        *n_fds += n;
+        for (int k = 0; r >= 0 && k < 3; k++)
+                r = sd_bus_message_close_container(m);
+        return r < 0 ? EXIT_FAILURE : 0;
+}
 
 /* Opens the backing file, calls Add and prints the new device; returns an exit code. */
 static int add_device(const struct add_args *a)
@@ -260,6 +338,8 @@ static int add_device(const struct add_args *a)
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_close_ int backing_fd = -1;
+        int nbd_fds[NBD_SOCKETS_MAX + 1];
+        unsigned n_nbd_fds = 0;
         const char *path;
         uint32_t id;
         int r;
@@ -311,12 +391,24 @@ static int add_device(const struct add_args *a)
                 r = append_option(m, "zero-copy", "s", a->zero_copy);
         if (r >= 0 && a->recovery)
                 r = append_option(m, "recovery", "s", a->recovery);
+        if (r >= 0 && a->nbd_uri) {
+                int x = add_nbd_options(m, a, nbd_fds, &n_nbd_fds);
+
+                if (x != 0) {
+                        while (n_nbd_fds > 0)
+                                safe_close(nbd_fds[--n_nbd_fds]);
+                        return x;
+                }
+        }
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0)
                 return bus_failure(&error, r, "cannot build the request");
 
         r = sd_bus_call(bus, m, op_timeout_usec, &error, &reply);
+        /* The message holds its own copies of the fds. */
+        while (n_nbd_fds > 0)
+                safe_close(nbd_fds[--n_nbd_fds]);
         if (r < 0) {
                 r = bus_failure(&error, r, "add failed");
                 sd_bus_error_free(&error);
@@ -335,7 +427,8 @@ static int add_device(const struct add_args *a)
 /* The options of add, as given; checked once the command line is read. */
 enum {
         OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START,
-        OPT_OFFSET, OPT_DIRECT_IO, OPT_ZERO_COPY, OPT_RECOVERY, _OPT_ADD_END,
+        OPT_OFFSET, OPT_DIRECT_IO, OPT_ZERO_COPY, OPT_RECOVERY,
+        OPT_NBD_CONNECT_TIMEOUT, OPT_NBD_RECONNECT_TIMEOUT, OPT_NBD_TLS_PSK_FILE, _OPT_ADD_END,
         OPT_VERSION, OPT_JSON, OPT_NO_ASK_PASSWORD, OPT_NO_LEGEND,
 };
 static const char *add_opt[_OPT_ADD_END - OPT_SIZE];
@@ -371,10 +464,24 @@ static int cmd_add(int argc, char *argv[])
         if (a.recovery && strcmp(a.recovery, "reissue") != 0 && strcmp(a.recovery, "fail-io") != 0 &&
             strcmp(a.recovery, "none") != 0)
                 return usage_error("--recovery takes reissue, fail-io or none, not '%s'", a.recovery);
+        if (ADD_OPT(OPT_NBD_CONNECT_TIMEOUT) &&
+            (parse_uint32(ADD_OPT(OPT_NBD_CONNECT_TIMEOUT), &a.nbd_connect_timeout) < 0 || !a.nbd_connect_timeout))
+                return usage_error("--connect-timeout takes a positive number of seconds, not '%s'",
+                                   ADD_OPT(OPT_NBD_CONNECT_TIMEOUT));
+        if (ADD_OPT(OPT_NBD_RECONNECT_TIMEOUT)) {
+                if (parse_uint32(ADD_OPT(OPT_NBD_RECONNECT_TIMEOUT), &a.nbd_reconnect_timeout) < 0)
+                        return usage_error("--reconnect-timeout takes a number of seconds, not '%s'",
+                                           ADD_OPT(OPT_NBD_RECONNECT_TIMEOUT));
+                a.nbd_reconnect_timeout_given = true;
+        }
+        a.nbd_tls_psk_file = ADD_OPT(OPT_NBD_TLS_PSK_FILE);
 
         if (argc < 2)
                 return usage_error("needs a target, e.g. 'ublkctl add loop disk.img' or 'ublkctl add null --size 1G'");
         a.target = argv[1];
+        if (strcmp(a.target, "nbd") != 0 && (a.nbd_connect_timeout || a.nbd_reconnect_timeout_given ||
+                                             a.nbd_tls_psk_file))
+                return usage_error("--connect-timeout, --reconnect-timeout and --tls-psk-file are nbd's options");
         if (strcmp(a.target, "loop") == 0) {
                 if (argc < 3)
                         return usage_error("loop needs a FILE to serve (a regular file or a block device)");
@@ -386,8 +493,15 @@ static int cmd_add(int argc, char *argv[])
                         return usage_error("unexpected argument '%s': null takes no FILE", argv[2]);
                 if (!a.size)
                         return usage_error("null needs --size SIZE");
+        } else if (strcmp(a.target, "nbd") == 0) {
+                if (argc < 3)
+                        return usage_error("nbd needs the export's URI, e.g. nbd://HOST/EXPORT or "
+                                           "nbd+unix:///EXPORT?socket=PATH");
+                a.nbd_uri = argv[2];
+                if (argc > 3)
+                        return usage_error("unexpected argument '%s'", argv[3]);
         } else
-                return usage_error("unknown target '%s': null or loop", a.target);
+                return usage_error("unknown target '%s': null, loop or nbd", a.target);
         return add_device(&a);
 }
 
@@ -535,7 +649,7 @@ static int cmd_show(int argc, char *argv[])
                 { "CharDevice", 's' }, { "Size", 't' }, { "LogicalBlockSize", 'u' }, { "Queues", 'u' },
                 { "Depth", 'u' }, { "ReadOnly", 'b' }, { "DirectIO", 'b' }, { "ZeroCopy", 'b' },
                 { "OwnerUID", 'u' }, { "OwnerGID", 'u' }, { "Flags", 't' }, { "Backing", 's' },
-                { "Recovery", 's' },
+                { "Recovery", 's' }, { "TargetStatus", 's' },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_free_ char *path = NULL;
@@ -773,6 +887,11 @@ static int cmd_up(int argc, char *argv[])
                 .recovery = conf.recovery,
                 .read_only = conf.read_only,
                 .start = true,
+                .nbd_uri = conf.nbd_uri,
+                .nbd_tls_psk_file = conf.nbd_tls_psk_file,
+                .nbd_connect_timeout = conf.nbd_connect_timeout,
+                .nbd_reconnect_timeout = conf.nbd_reconnect_timeout,
+                .nbd_reconnect_timeout_given = conf.has_nbd_reconnect_timeout,
         };
         r = add_device(&a);
         ublk_conf_free(&conf);
@@ -860,6 +979,9 @@ int main(int argc, char *argv[])
                 { "direct-io", required_argument, NULL, OPT_DIRECT_IO },
                 { "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
                 { "recovery", required_argument, NULL, OPT_RECOVERY },
+                { "connect-timeout", required_argument, NULL, OPT_NBD_CONNECT_TIMEOUT },
+                { "reconnect-timeout", required_argument, NULL, OPT_NBD_RECONNECT_TIMEOUT },
+                { "tls-psk-file", required_argument, NULL, OPT_NBD_TLS_PSK_FILE },
                 {}
         };
         static const struct {

@@ -17,6 +17,9 @@
 #include "polkit.h"
 #include "state.h"
 #include "ublkd-bus.h"
+#if HAVE_NBD
+#include "target-nbd.h"
+#endif
 
 int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
 {
@@ -88,6 +91,12 @@ enum add_option {
         OPT_DIRECT_IO,
         OPT_ZERO_COPY,
         OPT_RECOVERY,
+        /* nbd's (issue 31: to move onto the target's own option schema) */
+        OPT_NBD_URI,
+        OPT_NBD_SOCKETS,
+        OPT_NBD_TLS_PSK,
+        OPT_NBD_CONNECT_TIMEOUT,
+        OPT_NBD_RECONNECT_TIMEOUT,
         _OPT_MAX,
 };
 
@@ -108,7 +117,85 @@ static const struct {
         [OPT_DIRECT_IO] = { "direct-io", "s", TARGET_OPT_DIRECT_IO },
         [OPT_ZERO_COPY] = { "zero-copy", "s" },
         [OPT_RECOVERY]  = { "recovery", "s" },
+        [OPT_NBD_URI]               = { "uri", "s", TARGET_OPT_NBD },
+        [OPT_NBD_SOCKETS]           = { "sockets", "ah", TARGET_OPT_NBD },
+        [OPT_NBD_TLS_PSK]           = { "tls-psk", "h", TARGET_OPT_NBD },
+        [OPT_NBD_CONNECT_TIMEOUT]   = { "connect-timeout", "u", TARGET_OPT_NBD },
+        [OPT_NBD_RECONNECT_TIMEOUT] = { "reconnect-timeout", "u", TARGET_OPT_NBD },
 };
+
+#if HAVE_NBD
+/* The longest a caller may make a handshake wait, and the most connections one Add may pass. */
+#define NBD_CONNECT_TIMEOUT_MAX_S 300
+#define NBD_SOCKETS_MAX 64
+
+/* nbd's options (target-nbd.h), into req->config.nbd. */
+static int read_nbd_option(sd_bus_message *msg, enum add_option opt, struct add_request *req, sd_bus_error *error)
+{
+        struct nbd_options *o = req->config.nbd;
+        const char *s;
+        uint32_t u;
+        int fd, r;
+
+        if (!o) {
+                o = req->config.nbd = nbd_options_new();
+                if (!o)
+                        return -ENOMEM;
+        }
+        switch (opt) {
+        case OPT_NBD_URI:
+                r = sd_bus_message_read(msg, "s", &s);
+                if (r < 0)
+                        return r;
+                if (strlen(s) > 8192)
+                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Option 'uri' is too long");
+                o->uri = strdup(s);
+                return o->uri ? 0 : -ENOMEM;
+        case OPT_NBD_SOCKETS:
+                r = sd_bus_message_enter_container(msg, 'a', "h");
+                if (r < 0)
+                        return r;
+                while ((r = sd_bus_message_read(msg, "h", &fd)) > 0) {
+                        int *n;
+
+                        if (o->n_sockets >= NBD_SOCKETS_MAX)
+                                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                                         "Option 'sockets' takes at most %u", NBD_SOCKETS_MAX);
+                        n = realloc(o->sockets, (o->n_sockets + 1) * sizeof(*n));
+                        if (!n)
+                                return -ENOMEM;
+                        o->sockets = n;
+                        /* The message owns its fds; keep our own copies. */
+                        n[o->n_sockets] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                        if (n[o->n_sockets] < 0)
+                                return -errno;
+                        o->n_sockets++;
+                }
+                if (r < 0)
+                        return r;
+                return sd_bus_message_exit_container(msg);
+        case OPT_NBD_TLS_PSK:
+                r = sd_bus_message_read(msg, "h", &fd);
+                if (r < 0)
+                        return r;
+                o->tls_psk_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                return o->tls_psk_fd < 0 ? -errno : 0;
+        default:
+                r = sd_bus_message_read(msg, "u", &u);
+                if (r < 0)
+                        return r;
+                if (opt == OPT_NBD_CONNECT_TIMEOUT) {
+                        if (u < 1 || u > NBD_CONNECT_TIMEOUT_MAX_S)
+                                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
+                                                         "Option 'connect-timeout' must be 1 to %u seconds",
+                                                         NBD_CONNECT_TIMEOUT_MAX_S);
+                        o->connect_timeout_s = u;
+                } else
+                        o->reconnect_timeout_s = u;
+                return 0;
+        }
+}
+#endif
 
 static int read_option(sd_bus_message *msg, enum add_option opt, struct add_request *req, sd_bus_error *error)
 {
@@ -176,6 +263,10 @@ static int read_option(sd_bus_message *msg, enum add_option opt, struct add_requ
                 if (req->config.backing_fd < 0)
                         return -errno;
                 return 0;
+#if HAVE_NBD
+        case OPT_NBD_URI ... OPT_NBD_RECONNECT_TIMEOUT:
+                return read_nbd_option(msg, opt, req, error);
+#endif
         default:
                 return -EINVAL;
         }
@@ -234,6 +325,15 @@ static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bu
         }
         if (r < 0)
                 return r;
+#if HAVE_NBD
+        /* The default applies only when not given: 0 means forever. */
+        if (target->options & TARGET_OPT_NBD) {
+                if (!req->config.nbd && !(req->config.nbd = nbd_options_new()))
+                        return -ENOMEM;
+                if (!seen[OPT_NBD_RECONNECT_TIMEOUT])
+                        req->config.nbd->reconnect_timeout_s = NBD_RECONNECT_TIMEOUT_DEFAULT_S;
+        }
+#endif
         return sd_bus_message_exit_container(msg);
 }
 
@@ -295,7 +395,7 @@ static void add_work_free(struct add_work *a)
 {
         if (!a)
                 return;
-        safe_close(a->req.config.backing_fd);
+        ublk_dev_config_clear(&a->req.config);
         free(a);
 }
 
@@ -317,6 +417,11 @@ static int add_run(struct work *w)
                 }
         }
 
+#if HAVE_NBD
+        /* What an nbd device serves, for the Backing property (root's and the owner's only). */
+        if (a->req.config.nbd && a->req.config.nbd->uri)
+                a->backing = strdup(a->req.config.nbd->uri);
+#endif
         if (a->req.config.owner_uid != 0) {
                 r = resolve_owner(&a->req.config, &a->why);
                 if (r < 0) {

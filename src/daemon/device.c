@@ -14,6 +14,9 @@
 #include "log.h"
 #include "macro.h"
 #include "queue.h"
+#if HAVE_NBD
+#include "target-nbd.h"
+#endif
 
 #define UDEV_WAIT_MS 10000
 
@@ -27,6 +30,15 @@ void ublk_dev_config_init(struct ublk_dev_config *config)
                 .depth = UBLK_DEV_DEFAULT_DEPTH,
                 .backing_fd = -1,
         };
+}
+
+void ublk_dev_config_clear(struct ublk_dev_config *config)
+{
+        config->backing_fd = safe_close(config->backing_fd);
+#if HAVE_NBD
+        nbd_options_free(config->nbd);
+#endif
+        config->nbd = NULL;
 }
 
 /* The kernel caps a device's queues at nr_cpu_ids: the highest possible CPU + 1. */
@@ -351,6 +363,7 @@ static struct ublk_dev *dev_new(const struct ublk_ctrl *ctrl, struct ublk_dev_co
         dev->ctrl = ctrl;
         dev->config = *config;
         config->backing_fd = -1;
+        config->nbd = NULL;
         dev->cdev_fd = -1;
         dev->unprivileged = dev->config.owner_uid != 0;
         return dev;
@@ -389,6 +402,8 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         if (r >= 0) {
                 dev->add_info.flags = dev->info.flags;
                 r = ops->init(dev, &dev->params, reason);
+                /* init() may have lowered the queues (nbd: a server without multi-conn). */
+                dev->add_info.nr_hw_queues = dev->info.nr_hw_queues = (uint16_t) dev->config.queues;
         }
         if (r >= 0 && dev->config.size % dev->config.logical_block_size) {
                 snprintf(reason->text, sizeof(reason->text),
@@ -396,7 +411,7 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
                 r = -EINVAL;
         }
         if (r < 0) {
-                safe_close(dev->config.backing_fd);
+                ublk_dev_config_clear(&dev->config);
                 free(dev);
                 return r;
         }
@@ -407,7 +422,7 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         if (r < 0) {
                 if (ops->deinit)
                         ops->deinit(dev);
-                safe_close(dev->config.backing_fd);
+                ublk_dev_config_clear(&dev->config);
                 free(dev);
                 return r;
         }
@@ -587,7 +602,7 @@ int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config,
                 r = ops->init(dev, &dev->params, reason);
         }
         if (r < 0) {
-                safe_close(dev->config.backing_fd);
+                ublk_dev_config_clear(&dev->config);
                 free(dev);
                 return r;
         }
@@ -622,6 +637,8 @@ static int dev_stop_queues(struct ublk_dev *dev)
 
         if (!dev->live)
                 return 0;
+        if (dev->config.target->stopping)
+                dev->config.target->stopping(dev);
         r = ublk_ctrl_stop_dev(dev->ctrl, dev->id, dev->unprivileged);
         if (r < 0)
                 return r;
@@ -662,7 +679,7 @@ void ublk_dev_release(struct ublk_dev *dev)
                 return;
         if (dev->config.target->deinit)
                 dev->config.target->deinit(dev);
-        dev->config.backing_fd = safe_close(dev->config.backing_fd);
+        ublk_dev_config_clear(&dev->config);
         dev->released = true;
 }
 

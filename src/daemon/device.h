@@ -78,6 +78,8 @@ struct ublk_dev_config {
         /* Not 0: an unprivileged device of this user (see ublk_ctrl_add_dev_as()). */
         uid_t owner_uid;
         gid_t owner_gid;
+        /* The nbd target's options (target-nbd.h), owned; NULL for other targets. */
+        struct nbd_options *nbd;
 };
 
 struct ublk_queue;
@@ -112,6 +114,8 @@ extern unsigned ublk_test_start_delay_ms;
 extern unsigned ublk_test_fetch_delay_ms;
 
 void ublk_dev_config_init(struct ublk_dev_config *config);
+/* Closes and frees what the configuration owns (backing fd, target options). */
+void ublk_dev_config_clear(struct ublk_dev_config *config);
 /* Checks ranges that do not depend on the target; *reason names the fix. */
 int ublk_dev_config_validate(const struct ublk_dev_config *config, const char **reason);
 

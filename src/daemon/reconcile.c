@@ -96,7 +96,7 @@ static void adopt_done(struct work *w, int r)
         manager_update_status(m);
         (void) bus_device_emit_added(m, md);
 out:
-        safe_close(a->config.backing_fd);
+        ublk_dev_config_clear(&a->config);
         free(a);
 }
 
@@ -190,7 +190,7 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
         a->config.backing_fd = state_fd_take(id);
         a->md = manager_new_device(m, a->config.name);
         if (!a->md) {
-                safe_close(a->config.backing_fd);
+                ublk_dev_config_clear(&a->config);
                 free(backing);
                 free(a);
                 return -ENOMEM;
@@ -207,7 +207,7 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
         r = work_start_holding(m, &a->work, id);
         if (r < 0) {
                 manager_free_device(m, a->md);
-                safe_close(a->config.backing_fd);
+                ublk_dev_config_clear(&a->config);
                 free(a);
         }
         return r;

@@ -13,11 +13,17 @@
 static const struct ublk_target_ops *const targets[] = {
         &target_null_ops,
         &target_loop_ops,
+#if HAVE_NBD
+        &target_nbd_ops,
+#endif
 };
 
 static const char *const names[] = {
         "null",
         "loop",
+#if HAVE_NBD
+        "nbd",
+#endif
         NULL,
 };
 

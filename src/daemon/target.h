@@ -20,11 +20,19 @@
  *    UBLK_TARGET_QUEUED while more are outstanding.
  *  - Per-device target state hangs off dev->target_data; per-queue state off
  *    q->target_data (set up by queue_init(), torn down by queue_deinit()).
+ *  - event(), if set, gets the CQEs of the target's SQEs built with ublk_event_user_data()
+ *    (queue.h), which belong to no tag.  stopping(), if set, runs on the control side before
+ *    STOP_DEV: a target that holds requests (waiting for a server) must let them go, as
+ *    STOP_DEV waits for them.  status(), if set, says how the target is doing for
+ *    `ublkctl show` (TargetStatus); it may be called from the event loop at any time.
+ *  - init() may lower config.queues (never raise it).
  */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "config.h"
 
 struct io_uring_cqe;
 struct ublksrv_io_desc;
@@ -44,6 +52,8 @@ enum {
         TARGET_OPT_BACKING   = 1 << 0,  /* "backing" (h), required when taken */
         TARGET_OPT_OFFSET    = 1 << 1,  /* "offset" (t) */
         TARGET_OPT_DIRECT_IO = 1 << 2,  /* "direct-io" (s) */
+        TARGET_OPT_NBD       = 1 << 3,  /* nbd's: "uri" (s, required), "sockets" (ah), "tls-psk" (h),
+                                         * "connect-timeout", "reconnect-timeout" (u, seconds) */
 };
 
 struct ublk_target_ops {
@@ -57,10 +67,17 @@ struct ublk_target_ops {
         void (*queue_deinit)(struct ublk_queue *q);
         int (*queue_io)(struct ublk_queue *q, unsigned tag, const struct ublksrv_io_desc *iod);
         int (*io_done)(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe);
+        void (*event)(struct ublk_queue *q, const struct io_uring_cqe *cqe);
+        void (*stopping)(struct ublk_dev *dev);
+        /* Writes at most len bytes to buf; "" when there is nothing to say. */
+        void (*status)(struct ublk_dev *dev, char *buf, size_t len);
 };
 
 extern const struct ublk_target_ops target_null_ops;
 extern const struct ublk_target_ops target_loop_ops;
+#if HAVE_NBD
+extern const struct ublk_target_ops target_nbd_ops;
+#endif
 
 const struct ublk_target_ops *target_find(const char *name);
 /* NULL-terminated list of target names, in a stable order. */
