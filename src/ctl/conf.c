@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "conf.h"
-#include "parse.h"
 
 #define CONF_LINE_MAX 4096
 
@@ -21,116 +20,35 @@ static char *strip(char *s)
         return s;
 }
 
-static int parse_bool(const char *s, bool *ret)
+/* Returns NULL when the value is fine, else what is wrong with it (in why). */
+static const char *conf_set(struct ublk_conf *c, int index, const char *v, char *why, size_t why_len)
 {
-        if (!strcmp(s, "yes") || !strcmp(s, "true") || !strcmp(s, "on") || !strcmp(s, "1"))
-                *ret = true;
-        else if (!strcmp(s, "no") || !strcmp(s, "false") || !strcmp(s, "off") || !strcmp(s, "0"))
-                *ret = false;
-        else
-                return -EINVAL;
-        return 0;
-}
+        char **s = index < 0 ? &c->target : &c->values[index];
+        union ublk_opt_value value;
 
-enum conf_key {
-        KEY_TARGET,
-        KEY_BACKING,
-        KEY_SIZE,
-        KEY_QUEUES,
-        KEY_DEPTH,
-        KEY_LBS,
-        KEY_READ_ONLY,
-        KEY_OFFSET,
-        KEY_DIRECT_IO,
-        KEY_ZERO_COPY,
-        KEY_RECOVERY,
-        /* nbd's (issue 31: to move onto the targets' option schema) */
-        KEY_NBD_URI,
-        KEY_NBD_CONNECT_TIMEOUT,
-        KEY_NBD_RECONNECT_TIMEOUT,
-        KEY_NBD_TLS_PSK_FILE,
-        _KEY_MAX,
-};
-
-static const char *const key_names[_KEY_MAX] = {
-        [KEY_TARGET] = "target",
-        [KEY_BACKING] = "backing",
-        [KEY_SIZE] = "size",
-        [KEY_QUEUES] = "queues",
-        [KEY_DEPTH] = "depth",
-        [KEY_LBS] = "logical-block-size",
-        [KEY_READ_ONLY] = "read-only",
-        [KEY_OFFSET] = "offset",
-        [KEY_DIRECT_IO] = "direct-io",
-        [KEY_ZERO_COPY] = "zero-copy",
-        [KEY_RECOVERY] = "recovery",
-        [KEY_NBD_URI] = "uri",
-        [KEY_NBD_CONNECT_TIMEOUT] = "connect-timeout",
-        [KEY_NBD_RECONNECT_TIMEOUT] = "reconnect-timeout",
-        [KEY_NBD_TLS_PSK_FILE] = "tls-psk-file",
-};
-
-/* Returns NULL when the value is fine, else what is wrong with it. */
-static const char *conf_set(struct ublk_conf *c, enum conf_key key, const char *v)
-{
-        char **s = NULL;
-
-        switch (key) {
-        case KEY_TARGET:
-                s = &c->target;
-                break;
-        case KEY_BACKING:
-                if (v[0] != '/')
-                        return "must be an absolute path";
-                s = &c->backing;
-                break;
-        case KEY_SIZE:
-                return parse_size(v, &c->size) < 0 || c->size == 0 ? "must be a size such as 10G or 512M" : NULL;
-        case KEY_OFFSET:
-                c->has_offset = true;
-                return parse_size(v, &c->offset) < 0 ? "must be a size such as 0 or 1M" : NULL;
-        case KEY_QUEUES:
-                return parse_uint32(v, &c->queues) < 0 || c->queues == 0 ? "must be a positive number" : NULL;
-        case KEY_DEPTH:
-                return parse_uint32(v, &c->depth) < 0 || c->depth == 0 ? "must be a positive number" : NULL;
-        case KEY_LBS:
-                return parse_uint32(v, &c->logical_block_size) < 0 || c->logical_block_size == 0 ?
-                        "must be 512, 1024, 2048 or 4096" : NULL;
-        case KEY_READ_ONLY:
-                return parse_bool(v, &c->read_only) < 0 ? "must be yes or no" : NULL;
-        case KEY_DIRECT_IO:
-        case KEY_ZERO_COPY:
-                if (parse_auto_on_off(v) < 0)
-                        return "must be auto, on or off";
-                s = key == KEY_DIRECT_IO ? &c->direct_io : &c->zero_copy;
-                break;
-        case KEY_RECOVERY:
-                if (strcmp(v, "reissue") != 0 && strcmp(v, "fail-io") != 0 && strcmp(v, "none") != 0)
-                        return "must be reissue, fail-io or none";
-                s = &c->recovery;
-                break;
-        case KEY_NBD_URI:
-                s = &c->nbd_uri;
-                break;
-        case KEY_NBD_TLS_PSK_FILE:
-                if (v[0] != '/')
-                        return "must be an absolute path";
-                s = &c->nbd_tls_psk_file;
-                break;
-        case KEY_NBD_CONNECT_TIMEOUT:
-                c->has_nbd_connect_timeout = true;
-                return parse_uint32(v, &c->nbd_connect_timeout) < 0 || c->nbd_connect_timeout == 0 ?
-                        "must be a positive number of seconds" : NULL;
-        case KEY_NBD_RECONNECT_TIMEOUT:
-                c->has_nbd_reconnect_timeout = true;
-                return parse_uint32(v, &c->nbd_reconnect_timeout) < 0 ? "must be a number of seconds" : NULL;
-        default:
-                return "is not handled";
-        }
         if (!*v)
                 return "must not be empty";
+        if (index >= 0) {
+                const struct ublk_option *o = ublk_options[index];
+
+                if (o->kind == UBLK_OPT_FD && v[0] != '/')
+                        return "must be an absolute path";
+                if (ublk_option_parse(o, v, &value, why, why_len) < 0)
+                        return why;
+        }
         *s = strdup(v);
         return *s ? NULL : "cannot be stored (out of memory)";
+}
+
+/* "target" is -1, an option its index in ublk_options[]; -2 for none. */
+static int conf_key(const char *key)
+{
+        if (!strcmp(key, "target"))
+                return -1;
+        for (int i = 0; ublk_options[i] && i < UBLK_CONF_OPTIONS_MAX; i++)
+                if (!strcmp(key, ublk_options[i]->key) && !(ublk_options[i]->flags & UBLK_OPT_NO_CONF))
+                        return i;
+        return -2;
 }
 
 int ublk_conf_parse(FILE *f, const char *fname, struct ublk_conf *conf, char *err, size_t err_len)
@@ -138,14 +56,15 @@ int ublk_conf_parse(FILE *f, const char *fname, struct ublk_conf *conf, char *er
         char *line = NULL;
         size_t cap = 0;
         ssize_t len;
-        bool seen[_KEY_MAX] = {};
+        bool seen[UBLK_CONF_OPTIONS_MAX + 1] = {};
         unsigned n = 0;
 
         *conf = (struct ublk_conf) {};
         while ((len = getline(&line, &cap, f)) >= 0) {
                 char *key, *value, *eq;
                 const char *why;
-                unsigned k;
+                char buf[128];
+                int k;
 
                 n++;
                 if (len - (len > 0 && line[len - 1] == '\n') > CONF_LINE_MAX) {
@@ -167,19 +86,17 @@ int ublk_conf_parse(FILE *f, const char *fname, struct ublk_conf *conf, char *er
                 *eq = 0;
                 value = strip(eq + 1);
                 key = strip(key);
-                for (k = 0; k < _KEY_MAX; k++)
-                        if (!strcmp(key, key_names[k]))
-                                break;
-                if (k == _KEY_MAX) {
+                k = conf_key(key);
+                if (k == -2) {
                         snprintf(err, err_len, "%s:%u: unknown key '%.64s' (see ublk.conf(5))", fname, n, key);
                         goto fail;
                 }
-                if (seen[k]) {
+                if (seen[k + 1]) {
                         snprintf(err, err_len, "%s:%u: '%s' given twice", fname, n, key);
                         goto fail;
                 }
-                seen[k] = true;
-                why = conf_set(conf, (enum conf_key) k, value);
+                seen[k + 1] = true;
+                why = conf_set(conf, k, value, buf, sizeof(buf));
                 if (why) {
                         snprintf(err, err_len, "%s:%u: %s %s, not '%.64s'", fname, n, key, why, value);
                         goto fail;
@@ -205,11 +122,14 @@ fail:
 void ublk_conf_free(struct ublk_conf *conf)
 {
         free(conf->target);
-        free(conf->backing);
-        free(conf->direct_io);
-        free(conf->zero_copy);
-        free(conf->recovery);
-        free(conf->nbd_uri);
-        free(conf->nbd_tls_psk_file);
+        for (size_t i = 0; i < UBLK_CONF_OPTIONS_MAX; i++)
+                free(conf->values[i]);
         *conf = (struct ublk_conf) {};
+}
+
+const char *ublk_conf_get(const struct ublk_conf *conf, const char *key)
+{
+        int k = conf_key(key);
+
+        return k >= 0 ? conf->values[k] : NULL;
 }

@@ -15,4 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define NBD_CONNECT_DEFAULT_S 10        /* ublkd's default connect-timeout too */
+#define NBD_CONNECT_SOCKETS_MAX 64      /* ublkd takes no more */
+
 int nbd_connect_sockets(const char *uri, unsigned n, uint32_t timeout_s, int *fds, char *err, size_t err_len);

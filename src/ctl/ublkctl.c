@@ -7,7 +7,6 @@
  * Exit codes: 0 success, 1 the operation failed, 2 usage error.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <inttypes.h>
@@ -18,17 +17,16 @@
 #include <unistd.h>
 #include <systemd/sd-bus.h>
 
+#include "add.h"
 #include "conf.h"
 #include "config.h"
 #include "macro.h"
-#include "nbd-connect.h"
-#include "nbd-uri.h"
 #include "parse.h"
 #include "polkit-agent.h"
+#include "ublkctl.h"
 #include "ublkd-bus.h"
 #include "ublk_cmd.h"
 
-#define EXIT_USAGE 2
 #ifndef MAX
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 #endif
@@ -42,15 +40,20 @@
 /* --json=MODE as systemd's tools have it: off, short (one line), pretty (indented). */
 enum json_mode { JSON_OFF, JSON_SHORT, JSON_PRETTY };
 
+/* getopt_long's values: add's options are OPT_ADD + N (add.h). */
+enum {
+        OPT_VERSION = 0x100, OPT_JSON, OPT_NO_ASK_PASSWORD, OPT_NO_LEGEND,
+        OPT_ADD = 0x200,
+};
+
 static enum json_mode arg_json;
 static bool arg_legend = true;
 static bool arg_ask_password = true;
 static const char *arg_verb;          /* the command, once known: named in usage errors */
-static uint64_t op_timeout_usec = OPERATION_TIMEOUT_USEC;
+uint64_t op_timeout_usec = OPERATION_TIMEOUT_USEC;
 
 /* "ublkctl VERB: what is wrong", then where to read more; returns the exit code. */
-static int usage_error(const char *fmt, ...) _printf_(1, 2);
-static int usage_error(const char *fmt, ...)
+int usage_error(const char *fmt, ...)
 {
         va_list ap;
 
@@ -138,7 +141,7 @@ static void json_next(const char *key)
 }
 
 /* One line naming the fix; returns the exit code for a failed operation. */
-static int bus_failure(const sd_bus_error *error, int r, const char *what)
+int bus_failure(const sd_bus_error *error, int r, const char *what)
 {
         if (sd_bus_error_has_names(error, SD_BUS_ERROR_SERVICE_UNKNOWN, SD_BUS_ERROR_NAME_HAS_NO_OWNER,
                                    "org.freedesktop.systemd1.NoSuchUnit"))
@@ -163,7 +166,7 @@ static int connect_bus(sd_bus **ret)
 
 /* For the calls that polkit may gate: on a terminal, an agent there, and the call lets polkit
  * ask the user through it. */
-static int connect_bus_for_change(sd_bus **ret)
+int connect_bus_for_change(sd_bus **ret)
 {
         int r = connect_bus(ret);
 
@@ -180,31 +183,9 @@ static void help(void)
 {
         printf("Usage: ublkctl [OPTIONS] COMMAND ...\n\n"
                "Manage ublk block devices served by ublkd.\n\n"
-               "Commands:\n"
-               "  add null --size SIZE [OPTIONS]\n"
-               "  add loop FILE [OPTIONS]\n"
-               "                         Create a device; prints its /dev/ublkbN\n"
-               "      --size SIZE          Size in bytes, K/M/G/T suffixes allowed\n"
-               "                           (loop: default the whole file)\n"
-               "      --queues N           Hardware queues (default 1)\n"
-               "      --depth N            Queue depth (default 128)\n"
-               "      --logical-block-size N  512 (default) to 4096\n"
-               "      --name NAME          A unique name for the device (USER:NAME for a user's)\n"
-               "      --read-only          Refuse writes\n"
-               "      --no-start           Create the device without starting it\n"
-               "      --offset BYTES       loop: where the device starts in FILE (default 0)\n"
-               "      --direct-io auto|on|off  loop: O_DIRECT on FILE (default auto: when it can)\n"
-               "      --zero-copy auto|on|off  no copy of request data (default auto: when the kernel can)\n"
-               "      --recovery reissue|fail-io|none\n"
-               "                          IO while ublkd restarts: waits and is reissued (default),\n"
-               "                          fails, or the device stops\n"
-               "  add nbd URI [OPTIONS]  An NBD export: nbd://HOST[:PORT]/EXPORT, nbds://... (TLS),\n"
-               "                         nbd+unix:///EXPORT?socket=PATH, nbds+unix://...\n"
-               "      --connect-timeout SECS    nbd: bound on each connection's handshake (default 10)\n"
-               "      --reconnect-timeout SECS  nbd: how long IO waits for a lost server before it\n"
-               "                                fails with EIO (default 60; 0: forever)\n"
-               "      --tls-psk-file FILE       nbd: the TLS pre-shared key file (opened here)\n"
-               "  list                   List devices\n"
+               "Commands:\n");
+        add_print_commands();
+        printf("  list                   List devices\n"
                "  show ID|NAME           Show one device\n"
                "  start ID|NAME          Start a stopped device\n"
                "  stop ID|NAME           Stop a device; its configuration stays with ublkd\n"
@@ -222,287 +203,10 @@ static void help(void)
                "                         JSON output, indented or on one line (--json alone: as -j)\n"
                "     --no-legend         list: no header line\n"
                "     --no-ask-password   Do not ask for a password (polkit) on the terminal\n\n"
-               "Targets: null, loop, nbd. See ublkctl(8).\n");
-}
-
-static int append_option(sd_bus_message *m, const char *key, const char *sig, ...)
-{
-        va_list ap;
-        int r;
-
-        r = sd_bus_message_open_container(m, 'e', "sv");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(m, "s", key);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(m, 'v', sig);
-        if (r < 0)
-                return r;
-        va_start(ap, sig);
-        r = sd_bus_message_appendv(m, sig, ap);
-        va_end(ap);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_close_container(m);
-        if (r < 0)
-                return r;
-        return sd_bus_message_close_container(m);
-}
-
-/* What "add" sends, from the command line or from /etc/ublk/NAME.conf. */
-struct add_args {
-        const char *target;
-        const char *file;               /* loop: opened here and passed as "backing" */
-        uint64_t size, offset;
-        bool offset_given;
-        uint32_t queues, depth, lbs;
-        const char *name, *direct_io, *zero_copy, *recovery;
-        bool read_only, start;
-        /* nbd's (issue 31: to move onto the targets' option schema) */
-        const char *nbd_uri, *nbd_tls_psk_file;
-        uint32_t nbd_connect_timeout, nbd_reconnect_timeout;
-        bool nbd_reconnect_timeout_given;
-};
-
-#define NBD_CONNECT_TIMEOUT_DEFAULT_S 10
-#define NBD_SOCKETS_MAX 64
-
-/*
- * nbd's part of Add: the URI, and for anyone but root (ublkd connects for root only) one socket
- * per queue, connected here with the caller's own rights, and the key file opened here.
- * fds[] receives what it opens (closed by the caller); returns 0 or an exit code.
- */
-static int add_nbd_options(sd_bus_message *m, const struct add_args *a, int *fds, unsigned *n_fds)
-{
-        uint32_t timeout = a->nbd_connect_timeout ? a->nbd_connect_timeout : NBD_CONNECT_TIMEOUT_DEFAULT_S;
-        const char *psk = a->nbd_tls_psk_file;
-        unsigned n = a->queues ? a->queues : 1;
-        struct nbd_uri u;
-        const char *why;
-        char err[300];
-        int r;
-
-        if (nbd_uri_parse(a->nbd_uri, &u, &why) < 0) {
-                fprintf(stderr, "ublkctl: bad NBD URI: %s\n", why);
-                return EXIT_FAILURE;
-        }
-        r = append_option(m, "uri", "s", a->nbd_uri);
-        if (r >= 0 && a->nbd_connect_timeout)
-                r = append_option(m, "connect-timeout", "u", a->nbd_connect_timeout);
-        if (r >= 0 && a->nbd_reconnect_timeout_given)
-                r = append_option(m, "reconnect-timeout", "u", a->nbd_reconnect_timeout);
-        if (r < 0)
-                return EXIT_FAILURE;
-        if (!psk && geteuid() != 0 && u.tls_psk_file[0])
-                psk = u.tls_psk_file;
-        if (psk) {
-                fds[*n_fds] = open(psk, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-                if (fds[*n_fds] < 0) {
-                        fprintf(stderr, "ublkctl: cannot open %s: %s\n", psk, strerror(errno));
-                        return EXIT_FAILURE;
-                }
-                if (append_option(m, "tls-psk", "h", fds[(*n_fds)++]) < 0)
-                        return EXIT_FAILURE;
-        }
-        if (geteuid() == 0)
-                return 0;
-        if (n > NBD_SOCKETS_MAX) {
-                fprintf(stderr, "ublkctl: at most %u queues for an nbd device\n", NBD_SOCKETS_MAX);
-                return EXIT_FAILURE;
-        }
-        r = nbd_connect_sockets(a->nbd_uri, n, timeout, fds + *n_fds, err, sizeof(err));
-        if (r < 0) {
-                fprintf(stderr, "ublkctl: %s\n", err);
-                return EXIT_FAILURE;
-        }
-        r = sd_bus_message_open_container(m, 'e', "sv");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "s", "sockets");
-        if (r >= 0)
-                r = sd_bus_message_open_container(m, 'v', "ah");
-        if (r >= 0)
-                r = sd_bus_message_open_container(m, 'a', "h");
-        for (unsigned i = 0; r >= 0 && i < n; i++)
-                r = sd_bus_message_append(m, "h", fds[*n_fds + i]);
-        *n_fds += n;
-        for (int k = 0; r >= 0 && k < 3; k++)
-                r = sd_bus_message_close_container(m);
-        return r < 0 ? EXIT_FAILURE : 0;
-}
-
-/* Opens the backing file, calls Add and prints the new device; returns an exit code. */
-static int add_device(const struct add_args *a)
-{
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_close_ int backing_fd = -1;
-        int nbd_fds[NBD_SOCKETS_MAX + 1];
-        unsigned n_nbd_fds = 0;
-        const char *path;
-        uint32_t id;
-        int r;
-
-        if (a->file) {
-                /* Opened here, with the caller's own rights; ublkd only sees the fd. */
-                backing_fd = open(a->file, (a->read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC | O_NOCTTY);
-                if (backing_fd < 0 && !a->read_only && (errno == EACCES || errno == EROFS)) {
-                        /* As losetup does: what we may only read becomes a read-only device. */
-                        backing_fd = open(a->file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-                        if (backing_fd >= 0)
-                                fprintf(stderr, "ublkctl: %s is not writable: the device is read-only\n", a->file);
-                }
-                if (backing_fd < 0) {
-                        fprintf(stderr, "ublkctl: cannot open %s: %s\n", a->file, strerror(errno));
-                        return EXIT_FAILURE;
-                }
-        }
-
-        r = connect_bus_for_change(&bus);
-        if (r < 0)
-                return -r;
-        r = sd_bus_message_new_method_call(bus, &m, UBLKD_BUS_NAME, UBLKD_MANAGER_PATH, UBLKD_MANAGER_IFACE, "Add");
-        if (r >= 0)
-                r = sd_bus_message_append(m, "s", a->target);
-        if (r >= 0)
-                r = sd_bus_message_open_container(m, 'a', "{sv}");
-        if (r >= 0 && backing_fd >= 0)
-                r = append_option(m, "backing", "h", backing_fd);
-        if (r >= 0 && a->size)
-                r = append_option(m, "size", "t", a->size);
-        if (r >= 0 && a->queues)
-                r = append_option(m, "queues", "u", a->queues);
-        if (r >= 0 && a->depth)
-                r = append_option(m, "depth", "u", a->depth);
-        if (r >= 0 && a->lbs)
-                r = append_option(m, "logical-block-size", "u", a->lbs);
-        if (r >= 0 && a->name)
-                r = append_option(m, "name", "s", a->name);
-        if (r >= 0 && a->read_only)
-                r = append_option(m, "read-only", "b", 1);
-        if (r >= 0 && !a->start)
-                r = append_option(m, "start", "b", 0);
-        if (r >= 0 && a->offset_given)
-                r = append_option(m, "offset", "t", a->offset);
-        if (r >= 0 && a->direct_io)
-                r = append_option(m, "direct-io", "s", a->direct_io);
-        if (r >= 0 && a->zero_copy)
-                r = append_option(m, "zero-copy", "s", a->zero_copy);
-        if (r >= 0 && a->recovery)
-                r = append_option(m, "recovery", "s", a->recovery);
-        if (r >= 0 && a->nbd_uri) {
-                int x = add_nbd_options(m, a, nbd_fds, &n_nbd_fds);
-
-                if (x != 0) {
-                        while (n_nbd_fds > 0)
-                                safe_close(nbd_fds[--n_nbd_fds]);
-                        return x;
-                }
-        }
-        if (r >= 0)
-                r = sd_bus_message_close_container(m);
-        if (r < 0)
-                return bus_failure(&error, r, "cannot build the request");
-
-        r = sd_bus_call(bus, m, op_timeout_usec, &error, &reply);
-        /* The message holds its own copies of the fds. */
-        while (n_nbd_fds > 0)
-                safe_close(nbd_fds[--n_nbd_fds]);
-        if (r < 0) {
-                r = bus_failure(&error, r, "add failed");
-                sd_bus_error_free(&error);
-                return r;
-        }
-        r = sd_bus_message_read(reply, "uo", &id, &path);
-        if (r < 0)
-                return bus_failure(&error, r, "unexpected reply from ublkd");
-        if (a->start)
-                printf("/dev/ublkb%" PRIu32 "\n", id);
-        else
-                printf("%" PRIu32 "\n", id);
-        return 0;
-}
-
-/* The options of add, as given; checked once the command line is read. */
-enum {
-        OPT_SIZE = 0x100, OPT_QUEUES, OPT_DEPTH, OPT_LBS, OPT_NAME, OPT_READ_ONLY, OPT_NO_START,
-        OPT_OFFSET, OPT_DIRECT_IO, OPT_ZERO_COPY, OPT_RECOVERY,
-        OPT_NBD_CONNECT_TIMEOUT, OPT_NBD_RECONNECT_TIMEOUT, OPT_NBD_TLS_PSK_FILE, _OPT_ADD_END,
-        OPT_VERSION, OPT_JSON, OPT_NO_ASK_PASSWORD, OPT_NO_LEGEND,
-};
-static const char *add_opt[_OPT_ADD_END - OPT_SIZE];
-#define ADD_OPT(o) add_opt[(o) - OPT_SIZE]
-
-static int cmd_add(int argc, char *argv[])
-{
-        struct add_args a = { .start = true };
-
-        if (ADD_OPT(OPT_SIZE) && (parse_size(ADD_OPT(OPT_SIZE), &a.size) < 0 || a.size == 0))
-                return usage_error("invalid size '%s': use a number of bytes, e.g. 1G or 512M", ADD_OPT(OPT_SIZE));
-        if (ADD_OPT(OPT_QUEUES) && (parse_uint32(ADD_OPT(OPT_QUEUES), &a.queues) < 0 || a.queues == 0))
-                return usage_error("invalid queue count '%s'", ADD_OPT(OPT_QUEUES));
-        if (ADD_OPT(OPT_DEPTH) && (parse_uint32(ADD_OPT(OPT_DEPTH), &a.depth) < 0 || a.depth == 0))
-                return usage_error("invalid depth '%s'", ADD_OPT(OPT_DEPTH));
-        if (ADD_OPT(OPT_LBS) && parse_uint32(ADD_OPT(OPT_LBS), &a.lbs) < 0)
-                return usage_error("invalid logical block size '%s'", ADD_OPT(OPT_LBS));
-        a.name = ADD_OPT(OPT_NAME);
-        a.read_only = ADD_OPT(OPT_READ_ONLY) != NULL;
-        a.start = ADD_OPT(OPT_NO_START) == NULL;
-        if (ADD_OPT(OPT_OFFSET)) {
-                if (parse_size(ADD_OPT(OPT_OFFSET), &a.offset) < 0)
-                        return usage_error("invalid offset '%s': use a number of bytes, e.g. 1M", ADD_OPT(OPT_OFFSET));
-                a.offset_given = true;
-        }
-        a.direct_io = ADD_OPT(OPT_DIRECT_IO);
-        if (a.direct_io && parse_auto_on_off(a.direct_io) < 0)
-                return usage_error("--direct-io takes auto, on or off, not '%s'", a.direct_io);
-        a.zero_copy = ADD_OPT(OPT_ZERO_COPY);
-        if (a.zero_copy && parse_auto_on_off(a.zero_copy) < 0)
-                return usage_error("--zero-copy takes auto, on or off, not '%s'", a.zero_copy);
-        a.recovery = ADD_OPT(OPT_RECOVERY);
-        if (a.recovery && strcmp(a.recovery, "reissue") != 0 && strcmp(a.recovery, "fail-io") != 0 &&
-            strcmp(a.recovery, "none") != 0)
-                return usage_error("--recovery takes reissue, fail-io or none, not '%s'", a.recovery);
-        if (ADD_OPT(OPT_NBD_CONNECT_TIMEOUT) &&
-            (parse_uint32(ADD_OPT(OPT_NBD_CONNECT_TIMEOUT), &a.nbd_connect_timeout) < 0 || !a.nbd_connect_timeout))
-                return usage_error("--connect-timeout takes a positive number of seconds, not '%s'",
-                                   ADD_OPT(OPT_NBD_CONNECT_TIMEOUT));
-        if (ADD_OPT(OPT_NBD_RECONNECT_TIMEOUT)) {
-                if (parse_uint32(ADD_OPT(OPT_NBD_RECONNECT_TIMEOUT), &a.nbd_reconnect_timeout) < 0)
-                        return usage_error("--reconnect-timeout takes a number of seconds, not '%s'",
-                                           ADD_OPT(OPT_NBD_RECONNECT_TIMEOUT));
-                a.nbd_reconnect_timeout_given = true;
-        }
-        a.nbd_tls_psk_file = ADD_OPT(OPT_NBD_TLS_PSK_FILE);
-
-        if (argc < 2)
-                return usage_error("needs a target, e.g. 'ublkctl add loop disk.img' or 'ublkctl add null --size 1G'");
-        a.target = argv[1];
-        if (strcmp(a.target, "nbd") != 0 && (a.nbd_connect_timeout || a.nbd_reconnect_timeout_given ||
-                                             a.nbd_tls_psk_file))
-                return usage_error("--connect-timeout, --reconnect-timeout and --tls-psk-file are nbd's options");
-        if (strcmp(a.target, "loop") == 0) {
-                if (argc < 3)
-                        return usage_error("loop needs a FILE to serve (a regular file or a block device)");
-                a.file = argv[2];
-                if (argc > 3)
-                        return usage_error("unexpected argument '%s'", argv[3]);
-        } else if (strcmp(a.target, "null") == 0) {
-                if (argc > 2)
-                        return usage_error("unexpected argument '%s': null takes no FILE", argv[2]);
-                if (!a.size)
-                        return usage_error("null needs --size SIZE");
-        } else if (strcmp(a.target, "nbd") == 0) {
-                if (argc < 3)
-                        return usage_error("nbd needs the export's URI, e.g. nbd://HOST/EXPORT or "
-                                           "nbd+unix:///EXPORT?socket=PATH");
-                a.nbd_uri = argv[2];
-                if (argc > 3)
-                        return usage_error("unexpected argument '%s'", argv[3]);
-        } else
-                return usage_error("unknown target '%s': null, loop or nbd", a.target);
-        return add_device(&a);
+               "Targets:");
+        for (size_t i = 0; ublk_targets[i]; i++)
+                printf("%s %s", i ? "," : "", ublk_targets[i]->name);
+        printf(". See ublkctl(8).\n");
 }
 
 /* Resolves "7" or "name" to a device object path. */
@@ -835,7 +539,6 @@ static int cmd_up(int argc, char *argv[])
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_free_ char *path = NULL, *state = NULL;
         struct ublk_conf conf;
-        struct add_args a;
         char fname[128], err[256];
         FILE *f;
         int r;
@@ -872,28 +575,7 @@ static int cmd_up(int argc, char *argv[])
                 return -r;
         }
 
-        a = (struct add_args) {
-                .target = conf.target,
-                .file = conf.backing,
-                .size = conf.size,
-                .offset = conf.offset,
-                .offset_given = conf.has_offset,
-                .queues = conf.queues,
-                .depth = conf.depth,
-                .lbs = conf.logical_block_size,
-                .name = argv[1],
-                .direct_io = conf.direct_io,
-                .zero_copy = conf.zero_copy,
-                .recovery = conf.recovery,
-                .read_only = conf.read_only,
-                .start = true,
-                .nbd_uri = conf.nbd_uri,
-                .nbd_tls_psk_file = conf.nbd_tls_psk_file,
-                .nbd_connect_timeout = conf.nbd_connect_timeout,
-                .nbd_reconnect_timeout = conf.nbd_reconnect_timeout,
-                .nbd_reconnect_timeout_given = conf.has_nbd_reconnect_timeout,
-        };
-        r = add_device(&a);
+        r = add_from_conf(&conf, argv[1]);
         ublk_conf_free(&conf);
         return r;
 }
@@ -961,29 +643,16 @@ static int cmd_features(int argc, char *argv[])
 
 int main(int argc, char *argv[])
 {
-        static const struct option options[] = {
+        static const struct option global_options[] = {
                 { "help", no_argument, NULL, 'h' },
                 { "version", no_argument, NULL, OPT_VERSION },
                 { "json", optional_argument, NULL, OPT_JSON },
                 { "no-legend", no_argument, NULL, OPT_NO_LEGEND },
                 { "no-ask-password", no_argument, NULL, OPT_NO_ASK_PASSWORD },
-                /* add's */
-                { "size", required_argument, NULL, OPT_SIZE },
-                { "queues", required_argument, NULL, OPT_QUEUES },
-                { "depth", required_argument, NULL, OPT_DEPTH },
-                { "logical-block-size", required_argument, NULL, OPT_LBS },
-                { "name", required_argument, NULL, OPT_NAME },
-                { "read-only", no_argument, NULL, OPT_READ_ONLY },
-                { "no-start", no_argument, NULL, OPT_NO_START },
-                { "offset", required_argument, NULL, OPT_OFFSET },
-                { "direct-io", required_argument, NULL, OPT_DIRECT_IO },
-                { "zero-copy", required_argument, NULL, OPT_ZERO_COPY },
-                { "recovery", required_argument, NULL, OPT_RECOVERY },
-                { "connect-timeout", required_argument, NULL, OPT_NBD_CONNECT_TIMEOUT },
-                { "reconnect-timeout", required_argument, NULL, OPT_NBD_RECONNECT_TIMEOUT },
-                { "tls-psk-file", required_argument, NULL, OPT_NBD_TLS_PSK_FILE },
-                {}
         };
+        /* The global ones, add's (add.h), the end. */
+        struct option options[ELEMENTSOF(global_options) + ADD_LONG_OPTIONS_MAX + 1] = {};
+        size_t n_options = 0;
         static const struct {
                 const char *name;
                 int (*fn)(int argc, char *argv[]);
@@ -1007,6 +676,9 @@ int main(int argc, char *argv[])
         /* One pass over the whole line: options may come before or after the command and its
          * arguments (getopt_long moves them to the front); "--" ends the options. Errors are
          * reported once the command is known, so that they can name it. */
+        for (size_t i = 0; i < ELEMENTSOF(global_options); i++)
+                options[n_options++] = global_options[i];
+        n_options += add_long_options(options + n_options, OPT_ADD);
         opterr = 0;
         while ((c = getopt_long(argc, argv, ":hj", options, NULL)) >= 0) {
                 switch (c) {
@@ -1050,8 +722,8 @@ int main(int argc, char *argv[])
                                 snprintf(err, sizeof(err), "unrecognized or ambiguous option '%s'", argv[optind - 1]);
                         break;
                 default:
-                        if (c >= OPT_SIZE && c < _OPT_ADD_END) {
-                                ADD_OPT(c) = optarg ? optarg : "";
+                        if (c >= OPT_ADD && c < OPT_ADD + ADD_LONG_OPTIONS_MAX) {
+                                add_option_given(c - OPT_ADD, optarg);
                                 if (!add_only)
                                         for (const struct option *o = options; o->name; o++)
                                                 if (o->val == c)
@@ -1071,6 +743,8 @@ int main(int argc, char *argv[])
         }
         if (*err)
                 return usage_error("%s", err);
+        if (show_help && fn == cmd_add)
+                return add_help(argc - optind, argv + optind);
         if (show_help) {
                 help();
                 return 0;

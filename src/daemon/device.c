@@ -14,9 +14,6 @@
 #include "log.h"
 #include "macro.h"
 #include "queue.h"
-#if HAVE_NBD
-#include "target-nbd.h"
-#endif
 
 #define UDEV_WAIT_MS 10000
 
@@ -28,17 +25,7 @@ void ublk_dev_config_init(struct ublk_dev_config *config)
         *config = (struct ublk_dev_config) {
                 .queues = 1,
                 .depth = UBLK_DEV_DEFAULT_DEPTH,
-                .backing_fd = -1,
         };
-}
-
-void ublk_dev_config_clear(struct ublk_dev_config *config)
-{
-        config->backing_fd = safe_close(config->backing_fd);
-#if HAVE_NBD
-        nbd_options_free(config->nbd);
-#endif
-        config->nbd = NULL;
 }
 
 /* The kernel caps a device's queues at nr_cpu_ids: the highest possible CPU + 1. */
@@ -213,22 +200,6 @@ const char *ublk_recovery_to_string(uint64_t flags)
         return "requeue";       /* not one ublkd creates: a device left by another server */
 }
 
-int ublk_recovery_from_string(const char *s, enum ublk_recovery *ret)
-{
-        static const char *const names[] = {
-                [UBLK_RECOVERY_REISSUE] = "reissue",
-                [UBLK_RECOVERY_FAIL_IO] = "fail-io",
-                [UBLK_RECOVERY_NONE] = "none",
-        };
-
-        for (unsigned i = UBLK_RECOVERY_REISSUE; i < ELEMENTSOF(names); i++)
-                if (strcmp(s, names[i]) == 0) {
-                        *ret = (enum ublk_recovery) i;
-                        return 0;
-                }
-        return -EINVAL;
-}
-
 /* Sets the recovery flags ADD_DEV asks for. */
 static int dev_choose_recovery(struct ublk_dev *dev, struct ublk_reason *reason)
 {
@@ -353,7 +324,7 @@ static int dev_kernel_add_any_id(struct ublk_dev *dev)
         }
 }
 
-/* A device of config, which gives its backing fd to it. */
+/* A device of config, which gives its target's configuration (and its fds) to it. */
 static struct ublk_dev *dev_new(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config)
 {
         struct ublk_dev *dev = calloc(1, sizeof(*dev));
@@ -362,8 +333,7 @@ static struct ublk_dev *dev_new(const struct ublk_ctrl *ctrl, struct ublk_dev_co
                 return NULL;
         dev->ctrl = ctrl;
         dev->config = *config;
-        config->backing_fd = -1;
-        config->nbd = NULL;
+        config->target_config = NULL;
         dev->cdev_fd = -1;
         dev->unprivileged = dev->config.owner_uid != 0;
         return dev;
@@ -679,7 +649,9 @@ void ublk_dev_release(struct ublk_dev *dev)
                 return;
         if (dev->config.target->deinit)
                 dev->config.target->deinit(dev);
-        ublk_dev_config_clear(&dev->config);
+        /* Its fds only: the event loop may still read the configuration. */
+        if (dev->config.target_config && dev->config.target->config_release)
+                dev->config.target->config_release(dev->config.target_config);
         dev->released = true;
 }
 
@@ -694,6 +666,7 @@ void ublk_dev_free(struct ublk_dev *dev)
                 log_warning_errno(r, "Failed to remove ublk device %u from the kernel: %m", dev->id);
         ublk_dev_release(dev);
         ids_release(dev->id);
+        ublk_dev_config_clear(&dev->config);
         free(dev);
 }
 

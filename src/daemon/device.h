@@ -12,7 +12,7 @@
  *   ublk_dev_stop()   STOP_DEV, join queue threads, then DEL_DEV and ADD_DEV
  *                     + SET_PARAMS with the same id               -> stopped
  *   ublk_dev_remove() stop if live, DEL_DEV                      -> out of the kernel
- *   ublk_dev_release() target deinit, backing fd closed (may flush it)
+ *   ublk_dev_release() target deinit, its configuration's fds closed (may flush the backing)
  *   ublk_dev_free()   ublk_dev_remove() and ublk_dev_release() if not done, free
  * A device a previous ublkd left in the kernel comes back with:
  *   ublk_dev_adopt()   target init on the saved configuration, GET_DEV_INFO; a device the
@@ -53,15 +53,7 @@ struct ublk_dev_config {
         uint32_t depth;
         uint32_t logical_block_size;            /* 0: the target decides (from the backing) */
         bool read_only;
-        int backing_fd;                         /* owned, -1 if none */
-        uint64_t offset;                        /* where the device starts in the backing */
-        /* Both in the order of parse_auto_on_off(). */
-        enum ublk_direct_io {
-                UBLK_DIRECT_IO_AUTO,            /* O_DIRECT when the backing supports it */
-                UBLK_DIRECT_IO_ON,
-                UBLK_DIRECT_IO_OFF,
-        } direct_io;
-        bool direct_io_active;                  /* set by the target: O_DIRECT is in use */
+        /* Both in the order of the choices of add-options.h ("auto", "on", "off"). */
         enum ublk_zero_copy {
                 UBLK_ZERO_COPY_AUTO,            /* when the kernel and the target can */
                 UBLK_ZERO_COPY_ON,
@@ -78,8 +70,8 @@ struct ublk_dev_config {
         /* Not 0: an unprivileged device of this user (see ublk_ctrl_add_dev_as()). */
         uid_t owner_uid;
         gid_t owner_gid;
-        /* The nbd target's options (target-nbd.h), owned; NULL for other targets. */
-        struct nbd_options *nbd;
+        /* The target's own options (target.h), owned: ublk_dev_config_clear() frees it. */
+        void *target_config;
 };
 
 struct ublk_queue;
@@ -103,6 +95,7 @@ struct ublk_dev {
         /* UBLK_F_USER_COPY with ublkd's own driver: the target moves request data with splice()
          * through a pipe per tag, a write's data without a copy (ctrl->splice). */
         bool splice;
+        bool direct_io;         /* set by the target: it does O_DIRECT IO on its backing */
         struct ublk_queue *queues;
         void *target_data;
 };
@@ -114,10 +107,22 @@ extern unsigned ublk_test_start_delay_ms;
 extern unsigned ublk_test_fetch_delay_ms;
 
 void ublk_dev_config_init(struct ublk_dev_config *config);
-/* Closes and frees what the configuration owns (backing fd, target options). */
-void ublk_dev_config_clear(struct ublk_dev_config *config);
 /* Checks ranges that do not depend on the target; *reason names the fix. */
 int ublk_dev_config_validate(const struct ublk_dev_config *config, const char **reason);
+
+/* dev-config.c: a configuration from the options of add-options.h.
+ * Gives config (fresh from ublk_dev_config_init()) its target and the target's defaults. */
+int ublk_dev_config_set_target(struct ublk_dev_config *config, const struct ublk_target_ops *target);
+/* Frees what config owns (the target's configuration and its fds); config stays valid, and
+ * empty of them. */
+void ublk_dev_config_clear(struct ublk_dev_config *config);
+/* Option o, which config->target takes, set to v: a common one in config, the target's own in
+ * its configuration.  -EINVAL with why set (a message for the caller) for a bad value. */
+int ublk_dev_config_set(struct ublk_dev_config *config, const struct ublk_option *o,
+                        const union ublk_opt_value *v, char *why, size_t why_len);
+/* Its value, as set or defaulted; -ENOENT for one that has none (an unnamed device's name). */
+int ublk_dev_config_get(const struct ublk_dev_config *config, const struct ublk_option *o,
+                        union ublk_opt_value *ret);
 
 int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, struct ublk_reason *reason,
                  struct ublk_dev **ret);
@@ -132,8 +137,6 @@ int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config,
 /* Serves a quiesced device again: waits up to timeout_ms for the old server to be gone. */
 int ublk_dev_recover(struct ublk_dev *dev, unsigned timeout_ms);
 const char *ublk_recovery_to_string(uint64_t flags);
-/* "reissue", "fail-io", "none" */
-int ublk_recovery_from_string(const char *s, enum ublk_recovery *ret);
 int ublk_dev_stop(struct ublk_dev *dev);
 int ublk_dev_remove(struct ublk_dev *dev);
 /* After ublk_dev_remove(), what may block, for a work thread to do while the event loop may

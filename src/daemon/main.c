@@ -18,9 +18,10 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "device-bus.h"
 #include "devinfo.h"
 #include "log.h"
-#include "manager.h"
+#include "manager-bus.h"
 #include "parse.h"
 #include "polkit.h"
 #include "ublkd-bus.h"

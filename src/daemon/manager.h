@@ -3,8 +3,8 @@
 
 /*
  * The daemon's state: the event loop, the bus connection, the control device
- * and the devices it serves (a list in creation order).  bus-manager.c and
- * bus-device.c expose it on the bus; main.c owns its life time.
+ * and the devices it serves (a list in creation order).  manager-bus.h and
+ * device-bus.h expose it on the bus; main.c owns its life time.
  *
  * Everything here belongs to the event loop's thread.  A device that a work
  * (work.h) is operating on is marked busy; while it is, its struct ublk_dev
@@ -90,16 +90,3 @@ void manager_update_status(struct manager *m);
 
 /* reconcile.c: takes over the devices a previous ublkd left (works; the bus name is ours). */
 int reconcile_start(struct manager *m);
-
-/* bus-manager.c */
-int bus_manager_register(struct manager *m);
-/* Maps a kernel/daemon errno to a named D-Bus error with a message that names the fix. */
-int bus_error_from_errno(sd_bus_error *error, int r, const char *what);
-int bus_reply_errno(sd_bus_message *msg, int r, const char *what);
-
-/* bus-device.c */
-int bus_device_register(struct manager *m);
-char *bus_device_path(uint32_t id);
-int bus_device_emit_added(struct manager *m, struct managed_dev *md);
-int bus_device_emit_removed(struct manager *m, uint32_t id);
-int bus_device_emit_state_changed(struct manager *m, struct managed_dev *md);

@@ -158,7 +158,7 @@ static int queue_setup_ring(struct ublk_queue *q)
 {
         unsigned entries = ring_entries(q->depth);
         /* A user's device whose target does IO on a backing file: see below. */
-        bool as_user = q->dev->unprivileged && (q->dev->config.target->options & TARGET_OPT_BACKING);
+        bool as_user = q->dev->unprivileged && q->dev->config.target->user_io;
         unsigned disabled = as_user ? IORING_SETUP_R_DISABLED : 0;
         int r;
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "device-bus.h"
 #include "ids.h"
 #include "log.h"
 #include "macro.h"
@@ -25,6 +26,7 @@ struct adopt_work {
         const struct ublk_ctrl *ctrl;
         uint32_t id;
         struct ublk_dev_config config;
+        const char *missing_fd;         /* an option's key: the fd store had no fd for it */
         bool recover;
         /* Results. */
         struct ublk_dev *dev;
@@ -38,9 +40,10 @@ static int adopt_run(struct work *w)
         struct adopt_work *a = (struct adopt_work *) w;
         int r;
 
-        if (a->config.target->options & TARGET_OPT_BACKING && a->config.backing_fd < 0) {
+        if (a->missing_fd) {
                 snprintf(a->why.text, sizeof(a->why.text),
-                         "its backing fd was not kept (ublkd ran outside systemd, or systemd lost its fd store)");
+                         "its %s fd was not kept (ublkd ran outside systemd, or systemd lost its fd store)",
+                         a->missing_fd);
                 r = -EBADF;
         } else
                 r = ublk_dev_adopt(a->ctrl, &a->config, a->id, &a->why, &a->dev);
@@ -169,6 +172,28 @@ static int work_start_holding(struct manager *m, struct work *w, uint32_t id)
         return r;
 }
 
+/* The fds of the target's options that systemd's fd store kept (state.h); a required one that it
+ * did not keep makes the device one that cannot be served (adopt_run()). */
+static void restore_fds(struct adopt_work *a, uint32_t id)
+{
+        const struct ublk_target_desc *t = a->config.target->desc;
+
+        for (size_t i = 0; ublk_options[i]; i++) {
+                const struct ublk_option *o = ublk_options[i];
+                union ublk_opt_value v;
+                char why[256];
+                int r;
+
+                if (!(o->flags & UBLK_OPT_FDSTORE) || !ublk_option_takes(o, t))
+                        continue;
+                v.fd = state_fd_take(o->key, id);
+                r = v.fd < 0 ? -EBADF : ublk_dev_config_set(&a->config, o, &v, why, sizeof(why));
+                safe_close(v.fd);
+                if (r < 0 && ublk_target_requires(t, o->key) && !a->missing_fd)
+                        a->missing_fd = o->key;
+        }
+}
+
 static int adopt_start(struct manager *m, uint32_t id, bool recover)
 {
         struct adopt_work *a;
@@ -187,7 +212,7 @@ static int adopt_start(struct manager *m, uint32_t id, bool recover)
         a->id = id;
         a->ctrl = &m->ctrl;
         a->recover = recover;
-        a->config.backing_fd = state_fd_take(id);
+        restore_fds(a, id);
         a->md = manager_new_device(m, a->config.name);
         if (!a->md) {
                 ublk_dev_config_clear(&a->config);

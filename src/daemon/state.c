@@ -10,13 +10,11 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "add-options.h"
 #include "log.h"
 #include "macro.h"
 #include "parse.h"
 #include "state.h"
-#if HAVE_NBD
-#include "target-nbd.h"
-#endif
 
 static int mkdir_state(void)
 {
@@ -28,10 +26,60 @@ static int mkdir_state(void)
         return 0;
 }
 
+/* Each option of the device's target that the state file holds, as KEY=VALUE (add-options.h). */
+static int save_options(FILE *f, const struct ublk_dev_config *c)
+{
+        for (size_t i = 0; ublk_options[i]; i++) {
+                const struct ublk_option *o = ublk_options[i];
+                union ublk_opt_value v;
+                char key[64], val[256];
+                int r;
+
+                if (!ublk_option_takes(o, c->target->desc) || (o->flags & UBLK_OPT_NO_STATE) ||
+                    o->kind == UBLK_OPT_FD || o->kind == UBLK_OPT_FDS)
+                        continue;
+                if (ublk_dev_config_get(c, o, &v) < 0)
+                        continue;
+                r = ublk_option_to_state(o, &v, val, sizeof(val));
+                if (r < 0)
+                        return r;
+                fprintf(f, "%s=%s\n", ublk_option_state_key(o, key, sizeof(key)), val);
+        }
+        return 0;
+}
+
+/* The fds of the options that are kept across a restart, in systemd's fd store as KEY-ID. */
+static void store_fds(const struct ublk_dev *dev)
+{
+        for (size_t i = 0; ublk_options[i]; i++) {
+                const struct ublk_option *o = ublk_options[i];
+                union ublk_opt_value v;
+                char msg[128];
+                int r;
+
+                if (!(o->flags & UBLK_OPT_FDSTORE) || o->kind != UBLK_OPT_FD ||
+                    !ublk_option_takes(o, dev->config.target->desc) || ublk_dev_config_get(&dev->config, o, &v) < 0)
+                        continue;
+                /* FDPOLL=0: PID 1 would otherwise poll the fd (to drop it on EPOLLHUP/EPOLLERR),
+                 * and polling a file calls into its file system: on FUSE a FUSE_POLL that the
+                 * file system's server, maybe a user, answers when it likes, with PID 1 waiting.
+                 * Our stored fds are files and block devices, which never hang up: nothing is lost.
+                 * (systemd >= 246 knows FDPOLL; an older one ignores it.) */
+                snprintf(msg, sizeof(msg), "FDSTORE=1\nFDPOLL=0\nFDNAME=%s-%u", o->key, dev->id);
+                r = sd_pid_notify_with_fds(0, false, msg, &v.fd, 1);
+                if (r < 0)
+                        log_warning_errno(r, "Failed to keep the %s fd of ublk device %u in systemd's fd "
+                                          "store: a restarted ublkd cannot serve it: %m", o->key, dev->id);
+                else if (r == 0)
+                        log_debug("Not run by systemd: the %s fd of ublk device %u is not kept for a restart.",
+                                  o->key, dev->id);
+        }
+}
+
 int state_save(const struct ublk_dev *dev, const char *backing)
 {
         const struct ublk_dev_config *c = &dev->config;
-        char path[64], tmp[72], msg[64];
+        char path[64], tmp[72];
         FILE *f;
         int r;
 
@@ -43,27 +91,19 @@ int state_save(const struct ublk_dev *dev, const char *backing)
         f = fopen(tmp, "we");
         if (!f)
                 return negative_errno();
-        /* Names are [A-Za-z0-9._-] (checked by Add): nothing but the backing path needs care. */
-        fprintf(f, "TARGET=%s\nNAME=%s\nSIZE=%" PRIu64 "\nQUEUES=%u\nDEPTH=%u\nLOGICAL_BLOCK_SIZE=%u\n"
-                "READ_ONLY=%d\nOFFSET=%" PRIu64 "\nDIRECT_IO=%d\nZERO_COPY=%d\nOWNER_UID=%u\nOWNER_GID=%u\n",
-                c->target->name, c->name, c->size, c->queues, c->depth, c->logical_block_size,
-                c->read_only, c->offset, (int) c->direct_io, (int) c->zero_copy, (unsigned) c->owner_uid,
-                (unsigned) c->owner_gid);
-#if HAVE_NBD
-        /* nbd's (issue 31: to move onto the target's option schema).  The URI holds no secret:
-         * keys come as files.  Its sockets are not kept: root's device reconnects to the URI. */
-        if (c->nbd && c->nbd->uri && !strchr(c->nbd->uri, '\n'))
-                fprintf(f, "NBD_URI=%s\nNBD_CONNECT_TIMEOUT=%u\nNBD_RECONNECT_TIMEOUT=%u\n", c->nbd->uri,
-                        c->nbd->connect_timeout_s, c->nbd->reconnect_timeout_s);
-#endif
+        /* TARGET first: the options after it are its.  Names are [A-Za-z0-9._-] (checked by Add):
+         * nothing but the backing path needs care. */
+        fprintf(f, "TARGET=%s\nNAME=%s\nOWNER_UID=%u\nOWNER_GID=%u\n",
+                c->target->name, c->name, (unsigned) c->owner_uid, (unsigned) c->owner_gid);
+        r = save_options(f, c);
         if (backing) {
                 fputs("BACKING=", f);
                 for (const char *p = backing; *p; p++)
                         fputc(*p == '\n' ? '?' : *p, f);
                 fputc('\n', f);
         }
-        if (fflush(f) != 0 || fsync(fileno(f)) < 0) {
-                r = negative_errno();
+        if (r < 0 || fflush(f) != 0 || fsync(fileno(f)) < 0) {
+                r = r < 0 ? r : negative_errno();
                 fclose(f);
                 (void) unlink(tmp);
                 return r;
@@ -73,22 +113,7 @@ int state_save(const struct ublk_dev *dev, const char *backing)
                 (void) unlink(tmp);
                 return r;
         }
-
-        if (c->backing_fd >= 0) {
-                /* FDPOLL=0: PID 1 would otherwise poll the fd (to drop it on EPOLLHUP/EPOLLERR),
-                 * and polling a file calls into its file system: on FUSE a FUSE_POLL that the
-                 * file system's server, maybe a user, answers when it likes, with PID 1 waiting.
-                 * Our backings are files and block devices, which never hang up: nothing is lost.
-                 * (systemd >= 246 knows FDPOLL; an older one ignores it.) */
-                snprintf(msg, sizeof(msg), "FDSTORE=1\nFDPOLL=0\nFDNAME=backing-%u", dev->id);
-                r = sd_pid_notify_with_fds(0, false, msg, &c->backing_fd, 1);
-                if (r < 0)
-                        log_warning_errno(r, "Failed to keep the backing fd of ublk device %u in systemd's fd "
-                                          "store: a restarted ublkd cannot serve it: %m", dev->id);
-                else if (r == 0)
-                        log_debug("Not run by systemd: the backing of ublk device %u is not kept for a restart.",
-                                  dev->id);
-        }
+        store_fds(dev);
         return 0;
 }
 
@@ -98,47 +123,29 @@ void state_forget(uint32_t id)
 
         snprintf(path, sizeof(path), STATE_DIR "/%u", id);
         (void) unlink(path);
-        (void) sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=backing-%u", id);
+        for (size_t i = 0; ublk_options[i]; i++)
+                if (ublk_options[i]->flags & UBLK_OPT_FDSTORE)
+                        (void) sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s-%u", ublk_options[i]->key, id);
 }
 
-static int parse_u64(const char *s, uint64_t *ret)
+/* An option of config's target by its state file key. */
+static const struct ublk_option *state_option(const struct ublk_dev_config *config, const char *key)
 {
-        char *end;
+        char buf[64];
 
-        errno = 0;
-        *ret = strtoull(s, &end, 10);
-        return errno || end == s || *end ? -EINVAL : 0;
+        for (size_t i = 0; ublk_options[i]; i++)
+                if (ublk_option_takes(ublk_options[i], config->target->desc) &&
+                    strcmp(ublk_option_state_key(ublk_options[i], buf, sizeof(buf)), key) == 0)
+                        return ublk_options[i];
+        return NULL;
 }
-
-#if HAVE_NBD
-static int state_load_nbd(struct ublk_dev_config *config, const char *key, const char *val)
-{
-        uint64_t v;
-
-        if (!config->nbd && !(config->nbd = nbd_options_new()))
-                return -ENOMEM;
-        if (strcmp(key, "NBD_URI") == 0) {
-                free(config->nbd->uri);
-                config->nbd->uri = strdup(val);
-                return config->nbd->uri ? 0 : -ENOMEM;
-        }
-        if (parse_u64(val, &v) < 0 || v > UINT32_MAX)
-                return -EINVAL;
-        if (strcmp(key, "NBD_CONNECT_TIMEOUT") == 0)
-                config->nbd->connect_timeout_s = (uint32_t) v;
-        else if (strcmp(key, "NBD_RECONNECT_TIMEOUT") == 0)
-                config->nbd->reconnect_timeout_s = (uint32_t) v;
-        return 0;
-}
-#endif
 
 int state_load(uint32_t id, struct ublk_dev_config *config, char **ret_backing)
 {
         _cleanup_free_ char *line = NULL;
-        char path[64];
+        char path[64], why[256];
         size_t len = 0;
-        uint64_t v;
-        bool have_target = false;
+        uint32_t u;
         FILE *f;
         int r = 0;
 
@@ -150,6 +157,8 @@ int state_load(uint32_t id, struct ublk_dev_config *config, char **ret_backing)
         *ret_backing = NULL;
         while (r >= 0 && getline(&line, &len, f) > 0) {
                 char *eq = strchr(line, '='), *val;
+                const struct ublk_option *o;
+                union ublk_opt_value v;
 
                 line[strcspn(line, "\n")] = 0;
                 if (!eq)
@@ -157,57 +166,39 @@ int state_load(uint32_t id, struct ublk_dev_config *config, char **ret_backing)
                 *eq = 0;
                 val = eq + 1;
                 if (strcmp(line, "TARGET") == 0) {
-                        config->target = target_find(val);
-                        have_target = !!config->target;
-                        if (!have_target)
-                                r = -EINVAL;
-                } else if (strcmp(line, "NAME") == 0) {
+                        const struct ublk_target_ops *t = target_find(val);
+
+                        r = t && !config->target ? ublk_dev_config_set_target(config, t) : -EINVAL;
+                } else if (!config->target)
+                        r = -EINVAL;    /* the target's options follow its name */
+                else if (strcmp(line, "NAME") == 0) {
                         if (*val && !device_name_is_valid(val))
                                 r = -EINVAL;
                         else
                                 snprintf(config->name, sizeof(config->name), "%s", val);
-#if HAVE_NBD
-                } else if (strncmp(line, "NBD_", 4) == 0) {
-                        r = state_load_nbd(config, line, val);
-#endif
                 } else if (strcmp(line, "BACKING") == 0) {
                         free(*ret_backing);
                         *ret_backing = strdup(val);
-                } else {
-                        r = parse_u64(val, &v);
-                        if (r < 0)
-                                break;
-                        if (strcmp(line, "SIZE") == 0)
-                                config->size = v;
-                        else if (strcmp(line, "OFFSET") == 0)
-                                config->offset = v;
-                        else if (v > UINT32_MAX)
-                                r = -EINVAL;
-                        else if (strcmp(line, "QUEUES") == 0)
-                                config->queues = (uint32_t) v;
-                        else if (strcmp(line, "DEPTH") == 0)
-                                config->depth = (uint32_t) v;
-                        else if (strcmp(line, "LOGICAL_BLOCK_SIZE") == 0)
-                                config->logical_block_size = (uint32_t) v;
-                        else if (strcmp(line, "READ_ONLY") == 0)
-                                config->read_only = v != 0;
-                        else if (strcmp(line, "DIRECT_IO") == 0 && v <= UBLK_DIRECT_IO_OFF)
-                                config->direct_io = (enum ublk_direct_io) v;
-                        else if (strcmp(line, "ZERO_COPY") == 0 && v <= UBLK_ZERO_COPY_OFF)
-                                config->zero_copy = (enum ublk_zero_copy) v;
-                        else if (strcmp(line, "OWNER_UID") == 0)
-                                config->owner_uid = (uid_t) v;
-                        else if (strcmp(line, "OWNER_GID") == 0)
-                                config->owner_gid = (gid_t) v;
+                } else if (strcmp(line, "OWNER_UID") == 0) {
+                        r = parse_uint32(val, &u);
+                        config->owner_uid = (uid_t) u;
+                } else if (strcmp(line, "OWNER_GID") == 0) {
+                        r = parse_uint32(val, &u);
+                        config->owner_gid = (gid_t) u;
+                } else if ((o = state_option(config, line))) {
+                        r = ublk_option_from_state(o, val, &v);
+                        if (r >= 0)
+                                r = ublk_dev_config_set(config, o, &v, why, sizeof(why));
                 }
+                /* A key this ublkd does not know (a newer one's) is left alone. */
         }
         fclose(f);
-        if (r >= 0 && !have_target)
+        if (r >= 0 && !config->target)
                 r = -EINVAL;
         if (r < 0) {
+                ublk_dev_config_clear(config);
                 free(*ret_backing);
                 *ret_backing = NULL;
-                ublk_dev_config_clear(config);
         }
         return r;
 }
@@ -258,9 +249,24 @@ int list_ids(const char *dir, const char *prefix, uint32_t **ret, unsigned *ret_
 static struct stored_fd {
         uint32_t id;
         int fd;
-        char *name;
+        const char *key;        /* an option's, UBLK_OPT_FDSTORE */
+        char *name;             /* KEY-ID */
 } *stored;
 static unsigned n_stored;
+
+/* "KEY-ID" of an option kept in the fd store: the option, and ID. */
+static const struct ublk_option *stored_fd_name(const char *name, uint32_t *id)
+{
+        const char *dash = name ? strrchr(name, '-') : NULL;
+
+        if (!dash || parse_uint32(dash + 1, id) < 0)
+                return NULL;
+        for (size_t i = 0; ublk_options[i]; i++)
+                if ((ublk_options[i]->flags & UBLK_OPT_FDSTORE) && strlen(ublk_options[i]->key) == (size_t) (dash - name) &&
+                    strncmp(ublk_options[i]->key, name, (size_t) (dash - name)) == 0)
+                        return ublk_options[i];
+        return NULL;
+}
 
 void state_fds_load(void)
 {
@@ -273,10 +279,12 @@ void state_fds_load(void)
         stored = calloc((size_t) n, sizeof(*stored));
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
+                const struct ublk_option *o = NULL;
                 uint32_t id;
 
-                if (!stored || !names || !names[i] || strncmp(names[i], "backing-", 8) != 0 ||
-                    parse_uint32(names[i] + 8, &id) < 0) {
+                if (stored && names)
+                        o = stored_fd_name(names[i], &id);
+                if (!o) {
                         log_warning("systemd passed fd %d named '%s' that ublkd does not know: closing it.", fd,
                                     names && names[i] ? names[i] : "");
                         (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
@@ -287,16 +295,16 @@ void state_fds_load(void)
                         continue;
                 }
                 (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
-                stored[n_stored++] = (struct stored_fd) { .id = id, .fd = fd, .name = names[i] };
+                stored[n_stored++] = (struct stored_fd) { .id = id, .fd = fd, .key = o->key, .name = names[i] };
         }
         free(names);
-        log_debug("systemd passed back %u backing fd(s).", n_stored);
+        log_debug("systemd passed back %u fd(s).", n_stored);
 }
 
-int state_fd_take(uint32_t id)
+int state_fd_take(const char *key, uint32_t id)
 {
         for (unsigned i = 0; i < n_stored; i++)
-                if (stored[i].id == id && stored[i].fd >= 0)
+                if (stored[i].id == id && stored[i].fd >= 0 && strcmp(stored[i].key, key) == 0)
                         return TAKE_FD(stored[i].fd);
         return -1;
 }
@@ -305,8 +313,8 @@ void state_fds_drop_unused(void)
 {
         for (unsigned i = 0; i < n_stored; i++) {
                 if (stored[i].fd >= 0) {
-                        log_info("Dropping the stored backing fd of ublk device %u: no device is left for it.",
-                                 stored[i].id);
+                        log_info("Dropping the stored %s fd of ublk device %u: no device is left for it.",
+                                 stored[i].key, stored[i].id);
                         safe_close(stored[i].fd);
                         (void) sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s", stored[i].name);
                 }

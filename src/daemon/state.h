@@ -5,8 +5,10 @@
  * What a restarted ublkd needs to serve the devices of the one before it (reconcile.c):
  *  - /run/ublkd/state/<id>: the device's configuration as KEY=VALUE lines (target, name, size,
  *    queues, owner, ...; never a secret), written once the device is in the kernel, removed with it;
- *  - its backing fd, in systemd's file descriptor store under the name "backing-<id>"
- *    (FDSTORE=1), so that no ublkd ever opens a caller's path again;
+ *    its target's options as add-options.h encodes them (UBLK_OPT_NO_STATE ones aside);
+ *  - the fds of its UBLK_OPT_FDSTORE options (loop's backing), in systemd's file descriptor
+ *    store under the name "<key>-<id>" (FDSTORE=1), so that no ublkd ever opens a caller's
+ *    path again;
  * A device in the kernel with no state file is told apart by UBLKD_SERVER_MARK (device.h): one
  * a ublkd lost (it died between ADD_DEV and saving the state) from one another server serves.
  * Outside systemd (no $NOTIFY_SOCKET) there is no fd store: such devices cannot be recovered.
@@ -24,7 +26,7 @@
 int state_save(const struct ublk_dev *dev, const char *backing);
 /* The device is gone: its file and its stored fd. */
 void state_forget(uint32_t id);
-/* -ENOENT when there is no state for id.  config->backing_fd is -1. */
+/* -ENOENT when there is no state for id.  The target's fds are not set (state_fd_take()). */
 int state_load(uint32_t id, struct ublk_dev_config *config, char **ret_backing);
 /* The N of the entries PREFIX<N> of dir (STATE_DIR, ""; /sys/class/ublk-char, "ublkc"), sorted;
  * *ret is malloc'ed.  A missing dir has none. */
@@ -32,7 +34,7 @@ int list_ids(const char *dir, const char *prefix, uint32_t **ret, unsigned *ret_
 
 /* Takes the fds systemd passed back (sd_listen_fds_with_names()). */
 void state_fds_load(void);
-/* The stored backing fd of device id, now the caller's, or -1. */
-int state_fd_take(uint32_t id);
+/* The stored fd of option key of device id, now the caller's, or -1. */
+int state_fd_take(const char *key, uint32_t id);
 /* Closes the fds nobody took and drops them from the store. */
 void state_fds_drop_unused(void);

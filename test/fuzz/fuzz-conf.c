@@ -24,9 +24,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!f)
                 return 0;
         if (ublk_conf_parse(f, "fuzz.conf", &conf, err, sizeof(err)) == 0) {
-                /* What a successful parse promises. */
-                if (!conf.target || (conf.backing && conf.backing[0] != '/'))
+                /* What a successful parse promises: a target, and paths (FD options) absolute. */
+                if (!conf.target)
                         __builtin_trap();
+                for (size_t i = 0; ublk_options[i] && i < UBLK_CONF_OPTIONS_MAX; i++)
+                        if (conf.values[i] && ublk_options[i]->kind == UBLK_OPT_FD && conf.values[i][0] != '/')
+                                __builtin_trap();
                 ublk_conf_free(&conf);
         } else if (memchr(err, 0, sizeof(err)) == NULL || strncmp(err, "fuzz.conf", 9) != 0)
                 __builtin_trap();

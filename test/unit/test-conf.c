@@ -34,6 +34,7 @@ static void check(const char *text, const char *want_err, struct ublk_conf *out)
         check_n(text, strlen(text), want_err, out);
 }
 
+#define IS(a, b) ((a) && !strcmp((a), (b)))
 #define EXPECT(cond) do { if (cond) passed++; else { failed++; fprintf(stderr, "FAILED: %s\n", #cond); } } while (0)
 
 int main(void)
@@ -45,11 +46,13 @@ int main(void)
               "logical-block-size = 4096\nread-only = yes\noffset = 1M\ndirect-io = off\nzero-copy=auto\n"
               "recovery = fail-io\n", NULL, &c);
         EXPECT(c.target && !strcmp(c.target, "loop"));
-        EXPECT(c.backing && !strcmp(c.backing, "/srv/a b.img"));
-        EXPECT(c.size == 1ULL << 30 && c.queues == 2 && c.depth == 64 && c.logical_block_size == 4096);
-        EXPECT(c.read_only && c.has_offset && c.offset == 1ULL << 20);
-        EXPECT(c.direct_io && !strcmp(c.direct_io, "off") && c.zero_copy && !strcmp(c.zero_copy, "auto"));
-        EXPECT(c.recovery && !strcmp(c.recovery, "fail-io"));
+        EXPECT(IS(ublk_conf_get(&c, "backing"), "/srv/a b.img"));
+        EXPECT(IS(ublk_conf_get(&c, "size"), "1G") && IS(ublk_conf_get(&c, "queues"), "2"));
+        EXPECT(IS(ublk_conf_get(&c, "depth"), "64") && IS(ublk_conf_get(&c, "logical-block-size"), "4096"));
+        EXPECT(IS(ublk_conf_get(&c, "read-only"), "yes") && IS(ublk_conf_get(&c, "offset"), "1M"));
+        EXPECT(IS(ublk_conf_get(&c, "direct-io"), "off") && IS(ublk_conf_get(&c, "zero-copy"), "auto"));
+        EXPECT(IS(ublk_conf_get(&c, "recovery"), "fail-io"));
+        EXPECT(!ublk_conf_get(&c, "name") && !ublk_conf_get(&c, "start"));
         ublk_conf_free(&c);
 
         check("target=null\nsize=64M", NULL, NULL);                     /* no final newline */
@@ -66,6 +69,9 @@ int main(void)
         check("target=null\ndirect-io=fast\n", "t.conf:2: direct-io must be auto, on or off", NULL);
         check("target=null\nrecovery=maybe\n", "t.conf:2: recovery must be reissue, fail-io or none", NULL);
         check("target=\n", "t.conf:1: target must not be empty", NULL);
+        /* Keys that are options of "ublkctl add" but not of NAME.conf. */
+        check("target=null\nname=x\n", "t.conf:2: unknown key 'name'", NULL);
+        check("target=null\nstart=no\n", "t.conf:2: unknown key 'start'", NULL);
         check_n("target=null\nsi\0ze=1G\n", 21, "t.conf:2: NUL byte in line", NULL);
         memset(big, 'x', sizeof(big) - 1);
         big[sizeof(big) - 1] = 0;

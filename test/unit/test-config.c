@@ -35,7 +35,7 @@ int main(void)
         c.target = target_find("null");
         c.size = 1 << 30;
         expect("defaults", validate(&c, &reason), 0, reason);
-        if (c.queues != 1 || c.depth != 128 || c.backing_fd != -1 || c.logical_block_size != 0) {
+        if (c.queues != 1 || c.depth != 128 || c.target_config || c.logical_block_size != 0) {
                 failed++;
                 fprintf(stderr, "FAILED: unexpected defaults\n");
         } else

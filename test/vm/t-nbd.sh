@@ -135,7 +135,12 @@ for i in 1 2 3; do head -c $((i * 700))K /dev/urandom > "$T/mnt/f$i"; done
 (cd "$T/mnt" && sha256sum f1 f2 f3) > "$T/sums"
 umount "$T/mnt"
 ublkctl del ns
-dev=$(ublkctl add nbd "nbd+unix:///disk?socket=$T/ns.sock" --name ns)
+# nbd-server serves each client in a child process; seen in the VM: a new client that comes
+# while the last one's child is still going gets no handshake.  Wait for them to go.
+ns_children() { [ -z "$(pgrep -P "$(cat "$T/ns.pid")")" ]; }
+wait_until 20 ns_children || fail "nbd-server's children did not exit: $(pgrep -a -P "$(cat "$T/ns.pid")")"
+dev=$(ublkctl add nbd "nbd+unix:///disk?socket=$T/ns.sock" --name ns) ||
+	fail "nbd-server re-add: $(cat "$T/ns.log"; ps aux | grep '[n]bd-server'; journalctl -b --no-pager | grep nbd_server | tail)"
 fsck.ext4 -n "$dev" >/dev/null || fail "fsck after re-add"
 mount "$dev" "$T/mnt"
 (cd "$T/mnt" && sha256sum -c --quiet "$T/sums") || fail "checksums differ after re-add"

@@ -31,9 +31,78 @@
 
 #include "device.h"
 #include "log.h"
+#include "macro.h"
 #include "queue.h"
 #include "target.h"
 #include "ublk_cmd.h"
+
+/* loop's own options (add-options.h): backing, offset, direct-io. */
+struct loop_config {
+        int backing_fd;                 /* owned, -1 if none */
+        uint64_t offset;                /* where the device starts in the backing */
+        enum loop_direct_io {           /* in the order of the option's choices */
+                LOOP_DIRECT_IO_AUTO,    /* O_DIRECT when the backing supports it */
+                LOOP_DIRECT_IO_ON,
+                LOOP_DIRECT_IO_OFF,
+        } direct_io;
+};
+
+static void loop_config_init(void *config)
+{
+        struct loop_config *lc = config;
+
+        *lc = (struct loop_config) { .backing_fd = -1, .direct_io = LOOP_DIRECT_IO_AUTO };
+}
+
+static int loop_set_option(void *config, const struct ublk_option *o, const union ublk_opt_value *v)
+{
+        struct loop_config *lc = config;
+        int fd;
+
+        if (strcmp(o->key, "backing") == 0) {
+                /* The caller's fd stays the caller's (a message's, the fd store's): keep a copy. */
+                fd = fcntl(v->fd, F_DUPFD_CLOEXEC, 3);
+                if (fd < 0)
+                        return -errno;
+                safe_close(lc->backing_fd);
+                lc->backing_fd = fd;
+        } else if (strcmp(o->key, "offset") == 0)
+                lc->offset = v->u;
+        else if (strcmp(o->key, "direct-io") == 0 && v->u <= LOOP_DIRECT_IO_OFF)
+                lc->direct_io = (enum loop_direct_io) v->u;
+        else
+                return -EINVAL;
+        return 0;
+}
+
+static int loop_get_option(const void *config, const struct ublk_option *o, union ublk_opt_value *ret)
+{
+        const struct loop_config *lc = config;
+
+        if (strcmp(o->key, "backing") == 0) {
+                if (lc->backing_fd < 0)
+                        return -ENOENT;
+                ret->fd = lc->backing_fd;
+        } else if (strcmp(o->key, "offset") == 0)
+                ret->u = lc->offset;
+        else if (strcmp(o->key, "direct-io") == 0)
+                ret->u = lc->direct_io;
+        else
+                return -ENOENT;
+        return 0;
+}
+
+static void loop_config_release(void *config)
+{
+        struct loop_config *lc = config;
+
+        lc->backing_fd = safe_close(lc->backing_fd);
+}
+
+static struct loop_config *loop_config(const struct ublk_dev *dev)
+{
+        return dev->config.target_config;
+}
 
 /* What the backing can do, learnt from the fd alone. */
 struct backing_info {
@@ -95,15 +164,16 @@ static int reopen_direct(int fd)
 static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ublk_reason *reason)
 {
         struct ublk_dev_config *c = &dev->config;
+        struct loop_config *lc = loop_config(dev);
         struct backing_info bi;
         uint32_t lbs;
         int flags, r;
 
-        if (c->backing_fd < 0) {
+        if (lc->backing_fd < 0) {
                 REASON("Target 'loop' needs a backing file: pass an open fd as option 'backing'");
                 return -EBADF;
         }
-        flags = fcntl(c->backing_fd, F_GETFL);
+        flags = fcntl(lc->backing_fd, F_GETFL);
         if (flags < 0)
                 return -errno;
         if (flags & O_PATH) {
@@ -118,12 +188,12 @@ static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ub
         if ((flags & O_ACCMODE) == O_RDONLY)
                 c->read_only = true;
         if (dev->unprivileged) {
-                r = target_check_user_backing(c->backing_fd, reason);
+                r = target_check_user_backing(lc->backing_fd, reason);
                 if (r < 0)
                         return r;
         }
 
-        r = backing_probe(c->backing_fd, false, &bi);
+        r = backing_probe(lc->backing_fd, false, &bi);
         if (r == -EBADFD) {
                 REASON("The backing fd is neither a regular file nor a block device");
                 return r;
@@ -131,9 +201,9 @@ static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ub
         if (r < 0)
                 return r;
 
-        if (c->direct_io != UBLK_DIRECT_IO_OFF) {
+        if (lc->direct_io != LOOP_DIRECT_IO_OFF) {
                 struct backing_info dbi;
-                int dfd = reopen_direct(c->backing_fd);
+                int dfd = reopen_direct(lc->backing_fd);
 
                 r = dfd < 0 ? dfd : backing_probe(dfd, true, &dbi);
                 if (r >= 0 && dbi.block_size > 4096)
@@ -141,13 +211,13 @@ static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ub
                 if (r >= 0 && c->logical_block_size && c->logical_block_size < dbi.block_size)
                         r = -EINVAL;
                 if (r >= 0) {
-                        safe_close(c->backing_fd);
-                        c->backing_fd = dfd;
-                        c->direct_io_active = true;
+                        safe_close(lc->backing_fd);
+                        lc->backing_fd = dfd;
+                        dev->direct_io = true;
                         bi = dbi;
                 } else {
                         safe_close(dfd);
-                        if (c->direct_io == UBLK_DIRECT_IO_ON) {
+                        if (lc->direct_io == LOOP_DIRECT_IO_ON) {
                                 if (r == -EINVAL && c->logical_block_size)
                                         REASON("Direct IO on this backing needs a logical-block-size of at least %u",
                                                dbi.block_size);
@@ -165,24 +235,24 @@ static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ub
         }
         c->logical_block_size = lbs;
 
-        if (c->offset % lbs) {
+        if (lc->offset % lbs) {
                 REASON("offset must be a multiple of the logical block size (%u)", lbs);
                 return -EINVAL;
         }
-        if (c->offset >= bi.size) {
+        if (lc->offset >= bi.size) {
                 REASON("offset %llu is not inside the backing file (%llu bytes)",
-                       (unsigned long long) c->offset, (unsigned long long) bi.size);
+                       (unsigned long long) lc->offset, (unsigned long long) bi.size);
                 return -ENOSPC;
         }
         if (c->size == 0)
-                c->size = (bi.size - c->offset) / lbs * lbs;
+                c->size = (bi.size - lc->offset) / lbs * lbs;
         if (c->size == 0) {
                 REASON("The backing file is smaller than one block: give it a size first (truncate -s 1G FILE)");
                 return -ENOSPC;
         }
-        if (c->size > bi.size - c->offset) {
+        if (c->size > bi.size - lc->offset) {
                 REASON("The backing file has %llu bytes%s, less than the requested size %llu: grow it or ask for less",
-                       (unsigned long long) (bi.size - c->offset), c->offset ? " after the offset" : "",
+                       (unsigned long long) (bi.size - lc->offset), lc->offset ? " after the offset" : "",
                        (unsigned long long) c->size);
                 return -ENOSPC;
         }
@@ -260,7 +330,7 @@ static uint64_t loop_cdev_offset(struct ublk_queue *q, unsigned tag)
 
 static uint64_t loop_backing_offset(struct ublk_queue *q, const struct ublksrv_io_desc *iod)
 {
-        return (iod->start_sector << 9) + q->dev->config.offset;
+        return (iod->start_sector << 9) + loop_config(q->dev)->offset;
 }
 
 /* Marks sqe as tag's (value: what it is) and counts it in flight until io_done() sees it. */
@@ -289,7 +359,7 @@ static int loop_splice_next(struct ublk_queue *q, unsigned tag)
 {
         struct loop_splice *s = &((struct loop_splice *) q->target_data)[tag];
         const struct ublksrv_io_desc *iod = &q->descs[tag];
-        int cdev = q->dev->cdev_fd, fd = q->dev->config.backing_fd;
+        int cdev = q->dev->cdev_fd, fd = loop_config(q->dev)->backing_fd;
         int64_t cdev_off = (int64_t) (loop_cdev_offset(q, tag) + s->moved);
         int64_t file_off = (int64_t) (loop_backing_offset(q, iod) + s->moved);
         uint32_t rest = s->len - s->moved;
@@ -381,7 +451,7 @@ static int loop_splice_done(struct ublk_queue *q, unsigned tag, const struct io_
 
                 if (!sqe)
                         return -EAGAIN;
-                io_uring_prep_fsync(sqe, q->dev->config.backing_fd, IORING_FSYNC_DATASYNC);
+                io_uring_prep_fsync(sqe, loop_config(q->dev)->backing_fd, IORING_FSYNC_DATASYNC);
                 loop_sqe_queued(q, sqe, tag, LOOP_SPLICE_SYNC);
                 return UBLK_TARGET_QUEUED;
         }
@@ -390,7 +460,7 @@ static int loop_splice_done(struct ublk_queue *q, unsigned tag, const struct io_
 
 static int loop_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksrv_io_desc *iod)
 {
-        int fd = q->dev->config.backing_fd;
+        int fd = loop_config(q->dev)->backing_fd;
         unsigned op = ublksrv_get_op(iod), flags = ublksrv_get_flags(iod);
         uint64_t off = loop_backing_offset(q, iod);
         uint32_t len = iod->nr_sectors << 9;
@@ -477,7 +547,13 @@ static int loop_io_done(struct ublk_queue *q, unsigned tag, const struct io_urin
 
 const struct ublk_target_ops target_loop_ops = {
         .name = "loop",
-        .options = TARGET_OPT_BACKING | TARGET_OPT_OFFSET | TARGET_OPT_DIRECT_IO,
+        .desc = &ublk_target_loop,
+        .user_io = true,
+        .config_size = sizeof(struct loop_config),
+        .config_init = loop_config_init,
+        .set_option = loop_set_option,
+        .get_option = loop_get_option,
+        .config_release = loop_config_release,
         .zero_copy = true,
         .splice = true,
         .init = loop_init,

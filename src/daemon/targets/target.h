@@ -4,9 +4,16 @@
 /*
  * A target turns ublk requests into work: "null" completes them at once,
  * "loop" reads and writes a backing file.  Each target lives in its own
- * target-NAME.c and exports one const ops table, listed in target.c.
+ * targets/NAME.c and exports one const ops table, listed in target.c.
  *
  * Contract:
+ *  - Its options are those of add-options.h with its bit (desc): the common ones land in
+ *    ublk_dev_config, the target's own in its configuration, config_size bytes hung off
+ *    ublk_dev_config.target_config.  config_init() gives them their defaults, set_option()
+ *    takes one (copying strings, duping fds: values are borrowed), get_option() gives back
+ *    one that was set (-ENOENT if not; what it returns stays the config's), and
+ *    config_release() lets go of what the config holds (fds), leaving it readable.  The
+ *    state file and the fd store save and restore them through get_option()/set_option().
  *  - init() runs on the control side before ADD_DEV is sent: it validates the
  *    device's configuration, may adjust it (size from the backing file, block
  *    size), and fills the ublk_params it needs.  It returns 0 or a negative
@@ -20,18 +27,19 @@
  *    UBLK_TARGET_QUEUED while more are outstanding.
  *  - Per-device target state hangs off dev->target_data; per-queue state off
  *    q->target_data (set up by queue_init(), torn down by queue_deinit()).
+ *  - init() may lower config.queues (nbd: a server without multi-conn), never raise it.
  *  - event(), if set, gets the CQEs of the target's SQEs built with ublk_event_user_data()
  *    (queue.h), which belong to no tag.  stopping(), if set, runs on the control side before
- *    STOP_DEV: a target that holds requests (waiting for a server) must let them go, as
- *    STOP_DEV waits for them.  status(), if set, says how the target is doing for
- *    `ublkctl show` (TargetStatus); it may be called from the event loop at any time.
- *  - init() may lower config.queues (never raise it).
+ *    STOP_DEV: a target that holds requests (waiting for a server) lets them go, as STOP_DEV
+ *    waits for them.  status(), if set, says how the target is doing (TargetStatus), at most
+ *    len bytes; the event loop calls it at any time while no work holds the device.
  */
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "add-options.h"
 #include "config.h"
 
 struct io_uring_cqe;
@@ -47,20 +55,18 @@ struct ublk_reason {
 
 #define UBLK_TARGET_QUEUED 1
 
-/* Add options that only some targets take; any other target refuses them. */
-enum {
-        TARGET_OPT_BACKING   = 1 << 0,  /* "backing" (h), required when taken */
-        TARGET_OPT_OFFSET    = 1 << 1,  /* "offset" (t) */
-        TARGET_OPT_DIRECT_IO = 1 << 2,  /* "direct-io" (s) */
-        TARGET_OPT_NBD       = 1 << 3,  /* nbd's: "uri" (s, required), "sockets" (ah), "tls-psk" (h),
-                                         * "connect-timeout", "reconnect-timeout" (u, seconds) */
-};
-
 struct ublk_target_ops {
         const char *name;
-        unsigned options;       /* TARGET_OPT_*: the Add options beyond the common ones */
+        const struct ublk_target_desc *desc;    /* its name (the same) and options */
+        bool user_io;           /* its IO touches files the caller passed: for a user's device, with
+                                 * the user's credentials (queue.c) */
         bool zero_copy;         /* can serve IO from fixed buffers (see ublk_dev.zero_copy) */
         bool splice;            /* can move data with splice() instead (see ublk_dev.splice) */
+        size_t config_size;
+        void (*config_init)(void *config);
+        int (*set_option)(void *config, const struct ublk_option *o, const union ublk_opt_value *v);
+        int (*get_option)(const void *config, const struct ublk_option *o, union ublk_opt_value *ret);
+        void (*config_release)(void *config);
         int (*init)(struct ublk_dev *dev, struct ublk_params *params, struct ublk_reason *reason);
         void (*deinit)(struct ublk_dev *dev);
         int (*queue_init)(struct ublk_queue *q);
@@ -69,7 +75,6 @@ struct ublk_target_ops {
         int (*io_done)(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe);
         void (*event)(struct ublk_queue *q, const struct io_uring_cqe *cqe);
         void (*stopping)(struct ublk_dev *dev);
-        /* Writes at most len bytes to buf; "" when there is nothing to say. */
         void (*status)(struct ublk_dev *dev, char *buf, size_t len);
 };
 
@@ -82,6 +87,13 @@ extern const struct ublk_target_ops target_nbd_ops;
 const struct ublk_target_ops *target_find(const char *name);
 /* NULL-terminated list of target names, in a stable order. */
 const char *const *target_names(void);
+
+/* A new configuration of target t with its defaults (NULL for a target without options of its
+ * own); target_config_free() releases and frees it. */
+int target_config_new(const struct ublk_target_ops *t, void **ret);
+void target_config_free(const struct ublk_target_ops *t, void *config);
+/* The fd that target option key holds in config, or -1. */
+int target_config_fd(const struct ublk_target_ops *t, const void *config, const char *key);
 /* For a user's device: -EPERM, with the reason, for a backing file ublkd must not serve for a
  * user (in memory, FUSE, pseudo file systems, a mount ublkd cannot see); 0 for others and for
  * block devices.  It never asks the file's file system (a FUSE server may never answer). */

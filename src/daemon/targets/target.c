@@ -18,14 +18,7 @@ static const struct ublk_target_ops *const targets[] = {
 #endif
 };
 
-static const char *const names[] = {
-        "null",
-        "loop",
-#if HAVE_NBD
-        "nbd",
-#endif
-        NULL,
-};
+static const char *names[ELEMENTSOF(targets) + 1];
 
 const struct ublk_target_ops *target_find(const char *name)
 {
@@ -37,7 +30,44 @@ const struct ublk_target_ops *target_find(const char *name)
 
 const char *const *target_names(void)
 {
+        for (size_t i = 0; i < ELEMENTSOF(targets); i++)
+                names[i] = targets[i]->name;
         return names;
+}
+
+int target_config_new(const struct ublk_target_ops *t, void **ret)
+{
+        void *c;
+
+        *ret = NULL;
+        if (!t->config_size)
+                return 0;
+        c = calloc(1, t->config_size);
+        if (!c)
+                return -ENOMEM;
+        if (t->config_init)
+                t->config_init(c);
+        *ret = c;
+        return 0;
+}
+
+void target_config_free(const struct ublk_target_ops *t, void *config)
+{
+        if (!config)
+                return;
+        if (t->config_release)
+                t->config_release(config);
+        free(config);
+}
+
+int target_config_fd(const struct ublk_target_ops *t, const void *config, const char *key)
+{
+        const struct ublk_option *o = ublk_option_find(key);
+        union ublk_opt_value v;
+
+        if (!config || !o || o->kind != UBLK_OPT_FD || !t->get_option || t->get_option(config, o, &v) < 0)
+                return -1;
+        return v.fd;
 }
 
 /*

@@ -29,6 +29,27 @@
 
 #include "target.h"
 
+#define NBD_CONNECT_TIMEOUT_DEFAULT_S 10
+#define NBD_CONNECT_TIMEOUT_MAX_S 300
+#define NBD_RECONNECT_TIMEOUT_DEFAULT_S 60
+#define NBD_SOCKETS_MAX 64
+#define NBD_URI_MAX 4608
+
+/* nbd's options (add-options.h), hung off ublk_dev_config.target_config. */
+struct nbd_config {
+        char uri[NBD_URI_MAX];          /* never holds a secret: keys come as files */
+        int sockets[NBD_SOCKETS_MAX];   /* connected, not yet handshaken; owned */
+        unsigned n_sockets;
+        int tls_psk_fd;                 /* owned, -1 if none */
+        uint32_t connect_timeout_s;
+        uint32_t reconnect_timeout_s;   /* 0: IO waits forever */
+};
+
+void nbd_config_init(void *config);
+int nbd_set_option(void *config, const struct ublk_option *o, const union ublk_opt_value *v);
+int nbd_get_option(const void *config, const struct ublk_option *o, union ublk_opt_value *ret);
+void nbd_config_release(void *config);
+
 struct nbd_dev;
 
 /* What the server advertised, read once after the first handshake. */

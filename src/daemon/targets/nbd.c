@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
  * "nbd": a device whose data is an export of an NBD server, through libnbd (never the protocol
- * by hand).  nbd-conn.c makes the connections (handshakes, off the event loop and off the
+ * by hand).  Its options (add-options.h) live in struct nbd_config; nbd-conn.c makes the connections (handshakes, off the event loop and off the
  * queue threads) and brings new ones after a server went away; this file drives them.
  *
  * Each queue owns one libnbd handle.  Its thread stays event-driven: the queue's io_uring polls
@@ -352,7 +352,12 @@ static void nbd_queue_deinit(struct ublk_queue *q)
 
 const struct ublk_target_ops target_nbd_ops = {
         .name = "nbd",
-        .options = TARGET_OPT_NBD,
+        .desc = &ublk_target_nbd,
+        .config_size = sizeof(struct nbd_config),
+        .config_init = nbd_config_init,
+        .set_option = nbd_set_option,
+        .get_option = nbd_get_option,
+        .config_release = nbd_config_release,
         .init = nbd_conn_init,
         .deinit = nbd_conn_deinit,
         .queue_init = nbd_queue_init,

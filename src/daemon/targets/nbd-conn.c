@@ -16,7 +16,6 @@
 #include "macro.h"
 #include "nbd-conn.h"
 #include "nbd-uri.h"
-#include "target-nbd.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000
@@ -61,25 +60,91 @@ struct nbd_dev {
         bool thread_started;
 };
 
-struct nbd_options *nbd_options_new(void)
+void nbd_config_init(void *config)
 {
-        struct nbd_options *o = calloc(1, sizeof(*o));
+        struct nbd_config *c = config;
 
-        if (o)
-                o->tls_psk_fd = -1;
-        return o;
+        *c = (struct nbd_config) {
+                .tls_psk_fd = -1,
+                .connect_timeout_s = NBD_CONNECT_TIMEOUT_DEFAULT_S,
+                .reconnect_timeout_s = NBD_RECONNECT_TIMEOUT_DEFAULT_S,
+        };
 }
 
-void nbd_options_free(struct nbd_options *o)
+int nbd_set_option(void *config, const struct ublk_option *o, const union ublk_opt_value *v)
 {
-        if (!o)
-                return;
-        for (unsigned i = 0; i < o->n_sockets; i++)
-                safe_close(o->sockets[i]);
-        free(o->sockets);
-        safe_close(o->tls_psk_fd);
-        free(o->uri);
-        free(o);
+        struct nbd_config *c = config;
+
+        if (strcmp(o->key, "uri") == 0) {
+                if (strlen(v->s) >= sizeof(c->uri))
+                        return -ENAMETOOLONG;
+                strcpy(c->uri, v->s);
+        } else if (strcmp(o->key, "sockets") == 0) {
+                if (v->fds.n > NBD_SOCKETS_MAX)
+                        return -E2BIG;
+                nbd_config_release(c);
+                /* The caller's fds stay the caller's (a message's): keep copies. */
+                for (unsigned i = 0; i < v->fds.n; i++) {
+                        c->sockets[i] = fcntl(v->fds.fds[i], F_DUPFD_CLOEXEC, 3);
+                        if (c->sockets[i] < 0) {
+                                int r = -errno;
+
+                                c->n_sockets = i;
+                                nbd_config_release(c);
+                                return r;
+                        }
+                }
+                c->n_sockets = v->fds.n;
+        } else if (strcmp(o->key, "tls-psk-file") == 0) {
+                int fd = fcntl(v->fd, F_DUPFD_CLOEXEC, 3);
+
+                if (fd < 0)
+                        return -errno;
+                safe_close(c->tls_psk_fd);
+                c->tls_psk_fd = fd;
+        } else if (strcmp(o->key, "connect-timeout") == 0)
+                c->connect_timeout_s = (uint32_t) v->u;       /* range: nbd_conn_init() */
+        else if (strcmp(o->key, "reconnect-timeout") == 0)
+                c->reconnect_timeout_s = (uint32_t) v->u;
+        else
+                return -EINVAL;
+        return 0;
+}
+
+int nbd_get_option(const void *config, const struct ublk_option *o, union ublk_opt_value *ret)
+{
+        const struct nbd_config *c = config;
+
+        if (strcmp(o->key, "uri") == 0) {
+                if (!c->uri[0])
+                        return -ENOENT;
+                ret->s = c->uri;
+        } else if (strcmp(o->key, "sockets") == 0) {
+                if (!c->n_sockets)
+                        return -ENOENT;
+                ret->fds.fds = c->sockets;
+                ret->fds.n = c->n_sockets;
+        } else if (strcmp(o->key, "tls-psk-file") == 0) {
+                if (c->tls_psk_fd < 0)
+                        return -ENOENT;
+                ret->fd = c->tls_psk_fd;
+        } else if (strcmp(o->key, "connect-timeout") == 0)
+                ret->u = c->connect_timeout_s;
+        else if (strcmp(o->key, "reconnect-timeout") == 0)
+                ret->u = c->reconnect_timeout_s;
+        else
+                return -ENOENT;
+        return 0;
+}
+
+void nbd_config_release(void *config)
+{
+        struct nbd_config *c = config;
+
+        for (unsigned i = 0; i < c->n_sockets; i++)
+                safe_close(c->sockets[i]);
+        c->n_sockets = 0;
+        c->tls_psk_fd = safe_close(c->tls_psk_fd);
 }
 
 static uint64_t now_usec(void)
@@ -437,18 +502,18 @@ static int psk_to_memfd(int fd, struct ublk_reason *reason)
         if (flags < 0)
                 return -errno;
         if ((flags & O_PATH) || (flags & O_ACCMODE) == O_WRONLY) {
-                REASON("The 'tls-psk' fd is not open for reading");
+                REASON("The 'tls-psk-file' fd is not open for reading");
                 return -EBADF;
         }
         if (target_backing_fs_type(fd, type, sizeof(type)) >= 0 &&
             (strcmp(type, "fuse") == 0 || strncmp(type, "fuse.", 5) == 0)) {
-                REASON("The 'tls-psk' file is on FUSE: keep the key on a local file system");
+                REASON("The 'tls-psk-file' file is on FUSE: keep the key on a local file system");
                 return -EPERM;
         }
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > PSK_FILE_MAX) {
-                REASON("The 'tls-psk' fd is not a regular file of 1 to %d bytes", PSK_FILE_MAX);
+                REASON("The 'tls-psk-file' fd is not a regular file of 1 to %d bytes", PSK_FILE_MAX);
                 return -EINVAL;
         }
         buf = malloc((size_t) st.st_size);
@@ -467,14 +532,14 @@ static int psk_to_memfd(int fd, struct ublk_reason *reason)
 
 int nbd_conn_init(struct ublk_dev *dev, struct ublk_params *params, struct ublk_reason *reason)
 {
-        struct nbd_options *o = dev->config.nbd;
+        struct nbd_config *nc = dev->config.target_config;
         pthread_condattr_t ca;
         struct nbd_dev *nd;
         const char *why;
         char err[256];
         int r;
 
-        if (!o || !o->uri) {
+        if (!nc || !nc->uri[0]) {
                 REASON("Target 'nbd' needs the export's URI: option 'uri' "
                        "(nbd://HOST[:PORT]/EXPORT, nbds://..., nbd+unix:///EXPORT?socket=PATH)");
                 return -EINVAL;
@@ -490,44 +555,49 @@ int nbd_conn_init(struct ublk_dev *dev, struct ublk_params *params, struct ublk_
         pthread_cond_init(&nd->cond, &ca);
         pthread_condattr_destroy(&ca);
 
-        if (nbd_uri_parse(o->uri, &nd->uri, &why) < 0) {
+        if (nbd_uri_parse(nc->uri, &nd->uri, &why) < 0) {
                 REASON("Bad NBD URI: %s", why);
                 r = -EINVAL;
                 goto fail;
         }
-        if (dev->unprivileged && o->n_sockets == 0) {
+        if (nc->connect_timeout_s < 1 || nc->connect_timeout_s > NBD_CONNECT_TIMEOUT_MAX_S) {
+                REASON("connect-timeout must be 1 to %d seconds", NBD_CONNECT_TIMEOUT_MAX_S);
+                r = -EINVAL;
+                goto fail;
+        }
+        if (dev->unprivileged && nc->n_sockets == 0) {
                 REASON("ublkd connects to NBD servers for root only: for your device, ublkctl connects as "
                        "you and passes the connected sockets (option 'sockets')");
                 r = -EPERM;
                 goto fail;
         }
-        if (dev->unprivileged && nd->uri.tls_psk_file[0] && o->tls_psk_fd < 0) {
-                REASON("ublkd opens no key file for a user: pass the open PSK file as 'tls-psk' "
+        if (dev->unprivileged && nd->uri.tls_psk_file[0] && nc->tls_psk_fd < 0) {
+                REASON("ublkd opens no key file for a user: pass the open PSK file as 'tls-psk-file' "
                        "(ublkctl --tls-psk-file FILE)");
                 r = -EPERM;
                 goto fail;
         }
-        if (o->n_sockets && o->n_sockets < dev->config.queues) {
-                REASON("Pass one connected socket per queue ('sockets': %u for %u queues)", o->n_sockets,
+        if (nc->n_sockets && nc->n_sockets < dev->config.queues) {
+                REASON("Pass one connected socket per queue ('sockets': %u for %u queues)", nc->n_sockets,
                        dev->config.queues);
                 r = -EINVAL;
                 goto fail;
         }
-        for (unsigned i = 0; i < o->n_sockets; i++) {
-                r = check_socket(o->sockets[i], reason);
+        for (unsigned i = 0; i < nc->n_sockets; i++) {
+                r = check_socket(nc->sockets[i], reason);
                 if (r < 0)
                         goto fail;
         }
-        nd->uri_text = strdup(o->uri);
+        nd->uri_text = strdup(nc->uri);
         if (!nd->uri_text) {
                 r = -ENOMEM;
                 goto fail;
         }
         nd->can_reconnect = !dev->unprivileged;
-        nd->connect_timeout_s = o->connect_timeout_s ? o->connect_timeout_s : NBD_CONNECT_TIMEOUT_DEFAULT_S;
-        nd->reconnect_timeout_s = o->reconnect_timeout_s;
-        if (o->tls_psk_fd >= 0) {
-                nd->tls_psk_fd = psk_to_memfd(o->tls_psk_fd, reason);
+        nd->connect_timeout_s = nc->connect_timeout_s;
+        nd->reconnect_timeout_s = nc->reconnect_timeout_s;
+        if (nc->tls_psk_fd >= 0) {
+                nd->tls_psk_fd = psk_to_memfd(nc->tls_psk_fd, reason);
                 if (nd->tls_psk_fd < 0) {
                         r = nd->tls_psk_fd;
                         nd->tls_psk_fd = -1;
@@ -545,7 +615,7 @@ int nbd_conn_init(struct ublk_dev *dev, struct ublk_params *params, struct ublk_
                 nd->slots[i].wake_fd = -1;
 
         for (unsigned i = 0; i < nd->n_slots; i++) {
-                int sock = o->n_sockets ? TAKE_FD(o->sockets[i]) : -1;
+                int sock = nc->n_sockets ? TAKE_FD(nc->sockets[i]) : -1;
 
                 nd->slots[i].spare = nbd_connect_one(nd, sock, err, sizeof(err));
                 if (!nd->slots[i].spare) {

@@ -41,6 +41,7 @@ static int null_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
 
 const struct ublk_target_ops target_null_ops = {
         .name = "null",
+        .desc = &ublk_target_null,
         .init = null_init,
         .queue_io = null_queue_io,
 };

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The org.ublk.ublkd1.Device objects, one per device at /org/ublk/ublkd1/device/<id>. */
+/* The org.ublk.ublkd1.Device objects, one per device at /org/ublk/ublkd1/device/<id> (device-bus.h). */
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "bus-util.h"
+#include "device-bus.h"
 #include "log.h"
-#include "manager.h"
 #include "parse.h"
 #include "polkit.h"
 #include "state.h"
@@ -334,7 +335,7 @@ DEV_PROP_GETTER(property_get_lbs, "u", dev->config.logical_block_size)
 DEV_PROP_GETTER(property_get_queues, "u", dev->config.queues)
 DEV_PROP_GETTER(property_get_depth, "u", dev->config.depth)
 DEV_PROP_GETTER(property_get_read_only, "b", (int) dev->config.read_only)
-DEV_PROP_GETTER(property_get_direct_io, "b", (int) dev->config.direct_io_active)
+DEV_PROP_GETTER(property_get_direct_io, "b", (int) dev->direct_io)
 DEV_PROP_GETTER(property_get_zero_copy, "b", (int) (dev->zero_copy || dev->splice))
 DEV_PROP_GETTER(property_get_owner_uid, "u", (uint32_t) md->owner_uid)
 DEV_PROP_GETTER(property_get_owner_gid, "u", (uint32_t) md->owner_gid)

@@ -1,321 +1,155 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The org.ublk.ublkd1.Manager object: creating and finding devices. */
+/* The org.ublk.ublkd1.Manager object: creating and finding devices (manager-bus.h). */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "bus-util.h"
 #include "config.h"
+#include "device-bus.h"
 #include "log.h"
-#include "manager.h"
+#include "macro.h"
+#include "manager-bus.h"
 #include "parse.h"
 #include "polkit.h"
 #include "state.h"
 #include "ublkd-bus.h"
-#if HAVE_NBD
-#include "target-nbd.h"
-#endif
-
-int bus_error_from_errno(sd_bus_error *error, int r, const char *what)
-{
-        switch (-r) {
-        case ENODEV:
-                /* What the driver answers for an id it does not have: removed behind ublkd's back
-                 * (by another program, or with the driver). */
-                return sd_bus_error_setf(error, UBLKD_ERROR_NO_SUCH_DEVICE,
-                                         "%s: the kernel has no such ublk device (removed outside ublkd?)", what);
-        case ECANCELED:
-                return sd_bus_error_setf(error, UBLKD_ERROR_KERNEL,
-                                         "%s: the process ublkd ran for you was stopped or killed", what);
-        case EPERM:
-        case EACCES:
-                return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED, "%s: %s", what, strerror(-r));
-        case EBUSY:
-        case EALREADY:
-                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY, "%s: device is busy (%s)", what, strerror(-r));
-        case ESHUTDOWN:
-                return sd_bus_error_setf(error, UBLKD_ERROR_BUSY,
-                                         "%s: ublkd is shutting down (systemctl start ublkd, then try again)", what);
-        case EOPNOTSUPP:
-                return sd_bus_error_setf(error, UBLKD_ERROR_NOT_SUPPORTED,
-                                         "%s: the running kernel does not support this", what);
-        case EINVAL:
-                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                         "%s: the kernel rejected the parameters", what);
-        default:
-                return sd_bus_error_setf(error, UBLKD_ERROR_KERNEL, "%s: %s", what, strerror(-r));
-        }
-}
-
-/*
- * A caller's string, made fit for an error message: at most 64 characters of printable ASCII,
- * anything else as '?'.  Cutting UTF-8 at a byte count could leave half a character, and
- * sd-bus does not send a message with invalid UTF-8: the caller would get no answer at all.
- */
-#define PRINTABLE_MAX 64
-static const char *printable(const char *s, char buf[static PRINTABLE_MAX + 4])
-{
-        size_t i;
-
-        for (i = 0; s[i] && i < PRINTABLE_MAX; i++)
-                buf[i] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
-        strcpy(buf + i, s[i] ? "..." : "");
-        return buf;
-}
 
 _Static_assert(DEVICE_NAME_MAX == UBLK_DEV_NAME_MAX, "one name length for the bus and the files");
-_Static_assert(UBLK_DIRECT_IO_AUTO == 0 && UBLK_DIRECT_IO_ON == 1 && UBLK_DIRECT_IO_OFF == 2 &&
-               UBLK_ZERO_COPY_AUTO == 0 && UBLK_ZERO_COPY_ON == 1 && UBLK_ZERO_COPY_OFF == 2,
-               "parse_auto_on_off() values are cast to these enums");
 
 struct add_request {
         struct ublk_dev_config config;
         bool start;
 };
 
-enum add_option {
-        OPT_SIZE,
-        OPT_QUEUES,
-        OPT_DEPTH,
-        OPT_LBS,
-        OPT_READ_ONLY,
-        OPT_NAME,
-        OPT_START,
-        OPT_BACKING,
-        OPT_OFFSET,
-        OPT_DIRECT_IO,
-        OPT_ZERO_COPY,
-        OPT_RECOVERY,
-        /* nbd's (issue 31: to move onto the target's own option schema) */
-        OPT_NBD_URI,
-        OPT_NBD_SOCKETS,
-        OPT_NBD_TLS_PSK,
-        OPT_NBD_CONNECT_TIMEOUT,
-        OPT_NBD_RECONNECT_TIMEOUT,
-        _OPT_MAX,
-};
-
-static const struct {
-        const char *key;
-        const char *signature;
-        unsigned target_opt;    /* 0: every target takes it */
-} add_options[_OPT_MAX] = {
-        [OPT_SIZE]      = { "size", "t" },
-        [OPT_QUEUES]    = { "queues", "u" },
-        [OPT_DEPTH]     = { "depth", "u" },
-        [OPT_LBS]       = { "logical-block-size", "u" },
-        [OPT_READ_ONLY] = { "read-only", "b" },
-        [OPT_NAME]      = { "name", "s" },
-        [OPT_START]     = { "start", "b" },
-        [OPT_BACKING]   = { "backing", "h", TARGET_OPT_BACKING },
-        [OPT_OFFSET]    = { "offset", "t", TARGET_OPT_OFFSET },
-        [OPT_DIRECT_IO] = { "direct-io", "s", TARGET_OPT_DIRECT_IO },
-        [OPT_ZERO_COPY] = { "zero-copy", "s" },
-        [OPT_RECOVERY]  = { "recovery", "s" },
-        [OPT_NBD_URI]               = { "uri", "s", TARGET_OPT_NBD },
-        [OPT_NBD_SOCKETS]           = { "sockets", "ah", TARGET_OPT_NBD },
-        [OPT_NBD_TLS_PSK]           = { "tls-psk", "h", TARGET_OPT_NBD },
-        [OPT_NBD_CONNECT_TIMEOUT]   = { "connect-timeout", "u", TARGET_OPT_NBD },
-        [OPT_NBD_RECONNECT_TIMEOUT] = { "reconnect-timeout", "u", TARGET_OPT_NBD },
-};
-
-#if HAVE_NBD
-/* The longest a caller may make a handshake wait, and the most connections one Add may pass. */
-#define NBD_CONNECT_TIMEOUT_MAX_S 300
-#define NBD_SOCKETS_MAX 64
-
-/* nbd's options (target-nbd.h), into req->config.nbd. */
-static int read_nbd_option(sd_bus_message *msg, enum add_option opt, struct add_request *req, sd_bus_error *error)
+/* An "ah": the fds stay the message's (values are borrowed, add-options.h). */
+static int read_fds(sd_bus_message *msg, int **fds, unsigned *n)
 {
-        struct nbd_options *o = req->config.nbd;
-        const char *s;
-        uint32_t u;
         int fd, r;
 
-        if (!o) {
-                o = req->config.nbd = nbd_options_new();
-                if (!o)
+        r = sd_bus_message_enter_container(msg, 'a', "h");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_read(msg, "h", &fd)) > 0) {
+                int *p = realloc(*fds, (*n + 1) * sizeof(int));
+
+                if (!p)
                         return -ENOMEM;
+                *fds = p;
+                (*fds)[(*n)++] = fd;
         }
-        switch (opt) {
-        case OPT_NBD_URI:
-                r = sd_bus_message_read(msg, "s", &s);
-                if (r < 0)
-                        return r;
-                if (strlen(s) > 8192)
-                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Option 'uri' is too long");
-                o->uri = strdup(s);
-                return o->uri ? 0 : -ENOMEM;
-        case OPT_NBD_SOCKETS:
-                r = sd_bus_message_enter_container(msg, 'a', "h");
-                if (r < 0)
-                        return r;
-                while ((r = sd_bus_message_read(msg, "h", &fd)) > 0) {
-                        int *n;
-
-                        if (o->n_sockets >= NBD_SOCKETS_MAX)
-                                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                                         "Option 'sockets' takes at most %u", NBD_SOCKETS_MAX);
-                        n = realloc(o->sockets, (o->n_sockets + 1) * sizeof(*n));
-                        if (!n)
-                                return -ENOMEM;
-                        o->sockets = n;
-                        /* The message owns its fds; keep our own copies. */
-                        n[o->n_sockets] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-                        if (n[o->n_sockets] < 0)
-                                return -errno;
-                        o->n_sockets++;
-                }
-                if (r < 0)
-                        return r;
-                return sd_bus_message_exit_container(msg);
-        case OPT_NBD_TLS_PSK:
-                r = sd_bus_message_read(msg, "h", &fd);
-                if (r < 0)
-                        return r;
-                o->tls_psk_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-                return o->tls_psk_fd < 0 ? -errno : 0;
-        default:
-                r = sd_bus_message_read(msg, "u", &u);
-                if (r < 0)
-                        return r;
-                if (opt == OPT_NBD_CONNECT_TIMEOUT) {
-                        if (u < 1 || u > NBD_CONNECT_TIMEOUT_MAX_S)
-                                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                                         "Option 'connect-timeout' must be 1 to %u seconds",
-                                                         NBD_CONNECT_TIMEOUT_MAX_S);
-                        o->connect_timeout_s = u;
-                } else
-                        o->reconnect_timeout_s = u;
-                return 0;
-        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(msg);
 }
-#endif
 
-static int read_option(sd_bus_message *msg, enum add_option opt, struct add_request *req, sd_bus_error *error)
+/* One option's value, of the type add-options.h gives it, into the request. */
+static int read_option(sd_bus_message *msg, const struct ublk_option *o, struct add_request *req,
+                       sd_bus_error *error)
 {
-        const char *s;
-        int b, fd, r;
+        _cleanup_free_ int *fds = NULL;
+        union ublk_opt_value v = {};
+        char why[256];
+        uint32_t u;
+        int b, r;
 
-        switch (opt) {
-        case OPT_SIZE:
-                return sd_bus_message_read(msg, "t", &req->config.size);
-        case OPT_QUEUES:
-                return sd_bus_message_read(msg, "u", &req->config.queues);
-        case OPT_DEPTH:
-                return sd_bus_message_read(msg, "u", &req->config.depth);
-        case OPT_LBS:
-                return sd_bus_message_read(msg, "u", &req->config.logical_block_size);
-        case OPT_READ_ONLY:
+        switch (o->kind) {
+        case UBLK_OPT_STRING:
+                r = sd_bus_message_read(msg, "s", &v.s);
+                break;
+        case UBLK_OPT_ENUM:
+                r = sd_bus_message_read(msg, "s", &v.s);
+                if (r >= 0 && ublk_option_parse(o, v.s, &v, why, sizeof(why)) < 0)
+                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Option '%s' must be %s", o->key,
+                                                 ublk_option_values(o, true, why, sizeof(why)));
+                break;
+        case UBLK_OPT_SIZE:
+                r = sd_bus_message_read(msg, "t", &v.u);
+                break;
+        case UBLK_OPT_UINT:
+        case UBLK_OPT_SECONDS:
+                r = sd_bus_message_read(msg, "u", &u);
+                v.u = u;
+                break;
+        case UBLK_OPT_BOOL:
                 r = sd_bus_message_read(msg, "b", &b);
-                req->config.read_only = b;
-                return r;
-        case OPT_START:
-                r = sd_bus_message_read(msg, "b", &b);
-                req->start = b;
-                return r;
-        case OPT_NAME:
-                r = sd_bus_message_read(msg, "s", &s);
-                if (r < 0)
-                        return r;
-                if (!device_name_is_valid(s))
-                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                                 "Invalid name: use 1-%d characters of A-Z a-z 0-9 - _ . "
-                                                 "not starting with '-' or '.', after 'USER:' for a user's "
-                                                 "device", UBLK_DEV_NAME_MAX);
-                strcpy(req->config.name, s);
-                return 0;
-        case OPT_OFFSET:
-                return sd_bus_message_read(msg, "t", &req->config.offset);
-        case OPT_DIRECT_IO:
-        case OPT_ZERO_COPY:
-                r = sd_bus_message_read(msg, "s", &s);
-                if (r < 0)
-                        return r;
-                r = parse_auto_on_off(s);
-                if (r < 0)
-                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                                 "Option '%s' must be 'auto', 'on' or 'off'", add_options[opt].key);
-                if (opt == OPT_DIRECT_IO)
-                        req->config.direct_io = (enum ublk_direct_io) r;
-                else
-                        req->config.zero_copy = (enum ublk_zero_copy) r;
-                return 0;
-        case OPT_RECOVERY:
-                r = sd_bus_message_read(msg, "s", &s);
-                if (r < 0)
-                        return r;
-                if (ublk_recovery_from_string(s, &req->config.recovery) < 0)
-                        return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
-                                                 "Option 'recovery' must be 'reissue', 'fail-io' or 'none'");
-                return 0;
-        case OPT_BACKING:
-                r = sd_bus_message_read(msg, "h", &fd);
-                if (r < 0)
-                        return r;
-                /* The message owns its fd; keep our own copy. */
-                req->config.backing_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-                if (req->config.backing_fd < 0)
-                        return -errno;
-                return 0;
-#if HAVE_NBD
-        case OPT_NBD_URI ... OPT_NBD_RECONNECT_TIMEOUT:
-                return read_nbd_option(msg, opt, req, error);
-#endif
+                v.b = b;
+                break;
+        case UBLK_OPT_FD:
+                r = sd_bus_message_read(msg, "h", &v.fd);
+                break;
+        case UBLK_OPT_FDS:
+                v.fds.n = 0;
+                r = read_fds(msg, &fds, &v.fds.n);
+                v.fds.fds = fds;
+                break;
         default:
                 return -EINVAL;
         }
+        if (r < 0)
+                return r;
+        if (strcmp(o->key, "start") == 0) {
+                /* What Add does, not what the device is. */
+                req->start = v.b;
+                return 0;
+        }
+        r = ublk_dev_config_set(&req->config, o, &v, why, sizeof(why));
+        if (r < 0 && why[0])
+                return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "%s", why);
+        return r;
 }
 
 static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bus_error *error)
 {
         const struct ublk_target_ops *target = req->config.target;
-        bool seen[_OPT_MAX] = {};
-        char buf[PRINTABLE_MAX + 4];
+        bool seen[64] = {};
+        char buf[BUS_PRINTABLE_MAX + 4];
         int r;
 
         r = sd_bus_message_enter_container(msg, 'a', "{sv}");
         if (r < 0)
                 return r;
         while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                const struct ublk_option *o = NULL;
                 const char *key, *contents;
-                unsigned opt;
+                size_t i;
 
                 r = sd_bus_message_read(msg, "s", &key);
                 if (r < 0)
                         return r;
-                for (opt = 0; opt < _OPT_MAX; opt++)
-                        if (strcmp(add_options[opt].key, key) == 0)
+                for (i = 0; ublk_options[i] && i < ELEMENTSOF(seen); i++)
+                        if (strcmp(ublk_options[i]->key, key) == 0) {
+                                o = ublk_options[i];
                                 break;
-                if (opt == _OPT_MAX)
+                        }
+                if (!o)
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
                                                  "Unknown option '%s' (see ublkd(8) for the options of Add)",
-                                                 printable(key, buf));
-                if (seen[opt])
+                                                 bus_printable(key, buf));
+                if (seen[i])
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS, "Option '%s' given twice", key);
-                if (add_options[opt].target_opt && !(target->options & add_options[opt].target_opt))
+                if (!ublk_option_takes(o, target->desc))
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
                                                  "Option '%s' is not valid for target '%s'", key, target->name);
-                seen[opt] = true;
+                seen[i] = true;
 
                 r = sd_bus_message_peek_type(msg, NULL, &contents);
                 if (r < 0)
                         return r;
-                if (strcmp(contents, add_options[opt].signature) != 0)
+                if (strcmp(contents, ublk_option_signature(o)) != 0)
                         return sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
                                                  "Option '%s' must be of type '%s', not '%.16s'",
-                                                 key, add_options[opt].signature, contents);
+                                                 key, ublk_option_signature(o), contents);
                 r = sd_bus_message_enter_container(msg, 'v', contents);
                 if (r < 0)
                         return r;
-                r = read_option(msg, opt, req, error);
-                if (r < 0)
-                        return r;
+                r = read_option(msg, o, req, error);
+                if (r < 0 || sd_bus_error_is_set(error))
+                        return r < 0 ? r : -EINVAL;
                 r = sd_bus_message_exit_container(msg);
                 if (r < 0)
                         return r;
@@ -325,24 +159,7 @@ static int parse_add_options(sd_bus_message *msg, struct add_request *req, sd_bu
         }
         if (r < 0)
                 return r;
-#if HAVE_NBD
-        /* The default applies only when not given: 0 means forever. */
-        if (target->options & TARGET_OPT_NBD) {
-                if (!req->config.nbd && !(req->config.nbd = nbd_options_new()))
-                        return -ENOMEM;
-                if (!seen[OPT_NBD_RECONNECT_TIMEOUT])
-                        req->config.nbd->reconnect_timeout_s = NBD_RECONNECT_TIMEOUT_DEFAULT_S;
-        }
-#endif
         return sd_bus_message_exit_container(msg);
-}
-
-int bus_reply_errno(sd_bus_message *msg, int r, const char *what)
-{
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-
-        bus_error_from_errno(&error, r, what);
-        return sd_bus_reply_method_error(msg, &error);
 }
 
 struct add_work {
@@ -402,14 +219,26 @@ static void add_work_free(struct add_work *a)
 static int add_run(struct work *w)
 {
         struct add_work *a = (struct add_work *) w;
+        const struct ublk_target_ops *t = a->req.config.target;
+        int r, fd = -1;
         char path[64];
-        int r;
 
-        if (a->req.config.backing_fd >= 0) {
+        /* What the Backing property shows: the file of the target's positional fd (loop's), or
+         * its positional string (nbd's URI). */
+        if (t->desc->positional) {
+                const struct ublk_option *pos = ublk_option_find(t->desc->positional);
+                union ublk_opt_value v;
+
+                fd = target_config_fd(t, a->req.config.target_config, t->desc->positional);
+                if (pos && pos->kind == UBLK_OPT_STRING && t->get_option &&
+                    t->get_option(a->req.config.target_config, pos, &v) >= 0)
+                        a->backing = strdup(v.s);
+        }
+        if (fd >= 0) {
                 char buf[4096];
                 ssize_t n;
 
-                snprintf(path, sizeof(path), "/proc/self/fd/%d", a->req.config.backing_fd);
+                snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
                 n = readlink(path, buf, sizeof(buf) - 1);
                 if (n > 0) {
                         buf[n] = 0;
@@ -417,11 +246,6 @@ static int add_run(struct work *w)
                 }
         }
 
-#if HAVE_NBD
-        /* What an nbd device serves, for the Backing property (root's and the owner's only). */
-        if (a->req.config.nbd && a->req.config.nbd->uri)
-                a->backing = strdup(a->req.config.nbd->uri);
-#endif
         if (a->req.config.owner_uid != 0) {
                 r = resolve_owner(&a->req.config, &a->why);
                 if (r < 0) {
@@ -595,9 +419,10 @@ static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         struct manager *m = userdata;
         struct add_work *a = NULL;
+        const struct ublk_target_ops *target;
         struct add_request *req;
         const char *target_name, *reason;
-        char buf[PRINTABLE_MAX + 4];
+        char buf[BUS_PRINTABLE_MAX + 4];
         int r;
 
         a = calloc(1, sizeof(*a));
@@ -611,13 +436,16 @@ static int method_add(sd_bus_message *msg, void *userdata, sd_bus_error *error)
         r = sd_bus_message_read(msg, "s", &target_name);
         if (r < 0)
                 goto fail;
-        req->config.target = target_find(target_name);
-        if (!req->config.target) {
+        target = target_find(target_name);
+        if (!target) {
                 r = sd_bus_error_setf(error, UBLKD_ERROR_INVALID_ARGS,
                                       "Unknown target '%s' (the Targets property lists them)",
-                                      printable(target_name, buf));
+                                      bus_printable(target_name, buf));
                 goto fail;
         }
+        r = ublk_dev_config_set_target(&req->config, target);
+        if (r < 0)
+                goto fail;
 
         r = parse_add_options(msg, req, error);
         if (r < 0 || sd_bus_error_is_set(error))
@@ -672,13 +500,13 @@ static int method_get_device(sd_bus_message *msg, void *userdata, sd_bus_error *
 static int method_get_device_by_name(sd_bus_message *msg, void *userdata, sd_bus_error *error)
 {
         const char *name;
-        char buf[PRINTABLE_MAX + 4], what[PRINTABLE_MAX + 6];
+        char buf[BUS_PRINTABLE_MAX + 4], what[BUS_PRINTABLE_MAX + 6];
         int r;
 
         r = sd_bus_message_read(msg, "s", &name);
         if (r < 0)
                 return r;
-        snprintf(what, sizeof(what), "'%s'", printable(name, buf));
+        snprintf(what, sizeof(what), "'%s'", bus_printable(name, buf));
         return reply_device_path(msg, manager_find_device_by_name(userdata, name), error, what);
 }
 
