@@ -62,10 +62,22 @@ int nbd_uri_parse(const char *uri, struct nbd_uri *ret, const char **reason)
                 p = uri + 6;
         else
                 FAIL("the URI must start with nbd://, nbds://, nbd+unix:// or nbds+unix://");
-        if (strpbrk(p, "#@"))
-                FAIL("the URI has a user or a fragment, which NBD URIs do not take");
-
+        if (strchr(p, '#'))
+                FAIL("the URI has a fragment, which NBD URIs do not take");
+        /* USER@: the TLS (PSK) identity, as libnbd takes it; no password. */
         path = p + strcspn(p, "/?");
+        {
+                const char *at = memchr(p, '@', (size_t) (path - p));
+
+                if (at) {
+                        if (at == p || memchr(p, ':', (size_t) (at - p)) ||
+                            decode(p, (size_t) (at - p), ret->tls_username, sizeof(ret->tls_username)) < 0)
+                                FAIL("the URI's user (the TLS identity, USER@) is empty, too long, has a bad "
+                                     "%-escape or a password");
+                        p = at + 1;
+                }
+        }
+
         query = strchr(p, '?');
         end = p + strlen(p);
         if (!query)
@@ -127,10 +139,10 @@ int nbd_uri_parse(const char *uri, struct nbd_uri *ret, const char **reason)
                         val = ret->socket, vlen = sizeof(ret->socket);
                 else if (klen == 12 && strncmp(q, "tls-psk-file", 12) == 0)
                         val = ret->tls_psk_file, vlen = sizeof(ret->tls_psk_file);
-                else if (klen == 12 && strncmp(q, "tls-username", 12) == 0)
-                        val = ret->tls_username, vlen = sizeof(ret->tls_username);
+                else if (klen == 16 && strncmp(q, "tls-certificates", 16) == 0)
+                        val = ret->tls_certificates, vlen = sizeof(ret->tls_certificates);
                 else
-                        FAIL("the URI's query takes socket=, tls-psk-file= and tls-username= only");
+                        FAIL("the URI's query takes socket=, tls-psk-file= and tls-certificates= only");
                 if (decode(eq + 1, (size_t) (amp - eq - 1), val, vlen) < 0 || !*val)
                         FAIL("a query value of the URI is empty, too long or has a bad %-escape");
                 q = *amp ? amp + 1 : amp;
@@ -139,7 +151,7 @@ int nbd_uri_parse(const char *uri, struct nbd_uri *ret, const char **reason)
                 FAIL("an nbd+unix:// URI needs ?socket=PATH");
         if (!ret->unix_socket && ret->socket[0])
                 FAIL("socket= is for nbd+unix:// URIs only");
-        if (ret->tls_psk_file[0] && !ret->tls)
-                FAIL("tls-psk-file= is for nbds:// and nbds+unix:// URIs only");
+        if ((ret->tls_psk_file[0] || ret->tls_certificates[0] || ret->tls_username[0]) && !ret->tls)
+                FAIL("a TLS user, tls-psk-file= and tls-certificates= are for nbds:// and nbds+unix:// URIs only");
         return 0;
 }

@@ -5,11 +5,11 @@
  * The NBD URIs the nbd target takes, as far as anyone but libnbd needs them: ublkctl connects
  * the sockets of a user's device itself (it needs where), and ublkd runs libnbd on those sockets
  * (it needs the export name and whether TLS is asked for).  Forms (the NBD URI specification):
- *   nbd://HOST[:PORT][/EXPORT]       nbds://...  (TLS required)
- *   nbd+unix:///[EXPORT]?socket=PATH nbds+unix:///[EXPORT]?socket=PATH
- * HOST may be [IPv6].  %XX escapes are decoded in EXPORT and in query values.  Of the query,
- * socket, tls-psk-file and tls-username are kept; other keys are refused, so that a typo is no
- * silent change.  nbd_uri_parse() returns 0, or -EINVAL with *reason naming what is wrong.
+ *   nbd://HOST[:PORT][/EXPORT]       nbds://[USER@]...  (TLS required)
+ *   nbd+unix:///[EXPORT]?socket=PATH nbds+unix://[USER@]/[EXPORT]?socket=PATH
+ * HOST may be [IPv6]; USER is the TLS (PSK) identity, as libnbd takes it.  %XX escapes are
+ * decoded in USER, EXPORT and query values.  The query keys libnbd knows are kept (socket,
+ * tls-psk-file, tls-certificates); others are refused, so that a typo is no silent change.  nbd_uri_parse() returns 0, or -EINVAL with *reason naming what is wrong.
  */
 
 #include <stdbool.h>
@@ -25,7 +25,8 @@ struct nbd_uri {
         char socket[108];               /* sun_path */
         char export_name[NBD_EXPORT_NAME_MAX + 1];
         char tls_psk_file[4096];        /* "" when not given */
-        char tls_username[256];
+        char tls_certificates[4096];
+        char tls_username[256];         /* USER@ */
 };
 
 int nbd_uri_parse(const char *uri, struct nbd_uri *ret, const char **reason);

@@ -41,8 +41,10 @@ int main(void)
               !strcmp(u.export_name, "a/b c"));
         CHECK(parse("nbd+unix:///e?socket=/run/x.sock", &u) == 0 && u.unix_socket && !strcmp(u.socket, "/run/x.sock") &&
               !strcmp(u.export_name, "e"));
-        CHECK(parse("nbds+unix:///?socket=/s&tls-username=al%69ce&tls-psk-file=/k", &u) == 0 && u.tls &&
-              !strcmp(u.tls_username, "alice") && !strcmp(u.tls_psk_file, "/k"));
+        CHECK(parse("nbds+unix://al%69ce@/?socket=/s&tls-psk-file=/k", &u) == 0 && u.tls &&
+              !strcmp(u.tls_username, "alice") && !strcmp(u.tls_psk_file, "/k") && !strcmp(u.socket, "/s"));
+        CHECK(parse("nbds://bob@[::1]:5/e?tls-certificates=/c", &u) == 0 && !strcmp(u.tls_username, "bob") &&
+              !strcmp(u.host, "::1") && !strcmp(u.tls_certificates, "/c"));
         /* refused: each with a reason */
         CHECK(parse("http://host/x", &u) < 0);
         CHECK(parse("nbd://", &u) < 0);
@@ -50,7 +52,9 @@ int main(void)
         CHECK(parse("nbd://host:65536/x", &u) < 0);
         CHECK(parse("nbd://host:12a/x", &u) < 0);
         CHECK(parse("nbd://[::1/x", &u) < 0);
-        CHECK(parse("nbd://user@host/x", &u) < 0);
+        CHECK(parse("nbd://user@host/x", &u) < 0);              /* a TLS user without TLS */
+        CHECK(parse("nbds://user:pw@host/x", &u) < 0);          /* a password */
+        CHECK(parse("nbds://@host/x", &u) < 0);
         CHECK(parse("nbd://host/x%00y", &u) < 0);
         CHECK(parse("nbd://host/x%4", &u) < 0);
         CHECK(parse("nbd://host/x%zz", &u) < 0);

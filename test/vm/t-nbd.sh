@@ -152,10 +152,10 @@ psktool -u alice -p "$T/keys.psk" >/dev/null
 psktool -u alice -p "$T/wrong.psk" >/dev/null
 serve tls nbdkit -f -U "$T/tls.sock" --tls=require --tls-psk="$T/keys.psk" memory 64M
 wait_until 10 sock_up "$T/tls.sock" || fail "nbdkit --tls did not start: $(cat "$T/tls.log")"
-dev=$(ublkctl add nbd "nbds+unix:///?socket=$T/tls.sock&tls-username=alice&tls-psk-file=$T/keys.psk" --name tls)
+dev=$(ublkctl add nbd "nbds+unix://alice@/?socket=$T/tls.sock&tls-psk-file=$T/keys.psk" --name tls)
 fio_verify "$dev" tls
 ublkctl del tls
-if out=$(ublkctl add nbd "nbds+unix:///?socket=$T/tls.sock&tls-username=alice" --tls-psk-file "$T/wrong.psk" \
+if out=$(ublkctl add nbd "nbds+unix://alice@/?socket=$T/tls.sock" --tls-psk-file "$T/wrong.psk" \
 	--name tlsbad 2>&1); then
 	fail "a wrong PSK was accepted"
 fi
@@ -205,6 +205,25 @@ ublkctl show --json nbduser:d | jq -e '.OwnerUID != 0 and .TargetStatus == "conn
 	fail "user device: $(ublkctl show --json nbduser:d)"
 fio_verify "$dev" user
 as nbduser ublkctl --no-ask-password del nbduser:d
+# A user's server that never answers (writes delayed 60 s): ublkd gives up on it at 15 s, before
+# the kernel's 30 s request timeout, which would SIGKILL ublkd for an unprivileged device.
+as nbduser nbdkit -U "$udir/slow.sock" -P "$udir/slow.pid" --filter=delay memory 16M delay-write=60
+defer "kill \$(cat $udir/slow.pid) 2>/dev/null || true"
+wait_until 10 sock_up "$udir/slow.sock" || fail "user's slow nbdkit did not start"
+dev=$(as nbduser ublkctl --no-ask-password add nbd "nbd+unix:///?socket=$udir/slow.sock" --name nbduser:slow)
+pid=$(ublkd_pid)
+t0=$(date +%s)
+if as nbduser dd if=/dev/zero of="$dev" bs=4k count=1 oflag=direct status=none 2>"$T/slow.err"; then
+	fail "a write to a server that does not answer succeeded"
+fi
+t1=$(date +%s)
+echo "unanswered write: failed after $((t1 - t0)) s: $(cat "$T/slow.err")"
+grep -q "Input/output error" "$T/slow.err" || fail "expected EIO: $(cat "$T/slow.err")"
+[ $((t1 - t0)) -lt 28 ] || fail "the write waited $((t1 - t0)) s, into the kernel's timeout"
+[ "$(ublkd_pid)" = "$pid" ] || fail "ublkd was killed (pid $pid -> $(ublkd_pid))"
+ublkctl show --json nbduser:slow | jq -e '.TargetStatus == "disconnected"' >/dev/null ||
+	fail "slow server: $(ublkctl show --json nbduser:slow)"
+as nbduser ublkctl --no-ask-password del nbduser:slow
 if out=$(as nbduser ublkctl --no-ask-password add nbd "nbd+unix:///?socket=$odir/o.sock" --name nbduser:o 2>&1); then
 	fail "nbduser reached nbdother's socket"
 fi

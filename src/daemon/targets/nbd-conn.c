@@ -577,6 +577,18 @@ int nbd_conn_init(struct ublk_dev *dev, struct ublk_params *params, struct ublk_
                 r = -EPERM;
                 goto fail;
         }
+        if (dev->unprivileged && nd->uri.tls_certificates[0]) {
+                REASON("ublkd opens no certificate directory for a user: use a PSK (tls-psk-file)");
+                r = -EPERM;
+                goto fail;
+        }
+        if (nd->uri.tls && (nd->uri.tls_psk_file[0] || nc->tls_psk_fd >= 0) && !nd->uri.tls_username[0]) {
+                /* libnbd would ask getlogin_r(), which a daemon has no answer to. */
+                REASON("A PSK needs its identity as the URI's user: nbds://USER@HOST/EXPORT or "
+                       "nbds+unix://USER@/EXPORT?socket=PATH");
+                r = -EINVAL;
+                goto fail;
+        }
         if (nc->n_sockets && nc->n_sockets < dev->config.queues) {
                 REASON("Pass one connected socket per queue ('sockets': %u for %u queues)", nc->n_sockets,
                        dev->config.queues);
@@ -686,7 +698,13 @@ void nbd_conn_status(struct ublk_dev *dev, char *buf, size_t len)
 static void nbd_want(struct nbd_dev *nd, unsigned i)
 {
         nd->slots[i].want = true;
-        if (nd->link == NBD_CONNECTED) {
+        if (nd->link == NBD_CONNECTED && !nd->can_reconnect) {
+                /* Nobody may connect for a user: waiting would only run into the kernel's
+                 * request timeout, which kills ublkd for an unprivileged device. */
+                nd->link = NBD_DISCONNECTED;
+                log_warning("ublk device %u (a user's) lost its NBD server: its IO fails with EIO; "
+                            "remove it and add it again.", nd->dev->id);
+        } else if (nd->link == NBD_CONNECTED) {
                 nd->link = NBD_RECONNECTING;
                 nd->lost_usec = now_usec();
                 nd->next_try_usec = nd->lost_usec;

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "device.h"
@@ -35,7 +36,17 @@
 
 /* Event values (ublk_event_user_data()): kind in bits 0-3, the handle's generation above, so
  * that a poll on a handle since replaced is told apart. */
-enum { NBD_EV_READ = 1, NBD_EV_WRITE = 2, NBD_EV_WAKE = 3 };
+enum { NBD_EV_READ = 1, NBD_EV_WRITE = 2, NBD_EV_WAKE = 3, NBD_EV_TICK = 4 };
+
+/*
+ * A user's device: the kernel's ublk driver SIGKILLs the server (ublkd, with every device) when
+ * a request of an unprivileged device outlives the block layer's timeout (30 s).  A user's NBD
+ * server may simply never answer, so ublkd gives up on it first: a request older than this ends
+ * the connection, and the device's IO fails (nobody may reconnect for a user).  Checked every
+ * NBD_TICK_S while requests are out.
+ */
+#define NBD_USER_IO_DEADLINE_S 15
+#define NBD_TICK_S 2
 
 enum nbd_tag_state { NBD_TAG_IDLE, NBD_TAG_INFLIGHT, NBD_TAG_HELD };
 
@@ -45,6 +56,7 @@ struct nbd_tag {
         struct nbd_queue *nq;
         unsigned tag;
         enum nbd_tag_state state;
+        uint64_t since_usec;    /* when the block layer handed it to us */
 };
 
 struct nbd_queue {
@@ -52,7 +64,8 @@ struct nbd_queue {
         struct nbd_dev *nd;
         struct nbd_handle *h;
         unsigned gen;
-        bool read_armed, write_armed, wake_armed;
+        bool read_armed, write_armed, wake_armed, tick_armed;
+        struct __kernel_timespec tick;
         bool failing;           /* no connection and none coming in time: IO fails */
         struct nbd_caps caps;
         int wake_fd;
@@ -164,11 +177,20 @@ static int nbd_issue(struct nbd_queue *nq, unsigned tag)
         return 0;
 }
 
+static uint64_t now_usec(void)
+{
+        struct timespec ts;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}
+
 static int nbd_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksrv_io_desc *iod)
 {
         struct nbd_queue *nq = q->target_data;
         int r;
 
+        nq->tags[tag].since_usec = now_usec();
         r = nbd_issue(nq, tag);
         if (r < 0)
                 return r;
@@ -182,13 +204,35 @@ static void nbd_arm(struct nbd_queue *nq, int fd, unsigned events, unsigned ev)
         struct io_uring_sqe *sqe = ublk_queue_get_sqe(nq->q);
 
         if (!sqe) {
-                /* Cannot happen with the ring sized for depth * 2 plus our three; say so if it does. */
+                /* Cannot happen with the ring sized for depth * 2 plus our four; say so if it does. */
                 log_error("Queue %u of ublk device %u: no SQE to poll the NBD connection", nq->q->q_id,
                           nq->q->dev->id);
                 return;
         }
-        io_uring_prep_poll_add(sqe, fd, events);
+        if (ev == NBD_EV_TICK) {
+                nq->tick = (struct __kernel_timespec) { .tv_sec = NBD_TICK_S };
+                io_uring_prep_timeout(sqe, &nq->tick, 0, 0);
+        } else
+                io_uring_prep_poll_add(sqe, fd, events);
         sqe->user_data = ublk_event_user_data(nq->gen << 4 | ev);
+}
+
+/* A user's device: a request the server sat on too long ends the connection (see above). */
+static void nbd_check_deadline(struct nbd_queue *nq)
+{
+        uint64_t now = now_usec();
+
+        if (!nq->h)
+                return;
+        for (unsigned tag = 0; tag < nq->q->depth; tag++)
+                if (nq->tags[tag].state == NBD_TAG_INFLIGHT &&
+                    now - nq->tags[tag].since_usec > (uint64_t) NBD_USER_IO_DEADLINE_S * 1000000) {
+                        log_warning("Queue %u of ublk device %u: the NBD server has not answered a request "
+                                    "in %d s; dropping the connection before the kernel's timeout would.",
+                                    nq->q->q_id, nq->q->dev->id, NBD_USER_IO_DEADLINE_S);
+                        nbd_lost(nq);
+                        return;
+                }
 }
 
 /* The polls libnbd wants now; a dead handle is let go of. */
@@ -200,6 +244,10 @@ static void nbd_rearm(struct nbd_queue *nq)
         if (!nq->wake_armed) {
                 nbd_arm(nq, nq->wake_fd, POLLIN, NBD_EV_WAKE);
                 nq->wake_armed = true;
+        }
+        if (nq->q->dev->unprivileged && !nq->tick_armed && nq->q->target_inflight > 0) {
+                nbd_arm(nq, -1, 0, NBD_EV_TICK);
+                nq->tick_armed = true;
         }
         if (!nq->h)
                 return;
@@ -293,6 +341,10 @@ static void nbd_event(struct ublk_queue *q, const struct io_uring_cqe *cqe)
                         nq->failing = true;
                         nbd_fail_held(nq);
                 }
+                break;
+        case NBD_EV_TICK:
+                nq->tick_armed = false;
+                nbd_check_deadline(nq);
                 break;
         case NBD_EV_READ:
         case NBD_EV_WRITE:
