@@ -152,7 +152,7 @@ run_cases()
 	is 'ublkctl --version '
 
 	# add
-	is 'ublkctl add ' null loop
+	is 'ublkctl add ' null loop nbd
 	is 'ublkctl add l' loop
 	is 'ublkctl add loop --dir' --direct-io
 	has 'ublkctl add loop --' --size --queues --depth --logical-block-size --name --read-only \

@@ -13,6 +13,9 @@
 static const struct ublk_target_ops *const targets[] = {
         &target_null_ops,
         &target_loop_ops,
+#if HAVE_NBD
+        &target_nbd_ops,
+#endif
 };
 
 static const char *names[ELEMENTSOF(targets) + 1];
