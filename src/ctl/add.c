@@ -18,6 +18,7 @@
 #include "macro.h"
 #include "nbd-connect.h"
 #include "nbd-uri.h"
+#include "qcow2-chain.h"
 #include "ublkctl.h"
 #include "ublkd-bus.h"
 
@@ -291,7 +292,8 @@ static int add_device(const struct add_args *a)
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
         int fds[UBLK_CONF_OPTIONS_MAX], sockets[NBD_CONNECT_SOCKETS_MAX], uri_psk_fd = -1;
-        unsigned n_sockets = 0;
+        int chain[UBLK_FDSTORE_FDS_MAX];
+        unsigned n_sockets = 0, n_chain = 0;
         const char *uri_psk = NULL;
         bool start = add_flag(a, "start", true);
         const char *path;
@@ -305,6 +307,18 @@ static int add_device(const struct add_args *a)
                         fds[i] = ublk_options[i]->flags & UBLK_OPT_FD_RDONLY ? open_rdonly_as_caller(a->values[i]) :
                                  open_as_caller(a->values[i], add_flag(a, "read-only", false));
                         if (fds[i] < 0) {
+                                r = EXIT_FAILURE;
+                                goto out;
+                        }
+                }
+        /* qcow2's (issue 33): the backing chain the image names, opened here as the caller. */
+        for (size_t i = 0; ublk_options[i] && i < UBLK_CONF_OPTIONS_MAX; i++)
+                if (fds[i] >= 0 && strcmp(a->target, "qcow2") == 0 && strcmp(ublk_options[i]->key, "image") == 0) {
+                        char err[512];
+
+                        if (qcow2_open_chain(fds[i], a->values[i], chain, UBLK_FDSTORE_FDS_MAX, &n_chain,
+                                             err, sizeof(err)) < 0) {
+                                fprintf(stderr, "ublkctl: %s\n", err);
                                 r = EXIT_FAILURE;
                                 goto out;
                         }
@@ -339,6 +353,8 @@ static int add_device(const struct add_args *a)
                         r = append_add_option(m, ublk_options[i], a->values[i], fds[i]);
         if (r >= 0 && n_sockets)
                 r = append_fds(m, "sockets", sockets, n_sockets);
+        if (r >= 0 && n_chain)
+                r = append_fds(m, "backing-chain", chain, n_chain);
         if (r >= 0 && uri_psk_fd >= 0)
                 r = append_option(m, "tls-psk-file", "h", uri_psk_fd);
         if (r >= 0)
@@ -369,6 +385,8 @@ out:
                 safe_close(fds[i]);
         for (unsigned i = 0; i < n_sockets; i++)
                 safe_close(sockets[i]);
+        for (unsigned i = 0; i < n_chain; i++)
+                safe_close(chain[i]);
         safe_close(uri_psk_fd);
         return r;
 }

@@ -151,8 +151,8 @@ static void test_table(void)
                 CHECK(o->help && *o->help, "%s has no help", o->key);
                 CHECK(o->kind == UBLK_OPT_BOOL || o->metavar, "%s has no metavar", o->key);
                 CHECK(o->kind != UBLK_OPT_ENUM || o->choices, "enum %s has no choices", o->key);
-                CHECK(!(o->flags & UBLK_OPT_FDSTORE) || o->kind == UBLK_OPT_FD,
-                      "%s: only a single fd can be kept in the fd store", o->key);
+                CHECK(!(o->flags & UBLK_OPT_FDSTORE) || o->kind == UBLK_OPT_FD || o->kind == UBLK_OPT_FDS,
+                      "%s: only fds can be kept in the fd store", o->key);
                 CHECK(!(o->flags & UBLK_OPT_CLI_NEGATE) || o->kind == UBLK_OPT_BOOL, "%s: --no- of a non-bool",
                       o->key);
                 ublk_option_state_key(o, key, sizeof(key));

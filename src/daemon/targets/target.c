@@ -16,6 +16,7 @@ static const struct ublk_target_ops *const targets[] = {
 #if HAVE_NBD
         &target_nbd_ops,
 #endif
+        &target_qcow2_ops,
 };
 
 static const char *names[ELEMENTSOF(targets) + 1];

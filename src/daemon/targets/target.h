@@ -83,6 +83,7 @@ extern const struct ublk_target_ops target_loop_ops;
 #if HAVE_NBD
 extern const struct ublk_target_ops target_nbd_ops;
 #endif
+extern const struct ublk_target_ops target_qcow2_ops;
 
 const struct ublk_target_ops *target_find(const char *name);
 /* NULL-terminated list of target names, in a stable order. */
