@@ -252,28 +252,31 @@ static int open_chain(struct ublk_dev *dev, struct qcow2_tdev *td, struct ublk_r
                 if (i == 0 && !is_qcow2)
                         return refuse(reason, -EINVAL, "The image is not a qcow2 image (no QFI\\xfb magic): serve a raw "
                                       "file with the loop target");
+                /* Messages below start with it: "The image ...", "Backing file 2 (...) ...". */
+                level_name(i, named[i], what, sizeof(what));
+                what[0] = (char) (what[0] - 'a' + 'A');
                 if (i > 0 && fmt[i - 1][0])
                         want = fmt[i - 1];
                 if (want && strcmp(want, "raw") == 0)
                         is_qcow2 = false;
                 else if (want && strcmp(want, "qcow2") != 0)
                         return refuse(reason, -EOPNOTSUPP, "%s is named as format '%s': only qcow2 and raw backing files are served",
-                                      level_name(i, named[i], what, sizeof(what)), want);
+                                      what, want);
                 else if (want && !is_qcow2)
                         return refuse(reason, -EINVAL, "%s is named as a qcow2 image but is not one (no QFI\\xfb magic): %s",
-                                      level_name(i, named[i], what, sizeof(what)), fix);
+                                      what, fix);
                 raw[i] = !is_qcow2;
                 fmt[i][0] = 0;
                 if (raw[i] || h.backing_len == 0) {
                         if (i + 1 < td->n)
                                 return refuse(reason, -EINVAL, "%s names no backing file, but %u more file(s) were passed as its "
-                                              "backing chain: %s", level_name(i, named[i], what, sizeof(what)),
+                                              "backing chain: %s", what,
                                               td->n - i - 1, fix);
                         continue;
                 }
                 if (i + 1 >= td->n)
                         return refuse(reason, -EINVAL, "%s names the backing file '%.300s', which was not passed (backing-chain "
-                                      "has %u file(s)): %s", level_name(i, named[i], what, sizeof(what)),
+                                      "has %u file(s)): %s", what,
                                       h.backing_name, c->n_chain, fix);
                 snprintf(named[i + 1], sizeof(named[i + 1]), "%s", h.backing_name);
                 snprintf(fmt[i], sizeof(fmt[i]), "%s", h.backing_format);
