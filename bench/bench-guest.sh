@@ -1,7 +1,9 @@
 #!/bin/bash
 # vm-timeout: 3000
 # Runs inside the VM (tools/bench): ublkd's loop and null targets against the kernel's own loop
-# driver and null_blk, in one boot, interleaved round by round, on the same backing file.
+# driver and null_blk, in one boot, interleaved round by round, on the same backing file; with
+# BENCH_TARGETS=nbd, ublkd's nbd target against the kernel's nbd driver (nbd-client), one
+# nbdkit memory export for both, and the attach latency of each (ATTACH lines).
 # Prints one JSON line per fio run ("RESULT {...}") and, at the end, medians and ratios.
 # First, the control path: how long ublkctl's Add+Start and Del of a null device take, as a
 # user sees them (BENCH_CTL_DEVICES of each, median and max; report only: the aim, a median
@@ -71,6 +73,37 @@ if has_target null; then
 		[ "$PIN" = 1 ] && pin_queue_threads "${DEV[unull$q]}" "$q"
 	done
 fi
+if has_target nbd; then
+	# One nbdkit (memory plugin, multi-conn) for both: the kernel's nbd driver with nbd-client,
+	# one connection, against ublkd's nbd target, one connection a queue.
+	modprobe nbd nbds_max=4 || fail "modprobe nbd failed"
+	nbdkit -U /run/bench-nbd.sock -P /run/bench-nbd.pid memory 1G || fail "nbdkit did not start"
+	defer "kill \$(cat /run/bench-nbd.pid)"
+	wait_until 10 test -S /run/bench-nbd.sock || fail "no nbdkit socket"
+	nbd_uri="nbd+unix:///?socket=/run/bench-nbd.sock"
+	knbd_up() { [ "$(blockdev --getsize64 /dev/nbd1 2>/dev/null || echo 0)" -gt 0 ]; }
+	# Attach latency: command to a usable block device (its size readable), 5 times each.
+	for i in 1 2 3 4 5; do
+		t0=$(date +%s%N)
+		d=$(ublkctl add nbd "$nbd_uri" --name lat)
+		blockdev --getsize64 "$d" >/dev/null || fail "$d not usable"
+		t1=$(date +%s%N)
+		ublkctl del lat
+		t2=$(date +%s%N)
+		nbd-client -unix /run/bench-nbd.sock /dev/nbd1 >/dev/null 2>&1 || fail "nbd-client failed"
+		wait_until 10 knbd_up || fail "/dev/nbd1 not usable"
+		t3=$(date +%s%N)
+		nbd-client -d /dev/nbd1 >/dev/null 2>&1
+		echo "ATTACH {\"round\":$i,\"ublkd_ms\":$(( (t1 - t0) / 1000000 )),\"nbd_client_ms\":$(( (t3 - t2) / 1000000 ))}"
+	done
+	nbd-client -unix /run/bench-nbd.sock /dev/nbd0 >/dev/null 2>&1 || fail "nbd-client failed"
+	defer "nbd-client -d /dev/nbd0 >/dev/null 2>&1"
+	DEV[knbd]=/dev/nbd0
+	for q in $QUEUES; do
+		DEV[unbd$q]=$(ublkctl add nbd "$nbd_uri" --queues "$q" --name "unbd$q")
+		[ "$PIN" = 1 ] && pin_queue_threads "${DEV[unbd$q]}" "$q"
+	done
+fi
 ublkctl list
 
 # pairs: "target:ours:theirs:jobs" compared on equal footing (same jobs and depth)
@@ -79,6 +112,8 @@ for q in $QUEUES; do
 	has_target loop && pairs+=("loop:uloop$q:kloop:$q")
 	has_target loop && [ "${zc:-0}" = 1 ] && pairs+=("loop-copy:ucloop$q:kloop:$q")
 	has_target null && pairs+=("null:unull$q:knull$q:$q")
+	# the kernel's side has one connection: a fair pair with one queue only
+	has_target nbd && [ "$q" = 1 ] && pairs+=("nbd:unbd$q:knbd:$q")
 done
 
 for run in $(seq "$RUNS"); do

@@ -1,7 +1,7 @@
 # bench/lib.sh: what the benchmark's guest scripts (bench-guest.sh, bench-kmod.sh) share.
 # Source it after test/vm/lib.sh. Knobs (environment, passed in by tools/bench):
 #   BENCH_RUNS (3), BENCH_RUNTIME (seconds per fio run, 5), BENCH_DEPTHS ("1 32 128"),
-#   BENCH_RW ("randread randwrite"), BENCH_QUEUES ("1 2"), BENCH_TARGETS ("loop null"),
+#   BENCH_RW ("randread randwrite"), BENCH_QUEUES ("1 2"), BENCH_TARGETS ("loop null"; also nbd),
 #   BENCH_BS (fio's block size, 4k), BENCH_PIN (0; 1: fio's jobs and ublkd's queue threads pinned,
 #   see fio_iops and pin_queue_threads), BENCH_BACKING (tmpfs; brd: see bench_img),
 #   BENCH_EVENTS (none; perf events to count per IO, e.g. "io_uring:io_uring_queue_async_work,

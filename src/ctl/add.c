@@ -16,6 +16,9 @@
 
 #include "add.h"
 #include "macro.h"
+#include "nbd-connect.h"
+#include "nbd-uri.h"
+#include "qcow2-chain.h"
 #include "ublkctl.h"
 #include "ublkd-bus.h"
 
@@ -32,7 +35,7 @@ static bool option_is_positional(const struct ublk_option *o)
 /* The long option of o ("size", "no-start"), in buf; NULL for a positional one. */
 static const char *option_cli_name(const struct ublk_option *o, char *buf, size_t len)
 {
-        if (option_is_positional(o))
+        if (option_is_positional(o) || (o->flags & UBLK_OPT_NO_CLI))
                 return NULL;
         snprintf(buf, len, "%s%s", o->flags & UBLK_OPT_CLI_NEGATE ? "no-" : "", o->key);
         return buf;
@@ -212,13 +215,86 @@ static int append_add_option(sd_bus_message *m, const struct ublk_option *o, con
         }
 }
 
+/* A key file: read only, and nothing about the device. */
+static int open_rdonly_as_caller(const char *file)
+{
+        int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+        if (fd < 0)
+                fprintf(stderr, "ublkctl: cannot open %s: %s\n", file, strerror(errno));
+        return fd;
+}
+
+/*
+ * nbd, for a caller other than root: ublkd connects for root only, so the sockets (one a queue)
+ * are connected here with the caller's own rights and passed as "sockets"; a tls-psk-file= in
+ * the URI is opened here too, as if given as --tls-psk-file.  Root's URI goes as it is.
+ */
+static int add_nbd_sockets(const struct add_args *a, int *sockets, unsigned *n, const char **psk_file)
+{
+        const char *uri = add_value(a, "uri"), *text;
+        uint64_t timeout = NBD_CONNECT_DEFAULT_S;
+        union ublk_opt_value v;
+        struct nbd_uri u;
+        const char *why;
+        uint32_t queues = 1;
+        char err[300];
+
+        *n = 0;
+        if (!uri || geteuid() == 0)
+                return 0;
+        if (nbd_uri_parse(uri, &u, &why) < 0) {
+                fprintf(stderr, "ublkctl: bad NBD URI: %s\n", why);
+                return -EXIT_FAILURE;
+        }
+        if (!*psk_file && u.tls_psk_file[0])
+                *psk_file = u.tls_psk_file;
+        text = add_value(a, "queues");
+        if (text && ublk_option_parse(ublk_option_find("queues"), text, &v, err, sizeof(err)) == 0)
+                queues = (uint32_t) v.u;
+        text = add_value(a, "connect-timeout");
+        if (text && ublk_option_parse(ublk_option_find("connect-timeout"), text, &v, err, sizeof(err)) == 0)
+                timeout = v.u;
+        if (queues > NBD_CONNECT_SOCKETS_MAX) {
+                fprintf(stderr, "ublkctl: at most %d queues for an nbd device\n", NBD_CONNECT_SOCKETS_MAX);
+                return -EXIT_FAILURE;
+        }
+        if (nbd_connect_sockets(uri, queues, (uint32_t) timeout, sockets, err, sizeof(err)) < 0) {
+                fprintf(stderr, "ublkctl: %s\n", err);
+                return -EXIT_FAILURE;
+        }
+        *n = queues;
+        return 0;
+}
+
+static int append_fds(sd_bus_message *m, const char *key, const int *fds, unsigned n)
+{
+        int r;
+
+        r = sd_bus_message_open_container(m, 'e', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", key);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', "ah");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "h");
+        for (unsigned i = 0; r >= 0 && i < n; i++)
+                r = sd_bus_message_append(m, "h", fds[i]);
+        for (int k = 0; r >= 0 && k < 3; k++)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
 /* Opens the files of FD options, calls Add and prints the new device; returns an exit code. */
 static int add_device(const struct add_args *a)
 {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
         sd_bus_error error = SD_BUS_ERROR_NULL;
-        int fds[UBLK_CONF_OPTIONS_MAX];
+        int fds[UBLK_CONF_OPTIONS_MAX], sockets[NBD_CONNECT_SOCKETS_MAX], uri_psk_fd = -1;
+        int chain[UBLK_FDSTORE_FDS_MAX];
+        unsigned n_sockets = 0, n_chain = 0;
+        const char *uri_psk = NULL;
         bool start = add_flag(a, "start", true);
         const char *path;
         uint32_t id;
@@ -228,12 +304,39 @@ static int add_device(const struct add_args *a)
                 fds[i] = -1;
         for (size_t i = 0; ublk_options[i] && i < UBLK_CONF_OPTIONS_MAX; i++)
                 if (a->values[i] && ublk_options[i]->kind == UBLK_OPT_FD) {
-                        fds[i] = open_as_caller(a->values[i], add_flag(a, "read-only", false));
+                        fds[i] = ublk_options[i]->flags & UBLK_OPT_FD_RDONLY ? open_rdonly_as_caller(a->values[i]) :
+                                 open_as_caller(a->values[i], add_flag(a, "read-only", false));
                         if (fds[i] < 0) {
                                 r = EXIT_FAILURE;
                                 goto out;
                         }
                 }
+        /* qcow2's (issue 33): the backing chain the image names, opened here as the caller. */
+        for (size_t i = 0; ublk_options[i] && i < UBLK_CONF_OPTIONS_MAX; i++)
+                if (fds[i] >= 0 && strcmp(a->target, "qcow2") == 0 && strcmp(ublk_options[i]->key, "image") == 0) {
+                        char err[512];
+
+                        if (qcow2_open_chain(fds[i], a->values[i], chain, UBLK_FDSTORE_FDS_MAX, &n_chain,
+                                             err, sizeof(err)) < 0) {
+                                fprintf(stderr, "ublkctl: %s\n", err);
+                                r = EXIT_FAILURE;
+                                goto out;
+                        }
+                }
+        /* nbd's, a target's own (issue 31): the sockets only a non-root caller's ublkctl makes. */
+        uri_psk = add_value(a, "tls-psk-file");
+        r = add_nbd_sockets(a, sockets, &n_sockets, &uri_psk);
+        if (r < 0) {
+                r = -r;
+                goto out;
+        }
+        if (uri_psk && !add_value(a, "tls-psk-file")) {
+                uri_psk_fd = open_rdonly_as_caller(uri_psk);
+                if (uri_psk_fd < 0) {
+                        r = EXIT_FAILURE;
+                        goto out;
+                }
+        }
 
         r = connect_bus_for_change(&bus);
         if (r < 0) {
@@ -248,6 +351,12 @@ static int add_device(const struct add_args *a)
         for (size_t i = 0; r >= 0 && ublk_options[i] && i < UBLK_CONF_OPTIONS_MAX; i++)
                 if (a->values[i])
                         r = append_add_option(m, ublk_options[i], a->values[i], fds[i]);
+        if (r >= 0 && n_sockets)
+                r = append_fds(m, "sockets", sockets, n_sockets);
+        if (r >= 0 && n_chain)
+                r = append_fds(m, "backing-chain", chain, n_chain);
+        if (r >= 0 && uri_psk_fd >= 0)
+                r = append_option(m, "tls-psk-file", "h", uri_psk_fd);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r < 0) {
@@ -274,6 +383,11 @@ static int add_device(const struct add_args *a)
 out:
         for (size_t i = 0; i < UBLK_CONF_OPTIONS_MAX; i++)
                 safe_close(fds[i]);
+        for (unsigned i = 0; i < n_sockets; i++)
+                safe_close(sockets[i]);
+        for (unsigned i = 0; i < n_chain; i++)
+                safe_close(chain[i]);
+        safe_close(uri_psk_fd);
         return r;
 }
 

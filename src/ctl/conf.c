@@ -107,7 +107,7 @@ int ublk_conf_parse(FILE *f, const char *fname, struct ublk_conf *conf, char *er
                 goto fail;
         }
         if (!conf->target) {
-                snprintf(err, err_len, "%s: no 'target' (null or loop)", fname);
+                snprintf(err, err_len, "%s: no 'target' (null, loop, nbd or qcow2)", fname);
                 goto fail;
         }
         free(line);

@@ -353,7 +353,7 @@ static int cmd_show(int argc, char *argv[])
                 { "CharDevice", 's' }, { "Size", 't' }, { "LogicalBlockSize", 'u' }, { "Queues", 'u' },
                 { "Depth", 'u' }, { "ReadOnly", 'b' }, { "DirectIO", 'b' }, { "ZeroCopy", 'b' },
                 { "OwnerUID", 'u' }, { "OwnerGID", 'u' }, { "Flags", 't' }, { "Backing", 's' },
-                { "Recovery", 's' },
+                { "Recovery", 's' }, { "TargetStatus", 's' },
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_free_ char *path = NULL;

@@ -368,6 +368,20 @@ static int property_get_backing(sd_bus *bus, const char *path, const char *inter
         return sd_bus_message_append(reply, "s", md->backing ? md->backing : "");
 }
 
+/* How the target is doing ("connected", "reconnecting"...: nbd), "" when it has nothing to say. */
+static int property_get_target_status(sd_bus *bus, const char *path, const char *interface,
+                                      const char *property, sd_bus_message *reply, void *userdata,
+                                      sd_bus_error *error)
+{
+        const struct managed_dev *md = userdata;
+        char buf[256] = "";
+
+        /* While busy, a work may be tearing the target's state down. */
+        if (!md->busy && md->dev && md->dev->config.target->status)
+                md->dev->config.target->status(md->dev, buf, sizeof(buf));
+        return sd_bus_message_append(reply, "s", buf);
+}
+
 static int property_get_node(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error)
 {
@@ -402,6 +416,7 @@ static const sd_bus_vtable device_vtable[] = {
         SD_BUS_PROPERTY("Backing", "s", property_get_backing, 0,
                         SD_BUS_VTABLE_PROPERTY_CONST | SD_BUS_VTABLE_PROPERTY_EXPLICIT),
         SD_BUS_PROPERTY("Recovery", "s", property_get_recovery, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("TargetStatus", "s", property_get_target_status, 0, 0),
         SD_BUS_METHOD("Start", "", "", method_start, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Stop", "", "", method_stop, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("Recover", "", "", method_recover, SD_BUS_VTABLE_UNPRIVILEGED),

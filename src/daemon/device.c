@@ -412,6 +412,8 @@ int ublk_dev_add(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config, s
         if (r >= 0) {
                 dev->add_info.flags = dev->info.flags;
                 r = ops->init(dev, &dev->params, reason);
+                /* init() may have lowered the queues (nbd: a server without multi-conn). */
+                dev->add_info.nr_hw_queues = dev->info.nr_hw_queues = (uint16_t) dev->config.queues;
         }
         if (r >= 0 && dev->config.size % dev->config.logical_block_size) {
                 snprintf(reason->text, sizeof(reason->text),
@@ -647,6 +649,8 @@ static int dev_stop_queues(struct ublk_dev *dev)
 
         if (!dev->live)
                 return 0;
+        if (dev->config.target->stopping)
+                dev->config.target->stopping(dev);
         r = ublk_ctrl_stop_dev(dev->ctrl, dev->id, dev->unprivileged);
         if (r < 0)
                 return r;

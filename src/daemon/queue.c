@@ -87,6 +87,11 @@ static void queue_commit(struct ublk_queue *q, unsigned tag, int result)
                                 q->q_id, q->dev->id, tag);
 }
 
+void ublk_queue_commit(struct ublk_queue *q, unsigned tag, int result)
+{
+        queue_commit(q, tag, result);
+}
+
 static void queue_handle_cmd(struct ublk_queue *q, unsigned tag, int res)
 {
         const struct ublk_target_ops *ops = q->dev->config.target;
@@ -248,7 +253,10 @@ static void *queue_thread(void *arg)
                 io_uring_for_each_cqe(&q->ring, head, cqe) {
                         unsigned tag = (unsigned) (cqe->user_data & 0xffff);
 
-                        if (tag < q->depth) {
+                        if ((cqe->user_data >> 48) == UBLK_UD_KIND_EVENT) {
+                                if (q->dev->config.target->event)
+                                        q->dev->config.target->event(q, cqe);
+                        } else if (tag < q->depth) {
                                 if ((cqe->user_data >> 48) == UBLK_UD_KIND_TARGET)
                                         queue_handle_target(q, tag, cqe);
                                 else

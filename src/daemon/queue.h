@@ -61,11 +61,19 @@ struct ublk_queue {
 enum {
         UBLK_UD_KIND_CMD = 0,
         UBLK_UD_KIND_TARGET = 1,
+        /* A target's SQE that belongs to no tag (a poll on its connection): handed to the
+         * target's event(), not counted as the target's IO in flight. */
+        UBLK_UD_KIND_EVENT = 2,
 };
 
 static inline uint64_t ublk_target_user_data(unsigned tag, uint32_t target_value)
 {
         return (uint64_t) tag | ((uint64_t) target_value << 16) | ((uint64_t) UBLK_UD_KIND_TARGET << 48);
+}
+
+static inline uint64_t ublk_event_user_data(uint32_t target_value)
+{
+        return ((uint64_t) target_value << 16) | ((uint64_t) UBLK_UD_KIND_EVENT << 48);
 }
 
 static inline uint32_t ublk_user_data_target_value(uint64_t user_data)
@@ -79,6 +87,11 @@ struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q);
  * splice mode the target writes a READ's data from it to the device itself).
  * Zero-copy mode: NULL; the request's pages are fixed buffer <tag> of the queue's ring. */
 void *ublk_queue_io_buf(struct ublk_queue *q, unsigned tag);
+
+/* For targets whose requests complete outside io_done() (in a library's callback, on the queue
+ * thread): commits tag's result.  The target keeps q->target_inflight counting such requests
+ * while it holds them, so that the thread does not end under them. */
+void ublk_queue_commit(struct ublk_queue *q, unsigned tag, int result);
 
 int queue_start(struct ublk_queue *q);
 void queue_join(struct ublk_queue *q);

@@ -186,6 +186,24 @@ static void restore_fds(struct adopt_work *a, uint32_t id)
 
                 if (!(o->flags & UBLK_OPT_FDSTORE) || !ublk_option_takes(o, t))
                         continue;
+                if (o->kind == UBLK_OPT_FDS) {
+                        _cleanup_free_ int *fds = NULL;
+                        unsigned n = 0;
+
+                        /* None stored is no chain (an image without backing file); the target
+                         * checks the chain against the image again. */
+                        r = state_fds_take(o->key, id, &fds, &n);
+                        if (r >= 0 && n > 0) {
+                                v.fds.fds = fds;
+                                v.fds.n = n;
+                                r = ublk_dev_config_set(&a->config, o, &v, why, sizeof(why));
+                        }
+                        for (unsigned k = 0; k < n; k++)
+                                safe_close(fds[k]);
+                        if (r < 0 && !a->missing_fd)
+                                a->missing_fd = o->key;
+                        continue;
+                }
                 v.fd = state_fd_take(o->key, id);
                 r = v.fd < 0 ? -EBADF : ublk_dev_config_set(&a->config, o, &v, why, sizeof(why));
                 safe_close(v.fd);

@@ -48,25 +48,45 @@ static int save_options(FILE *f, const struct ublk_dev_config *c)
         return 0;
 }
 
-/* The fds of the options that are kept across a restart, in systemd's fd store as KEY-ID. */
+/* One fd into the store as name; a failure is said once per option (store_fds()). */
+static int store_fd(int fd, const char *name)
+{
+        char msg[128];
+
+        /* FDPOLL=0: PID 1 would otherwise poll the fd (to drop it on EPOLLHUP/EPOLLERR),
+         * and polling a file calls into its file system: on FUSE a FUSE_POLL that the
+         * file system's server, maybe a user, answers when it likes, with PID 1 waiting.
+         * Our stored fds are files and block devices, which never hang up: nothing is lost.
+         * (systemd >= 246 knows FDPOLL; an older one ignores it.) */
+        snprintf(msg, sizeof(msg), "FDSTORE=1\nFDPOLL=0\nFDNAME=%s", name);
+        return sd_pid_notify_with_fds(0, false, msg, &fd, 1);
+}
+
+/* The fds of the options that are kept across a restart, in systemd's fd store as KEY-ID, or
+ * KEY-ID-N for the Nth of an FDS option's. */
 static void store_fds(const struct ublk_dev *dev)
 {
         for (size_t i = 0; ublk_options[i]; i++) {
                 const struct ublk_option *o = ublk_options[i];
                 union ublk_opt_value v;
-                char msg[128];
-                int r;
+                char name[96];
+                int r = 0;
 
-                if (!(o->flags & UBLK_OPT_FDSTORE) || o->kind != UBLK_OPT_FD ||
-                    !ublk_option_takes(o, dev->config.target->desc) || ublk_dev_config_get(&dev->config, o, &v) < 0)
+                if (!(o->flags & UBLK_OPT_FDSTORE) || !ublk_option_takes(o, dev->config.target->desc) ||
+                    ublk_dev_config_get(&dev->config, o, &v) < 0)
                         continue;
-                /* FDPOLL=0: PID 1 would otherwise poll the fd (to drop it on EPOLLHUP/EPOLLERR),
-                 * and polling a file calls into its file system: on FUSE a FUSE_POLL that the
-                 * file system's server, maybe a user, answers when it likes, with PID 1 waiting.
-                 * Our stored fds are files and block devices, which never hang up: nothing is lost.
-                 * (systemd >= 246 knows FDPOLL; an older one ignores it.) */
-                snprintf(msg, sizeof(msg), "FDSTORE=1\nFDPOLL=0\nFDNAME=%s-%u", o->key, dev->id);
-                r = sd_pid_notify_with_fds(0, false, msg, &v.fd, 1);
+                if (o->kind == UBLK_OPT_FD) {
+                        snprintf(name, sizeof(name), "%s-%u", o->key, dev->id);
+                        r = store_fd(v.fd, name);
+                } else if (o->kind == UBLK_OPT_FDS) {
+                        if (v.fds.n > UBLK_FDSTORE_FDS_MAX)
+                                r = -E2BIG;
+                        for (unsigned n = 0; r >= 0 && n < v.fds.n; n++) {
+                                snprintf(name, sizeof(name), "%s-%u-%u", o->key, dev->id, n);
+                                r = store_fd(v.fds.fds[n], name);
+                        }
+                } else
+                        continue;
                 if (r < 0)
                         log_warning_errno(r, "Failed to keep the %s fd of ublk device %u in systemd's fd "
                                           "store: a restarted ublkd cannot serve it: %m", o->key, dev->id);
@@ -123,9 +143,19 @@ void state_forget(uint32_t id)
 
         snprintf(path, sizeof(path), STATE_DIR "/%u", id);
         (void) unlink(path);
-        for (size_t i = 0; ublk_options[i]; i++)
-                if (ublk_options[i]->flags & UBLK_OPT_FDSTORE)
-                        (void) sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s-%u", ublk_options[i]->key, id);
+        for (size_t i = 0; ublk_options[i]; i++) {
+                const struct ublk_option *o = ublk_options[i];
+
+                if (!(o->flags & UBLK_OPT_FDSTORE))
+                        continue;
+                if (o->kind == UBLK_OPT_FD)
+                        (void) sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s-%u", o->key, id);
+                else
+                        /* How many there were is not known here; removing a name never stored is
+                         * a no-op for systemd. */
+                        for (unsigned n = 0; n < UBLK_FDSTORE_FDS_MAX; n++)
+                                (void) sd_notifyf(0, "FDSTOREREMOVE=1\nFDNAME=%s-%u-%u", o->key, id, n);
+        }
 }
 
 /* An option of config's target by its state file key. */
@@ -249,23 +279,46 @@ int list_ids(const char *dir, const char *prefix, uint32_t **ret, unsigned *ret_
 static struct stored_fd {
         uint32_t id;
         int fd;
+        int index;              /* the Nth of an FDS option's; -1 for an FD option's */
         const char *key;        /* an option's, UBLK_OPT_FDSTORE */
-        char *name;             /* KEY-ID */
+        char *name;             /* KEY-ID or KEY-ID-N */
 } *stored;
 static unsigned n_stored;
 
-/* "KEY-ID" of an option kept in the fd store: the option, and ID. */
-static const struct ublk_option *stored_fd_name(const char *name, uint32_t *id)
+int state_fd_name_parse(const char *name, const struct ublk_option **ret, uint32_t *id, int *index)
 {
-        const char *dash = name ? strrchr(name, '-') : NULL;
+        /* Keys hold dashes ("backing-chain"): each kept option's key is tried as a prefix, and
+         * what follows must be exactly what its kind's names have. */
+        for (size_t i = 0; name && ublk_options[i]; i++) {
+                const struct ublk_option *o = ublk_options[i];
+                size_t len = strlen(o->key);
+                char idbuf[16];
+                const char *rest, *dash;
+                uint32_t n;
 
-        if (!dash || parse_uint32(dash + 1, id) < 0)
-                return NULL;
-        for (size_t i = 0; ublk_options[i]; i++)
-                if ((ublk_options[i]->flags & UBLK_OPT_FDSTORE) && strlen(ublk_options[i]->key) == (size_t) (dash - name) &&
-                    strncmp(ublk_options[i]->key, name, (size_t) (dash - name)) == 0)
-                        return ublk_options[i];
-        return NULL;
+                if (!(o->flags & UBLK_OPT_FDSTORE) || strncmp(name, o->key, len) != 0 || name[len] != '-')
+                        continue;
+                rest = name + len + 1;
+                if (o->kind == UBLK_OPT_FD) {
+                        if (parse_uint32(rest, id) < 0)
+                                continue;
+                        *index = -1;
+                } else if (o->kind == UBLK_OPT_FDS) {
+                        dash = strchr(rest, '-');
+                        if (!dash || (size_t) (dash - rest) >= sizeof(idbuf))
+                                continue;
+                        memcpy(idbuf, rest, (size_t) (dash - rest));
+                        idbuf[dash - rest] = 0;
+                        if (parse_uint32(idbuf, id) < 0 || parse_uint32(dash + 1, &n) < 0 ||
+                            n >= UBLK_FDSTORE_FDS_MAX)
+                                continue;
+                        *index = (int) n;
+                } else
+                        continue;
+                *ret = o;
+                return 0;
+        }
+        return -EINVAL;
 }
 
 void state_fds_load(void)
@@ -280,10 +333,11 @@ void state_fds_load(void)
         for (int i = 0; i < n; i++) {
                 int fd = SD_LISTEN_FDS_START + i;
                 const struct ublk_option *o = NULL;
-                uint32_t id;
+                uint32_t id = 0;
+                int index = -1;
 
-                if (stored && names)
-                        o = stored_fd_name(names[i], &id);
+                if (stored && names && state_fd_name_parse(names[i], &o, &id, &index) < 0)
+                        o = NULL;
                 if (!o) {
                         log_warning("systemd passed fd %d named '%s' that ublkd does not know: closing it.", fd,
                                     names && names[i] ? names[i] : "");
@@ -295,7 +349,9 @@ void state_fds_load(void)
                         continue;
                 }
                 (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
-                stored[n_stored++] = (struct stored_fd) { .id = id, .fd = fd, .key = o->key, .name = names[i] };
+                stored[n_stored++] = (struct stored_fd) {
+                        .id = id, .fd = fd, .index = index, .key = o->key, .name = names[i],
+                };
         }
         free(names);
         log_debug("systemd passed back %u fd(s).", n_stored);
@@ -304,9 +360,50 @@ void state_fds_load(void)
 int state_fd_take(const char *key, uint32_t id)
 {
         for (unsigned i = 0; i < n_stored; i++)
-                if (stored[i].id == id && stored[i].fd >= 0 && strcmp(stored[i].key, key) == 0)
+                if (stored[i].id == id && stored[i].fd >= 0 && stored[i].index < 0 && strcmp(stored[i].key, key) == 0)
                         return TAKE_FD(stored[i].fd);
         return -1;
+}
+
+static int stored_fds_find(const char *key, uint32_t id, int index)
+{
+        for (unsigned i = 0; i < n_stored; i++)
+                if (stored[i].id == id && stored[i].fd >= 0 && stored[i].index == index &&
+                    strcmp(stored[i].key, key) == 0)
+                        return (int) i;
+        return -1;
+}
+
+int state_fds_take(const char *key, uint32_t id, int **ret, unsigned *ret_n)
+{
+        unsigned n = 0, highest = 0;
+        bool any = false;
+        int *fds;
+
+        *ret = NULL;
+        *ret_n = 0;
+        for (unsigned i = 0; i < n_stored; i++)
+                if (stored[i].id == id && stored[i].fd >= 0 && stored[i].index >= 0 &&
+                    strcmp(stored[i].key, key) == 0) {
+                        any = true;
+                        if ((unsigned) stored[i].index > highest)
+                                highest = (unsigned) stored[i].index;
+                }
+        if (!any)
+                return 0;
+        /* All of 0..highest, or none: a gap means the store lost one, and fds in the wrong
+         * order would be a different chain. */
+        for (n = 0; n <= highest; n++)
+                if (stored_fds_find(key, id, (int) n) < 0)
+                        return -ENOENT;
+        fds = calloc(n, sizeof(int));
+        if (!fds)
+                return -ENOMEM;
+        for (unsigned k = 0; k < n; k++)
+                fds[k] = TAKE_FD(stored[stored_fds_find(key, id, (int) k)].fd);
+        *ret = fds;
+        *ret_n = n;
+        return 0;
 }
 
 void state_fds_drop_unused(void)

@@ -9,7 +9,7 @@
 #include "macro.h"
 #include "parse.h"
 
-enum { TARGET_NULL, TARGET_LOOP };
+enum { TARGET_NULL, TARGET_LOOP, TARGET_NBD, TARGET_QCOW2 };
 
 const struct ublk_target_desc ublk_target_null = {
         .name = "null",
@@ -25,9 +25,29 @@ const struct ublk_target_desc ublk_target_loop = {
         .required = (const char *const[]) { "backing", NULL },
 };
 
+const struct ublk_target_desc ublk_target_nbd = {
+        .name = "nbd",
+        .summary = "serves an export of an NBD server (nbdkit, qemu-nbd, nbd-server...)",
+        .positional = "uri",
+        .positional_metavar = "URI",
+        .required = (const char *const[]) { "uri", NULL },
+};
+
+const struct ublk_target_desc ublk_target_qcow2 = {
+        .name = "qcow2",
+        .summary = "serves a qcow2 image (v2 or v3) and its backing chain, as qemu writes them",
+        .positional = "image",
+        .positional_metavar = "IMAGE",
+        .required = (const char *const[]) { "image", NULL },
+};
+
+/* nbd is listed whether or not this ublkd was built with libnbd (-Dnbd): ublkctl speaks of
+ * it, and a ublkd without it answers "Unknown target" (its Targets property lacks it). */
 const struct ublk_target_desc *const ublk_targets[] = {
         [TARGET_NULL] = &ublk_target_null,
         [TARGET_LOOP] = &ublk_target_loop,
+        [TARGET_NBD] = &ublk_target_nbd,
+        [TARGET_QCOW2] = &ublk_target_qcow2,
         NULL,
 };
 
@@ -36,6 +56,8 @@ static const char *const recovery_modes[] = { "reissue", "fail-io", "none", NULL
 static const char *const block_sizes[] = { "512", "1024", "2048", "4096", NULL };
 
 #define LOOP UBLK_TARGET_BIT(TARGET_LOOP)
+#define NBD UBLK_TARGET_BIT(TARGET_NBD)
+#define QCOW2 UBLK_TARGET_BIT(TARGET_QCOW2)
 
 static const struct ublk_option opt_size = {
         "size", UBLK_OPT_SIZE, UBLK_OPT_NONZERO, 0, "SIZE", NULL,
@@ -83,9 +105,49 @@ static const struct ublk_option opt_recovery = {
         "IO while ublkd restarts: waits and is reissued (default), fails, or the device stops",
 };
 
+static const struct ublk_option opt_nbd_uri = {
+        "uri", UBLK_OPT_STRING, 0, NBD, "URI", NULL,
+        "The export: nbd://HOST[:PORT]/EXPORT, nbds://... (TLS), nbd+unix:///EXPORT?socket=PATH",
+};
+static const struct ublk_option opt_nbd_sockets = {
+        /* Made by ublkctl for a caller other than root (ublkd connects for root only). */
+        "sockets", UBLK_OPT_FDS, UBLK_OPT_NO_CONF | UBLK_OPT_NO_STATE | UBLK_OPT_NO_CLI, NBD, "FDS", NULL,
+        "Connected sockets to the server, one a queue",
+};
+static const struct ublk_option opt_nbd_tls_psk_file = {
+        "tls-psk-file", UBLK_OPT_FD, UBLK_OPT_FD_RDONLY, NBD, "FILE", NULL,
+        "The TLS pre-shared key file, opened by ublkctl as its caller",
+};
+static const struct ublk_option opt_nbd_connect_timeout = {
+        "connect-timeout", UBLK_OPT_SECONDS, UBLK_OPT_NONZERO, NBD, "SECS", NULL,
+        "Bound on each connection and handshake (default 10s)",
+};
+static const struct ublk_option opt_nbd_reconnect_timeout = {
+        "reconnect-timeout", UBLK_OPT_SECONDS, 0, NBD, "SECS", NULL,
+        "How long IO waits for a lost server, then fails with EIO (default 60s; 0: forever)",
+};
+
+static const struct ublk_option opt_qcow2_image = {
+        "image", UBLK_OPT_FD, UBLK_OPT_FDSTORE, QCOW2, "IMAGE", NULL,
+        "The qcow2 image, opened by ublkctl as its caller (its backing files too, read-only)",
+};
+static const struct ublk_option opt_qcow2_backing_chain = {
+        /* Made by ublkctl: the files the image's backing chain names, opened as its caller. */
+        "backing-chain", UBLK_OPT_FDS, UBLK_OPT_FDSTORE | UBLK_OPT_NO_CONF | UBLK_OPT_NO_STATE | UBLK_OPT_NO_CLI,
+        QCOW2, "FDS", NULL,
+        "The backing files the image names, each level's in turn, the base last (read-only)",
+};
+static const struct ublk_option opt_qcow2_metadata_cache = {
+        "metadata-cache", UBLK_OPT_SIZE, UBLK_OPT_NONZERO, QCOW2, "SIZE", NULL,
+        "Memory for L2 and refcount tables (default: enough to map 32G of the disk, at most 32M)",
+};
+
 const struct ublk_option *const ublk_options[] = {
         &opt_size, &opt_queues, &opt_depth, &opt_lbs, &opt_name, &opt_read_only, &opt_start,
         &opt_backing, &opt_offset, &opt_direct_io, &opt_zero_copy, &opt_recovery,
+        &opt_nbd_uri, &opt_nbd_sockets, &opt_nbd_tls_psk_file, &opt_nbd_connect_timeout,
+        &opt_nbd_reconnect_timeout,
+        &opt_qcow2_image, &opt_qcow2_backing_chain, &opt_qcow2_metadata_cache,
         NULL,
 };
 

@@ -21,7 +21,9 @@
  *  - Text forms and state forms (the state file: plain numbers,
  *    an enum's index) each parse what the other functions print, and nothing else.
  *  - fds are never text: ublkctl opens an FD option's path itself and passes the fd; a
- *    UBLK_OPT_FDSTORE fd is kept in systemd's fd store as "KEY-ID" across a restart of ublkd.
+ *    UBLK_OPT_FDSTORE fd is kept in systemd's fd store as "KEY-ID" across a restart of ublkd,
+ *    the fds of a UBLK_OPT_FDSTORE FDS option as "KEY-ID-N" (N from 0, in their order), at
+ *    most UBLK_FDSTORE_FDS_MAX of them.
  */
 
 #include <stdbool.h>
@@ -45,10 +47,15 @@ enum {
         UBLK_OPT_NO_CONF    = 1 << 1,   /* not a key of NAME.conf */
         UBLK_OPT_CLI_NEGATE = 1 << 2,   /* BOOL: ublkctl has --no-KEY (sets false), not --KEY */
         UBLK_OPT_NO_STATE   = 1 << 3,   /* not in the state file (fds never are) */
-        UBLK_OPT_FDSTORE    = 1 << 4,   /* FD: kept in systemd's fd store across a restart */
+        UBLK_OPT_FDSTORE    = 1 << 4,   /* FD, FDS: kept in systemd's fd store across a restart */
+        UBLK_OPT_FD_RDONLY  = 1 << 5,   /* FD: ublkctl opens it for reading only (a key file) */
+        UBLK_OPT_NO_CLI     = 1 << 6,   /* no --KEY: ublkctl makes the value itself (nbd's sockets) */
 };
 
 #define UBLK_TARGET_BIT(i) (1u << (i))
+
+/* An FDS option kept in the fd store holds at most this many fds (state.c names them). */
+#define UBLK_FDSTORE_FDS_MAX 32
 
 struct ublk_option {
         const char *key;
@@ -87,7 +94,7 @@ union ublk_opt_value {
 extern const struct ublk_option *const ublk_options[];
 /* NULL-terminated; a target's index in it is its UBLK_TARGET_BIT(). */
 extern const struct ublk_target_desc *const ublk_targets[];
-extern const struct ublk_target_desc ublk_target_null, ublk_target_loop;
+extern const struct ublk_target_desc ublk_target_null, ublk_target_loop, ublk_target_nbd, ublk_target_qcow2;
 
 const struct ublk_option *ublk_option_find(const char *key);
 const struct ublk_target_desc *ublk_target_find(const char *name);

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "add-options.h"
+#include "config.h"
 #include "check.h"
 #include "conf.h"
 #include "device.h"
@@ -150,8 +151,8 @@ static void test_table(void)
                 CHECK(o->help && *o->help, "%s has no help", o->key);
                 CHECK(o->kind == UBLK_OPT_BOOL || o->metavar, "%s has no metavar", o->key);
                 CHECK(o->kind != UBLK_OPT_ENUM || o->choices, "enum %s has no choices", o->key);
-                CHECK(!(o->flags & UBLK_OPT_FDSTORE) || o->kind == UBLK_OPT_FD,
-                      "%s: only a single fd can be kept in the fd store", o->key);
+                CHECK(!(o->flags & UBLK_OPT_FDSTORE) || o->kind == UBLK_OPT_FD || o->kind == UBLK_OPT_FDS,
+                      "%s: only fds can be kept in the fd store", o->key);
                 CHECK(!(o->flags & UBLK_OPT_CLI_NEGATE) || o->kind == UBLK_OPT_BOOL, "%s: --no- of a non-bool",
                       o->key);
                 ublk_option_state_key(o, key, sizeof(key));
@@ -179,6 +180,8 @@ static void test_table(void)
                 const struct ublk_target_desc *t = ublk_targets[i];
                 const struct ublk_target_ops *ops = target_find(t->name);
 
+                if (!HAVE_NBD && t == &ublk_target_nbd)
+                        continue;       /* built without libnbd: ublkd has no such target */
                 CHECK(ops && ops->desc == t, "target '%s' has no ops, or ops of another desc", t->name);
                 CHECK(!t->positional || (ublk_option_find(t->positional) &&
                                          ublk_option_takes(ublk_option_find(t->positional), t) &&
@@ -245,7 +248,10 @@ static void test_target_options(void)
                                 continue;
                         if (o->kind == UBLK_OPT_FD)
                                 v.fd = pipefd[0];
-                        else if (o->kind == UBLK_OPT_STRING)
+                        else if (o->kind == UBLK_OPT_FDS) {
+                                v.fds.fds = &pipefd[0];
+                                v.fds.n = 1;
+                        } else if (o->kind == UBLK_OPT_STRING)
                                 v.s = "disk-1";
                         else if (o->kind == UBLK_OPT_BOOL)
                                 v.b = true;
@@ -261,6 +267,9 @@ static void test_target_options(void)
                                 /* The target's own copy: the caller's stays the caller's. */
                                 CHECK(back.fd >= 0 && back.fd != v.fd, "%s: '%s' keeps the caller's fd",
                                       ops->name, o->key);
+                        else if (o->kind == UBLK_OPT_FDS)
+                                CHECK(back.fds.n == 1 && back.fds.fds[0] >= 0 && back.fds.fds[0] != pipefd[0],
+                                      "%s: '%s' keeps the caller's fds, or not one", ops->name, o->key);
                         else if (o->kind == UBLK_OPT_STRING)
                                 CHECK(strcmp(back.s, v.s) == 0, "%s: '%s' is '%s'", ops->name, o->key, back.s);
                         else
@@ -309,7 +318,7 @@ static void test_completion(const char *path)
 
                         for (size_t t = 0; ublk_targets[t]; t++)
                                 positional |= ublk_targets[t]->positional && !strcmp(ublk_targets[t]->positional, o->key);
-                        if (positional || (o->kind == UBLK_OPT_BOOL) != flags)
+                        if (positional || (o->flags & UBLK_OPT_NO_CLI) || (o->kind == UBLK_OPT_BOOL) != flags)
                                 continue;
                         snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s--%s%s", list[0] ? " " : "",
                                  o->flags & UBLK_OPT_CLI_NEGATE ? "no-" : "", o->key);
@@ -322,6 +331,7 @@ static void test_completion(const char *path)
                 list[0] = 0;
                 for (size_t i = 0; ublk_options[i]; i++)
                         if (ublk_options[i]->targets && ublk_option_takes(ublk_options[i], ublk_targets[t]) &&
+                            !(ublk_options[i]->flags & UBLK_OPT_NO_CLI) &&
                             strcmp(ublk_options[i]->key, ublk_targets[t]->positional ? ublk_targets[t]->positional : ""))
                                 snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s--%s",
                                          list[0] ? " " : "", ublk_options[i]->key);

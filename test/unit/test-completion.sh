@@ -152,7 +152,7 @@ run_cases()
 	is 'ublkctl --version '
 
 	# add
-	is 'ublkctl add ' null loop
+	is 'ublkctl add ' null loop nbd qcow2
 	is 'ublkctl add l' loop
 	is 'ublkctl add loop --dir' --direct-io
 	has 'ublkctl add loop --' --size --queues --depth --logical-block-size --name --read-only \
@@ -187,6 +187,10 @@ run_cases()
 	is "ublkctl add loop $tmp/files/d" "$tmp/files/data.raw" "$tmp/files/disk.img"
 	is "ublkctl add --read-only loop --queues 2 $tmp/files/di" "$tmp/files/disk.img"
 	is "ublkctl add null $tmp/files/d"
+	# qcow2's IMAGE: file names; then its own option.
+	is "ublkctl add qcow2 $tmp/files/di" "$tmp/files/disk.img"
+	has 'ublkctl add qcow2 disk.qcow2 --' --metadata-cache --read-only --queues
+	lacks 'ublkctl add qcow2 disk.qcow2 --' --offset --direct-io --connect-timeout
 
 	# up: the NAMEs of /etc/ublk/NAME.conf, without asking ublkd (no ublkctl in PATH).
 	[ "$__ublkctl_conf_dir" = /etc/ublk ]

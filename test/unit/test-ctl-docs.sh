@@ -65,6 +65,10 @@ comp ublkctl -
 offered=" ${COMPREPLY[*]} "
 comp ublkctl add loop disk.img -
 offered+=" ${COMPREPLY[*]} "
+comp ublkctl add nbd nbd://host/export -
+offered+=" ${COMPREPLY[*]} "
+comp ublkctl add qcow2 disk.qcow2 -
+offered+=" ${COMPREPLY[*]} "
 for o in "${opts[@]}"; do
 	[[ $offered == *" $o "* ]]
 	ok $? "the completion does not offer option '$o'"

@@ -13,6 +13,10 @@
 static const struct ublk_target_ops *const targets[] = {
         &target_null_ops,
         &target_loop_ops,
+#if HAVE_NBD
+        &target_nbd_ops,
+#endif
+        &target_qcow2_ops,
 };
 
 static const char *names[ELEMENTSOF(targets) + 1];

@@ -27,6 +27,12 @@
  *    UBLK_TARGET_QUEUED while more are outstanding.
  *  - Per-device target state hangs off dev->target_data; per-queue state off
  *    q->target_data (set up by queue_init(), torn down by queue_deinit()).
+ *  - init() may lower config.queues (nbd: a server without multi-conn), never raise it.
+ *  - event(), if set, gets the CQEs of the target's SQEs built with ublk_event_user_data()
+ *    (queue.h), which belong to no tag.  stopping(), if set, runs on the control side before
+ *    STOP_DEV: a target that holds requests (waiting for a server) lets them go, as STOP_DEV
+ *    waits for them.  status(), if set, says how the target is doing (TargetStatus), at most
+ *    len bytes; the event loop calls it at any time while no work holds the device.
  */
 
 #include <stdbool.h>
@@ -34,6 +40,7 @@
 #include <stdint.h>
 
 #include "add-options.h"
+#include "config.h"
 
 struct io_uring_cqe;
 struct ublksrv_io_desc;
@@ -66,10 +73,17 @@ struct ublk_target_ops {
         void (*queue_deinit)(struct ublk_queue *q);
         int (*queue_io)(struct ublk_queue *q, unsigned tag, const struct ublksrv_io_desc *iod);
         int (*io_done)(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe);
+        void (*event)(struct ublk_queue *q, const struct io_uring_cqe *cqe);
+        void (*stopping)(struct ublk_dev *dev);
+        void (*status)(struct ublk_dev *dev, char *buf, size_t len);
 };
 
 extern const struct ublk_target_ops target_null_ops;
 extern const struct ublk_target_ops target_loop_ops;
+#if HAVE_NBD
+extern const struct ublk_target_ops target_nbd_ops;
+#endif
+extern const struct ublk_target_ops target_qcow2_ops;
 
 const struct ublk_target_ops *target_find(const char *name);
 /* NULL-terminated list of target names, in a stable order. */
