@@ -78,7 +78,7 @@ refused() {     # refused EXPECTED-MESSAGE-PART ARGS...: the call must fail with
 	n=$((n + 1))
 }
 n=0
-refused "Unknown target 'nbd'" "${M[@]}" Add 'sa{sv}' nbd 1 size t 4096
+refused "Unknown target 'iscsi'" "${M[@]}" Add 'sa{sv}' iscsi 1 size t 4096
 refused "Unknown option 'colour'" "${M[@]}" Add 'sa{sv}' null 2 size t 4096 colour s red
 refused "Option 'size' must be of type 't', not 's'" "${M[@]}" Add 'sa{sv}' null 1 size s 1G
 refused "Option 'size' given twice" "${M[@]}" Add 'sa{sv}' null 2 size t 4096 size t 8192

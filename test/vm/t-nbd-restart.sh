@@ -9,7 +9,8 @@ set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 require_cmd nbdkit fio jq
 start_ublkd
-ublkctl --help | grep -q 'add nbd' || skip "ublkd built without the nbd target (libnbd)"
+[[ $(busctl get-property org.ublk.ublkd1 /org/ublk/ublkd1 org.ublk.ublkd1.Manager Targets) == *'"nbd"'* ]] ||
+	skip "ublkd built without the nbd target (libnbd)"
 T=/run/t-nbd-restart
 mkdir -p $T
 defer "rm -rf $T"
