@@ -228,7 +228,8 @@ static int add_device(const struct add_args *a)
                 fds[i] = -1;
         for (size_t i = 0; ublk_options[i] && i < UBLK_CONF_OPTIONS_MAX; i++)
                 if (a->values[i] && ublk_options[i]->kind == UBLK_OPT_FD) {
-                        fds[i] = open_as_caller(a->values[i], add_flag(a, "read-only", false));
+                        fds[i] = open_as_caller(a->values[i], add_flag(a, "read-only", false) ||
+                                                (ublk_options[i]->flags & UBLK_OPT_FD_READ));
                         if (fds[i] < 0) {
                                 r = EXIT_FAILURE;
                                 goto out;

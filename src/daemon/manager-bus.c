@@ -226,6 +226,15 @@ static int add_run(struct work *w)
         /* What the Backing property shows: the file of the target's positional fd (loop's). */
         if (t->desc->positional)
                 fd = target_config_fd(t, a->req.config.target_config, t->desc->positional);
+        if (t->desc->positional && fd < 0) {
+                /* A string (rbd's image): the Backing property shows it as given. */
+                const struct ublk_option *o = ublk_option_find(t->desc->positional);
+                union ublk_opt_value v;
+
+                if (o && o->kind == UBLK_OPT_STRING &&
+                    ublk_dev_config_get(&a->req.config, o, &v) >= 0 && v.s)
+                        a->backing = strdup(v.s);
+        }
         if (fd >= 0) {
                 char buf[4096];
                 ssize_t n;

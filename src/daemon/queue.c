@@ -78,7 +78,7 @@ static int queue_submit_cmd(struct ublk_queue *q, unsigned tag, unsigned op, int
         return 0;
 }
 
-static void queue_commit(struct ublk_queue *q, unsigned tag, int result)
+void ublk_queue_commit(struct ublk_queue *q, unsigned tag, int result)
 {
         int r = queue_submit_cmd(q, tag, q->commit_op, result);
 
@@ -98,7 +98,7 @@ static void queue_handle_cmd(struct ublk_queue *q, unsigned tag, int res)
         if (res == UBLK_IO_RES_OK) {
                 r = ops->queue_io(q, tag, &q->descs[tag]);
                 if (r != UBLK_TARGET_QUEUED)
-                        queue_commit(q, tag, r);
+                        ublk_queue_commit(q, tag, r);
                 return;
         }
         /* UBLK_IO_RES_ABORT (device stopping) or an error: this tag is done. */
@@ -114,7 +114,7 @@ static void queue_handle_target(struct ublk_queue *q, unsigned tag, const struct
         q->target_inflight--;
         r = q->dev->config.target->io_done(q, tag, cqe);
         if (r != UBLK_TARGET_QUEUED)
-                queue_commit(q, tag, r);
+                ublk_queue_commit(q, tag, r);
 }
 
 /*
@@ -248,7 +248,10 @@ static void *queue_thread(void *arg)
                 io_uring_for_each_cqe(&q->ring, head, cqe) {
                         unsigned tag = (unsigned) (cqe->user_data & 0xffff);
 
-                        if (tag < q->depth) {
+                        if ((cqe->user_data >> 48) == UBLK_UD_KIND_QUEUE) {
+                                if (q->dev->config.target->queue_event)
+                                        q->dev->config.target->queue_event(q, cqe);
+                        } else if (tag < q->depth) {
                                 if ((cqe->user_data >> 48) == UBLK_UD_KIND_TARGET)
                                         queue_handle_target(q, tag, cqe);
                                 else

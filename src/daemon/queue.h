@@ -61,7 +61,15 @@ struct ublk_queue {
 enum {
         UBLK_UD_KIND_CMD = 0,
         UBLK_UD_KIND_TARGET = 1,
+        /* A target's SQE of the queue, not of a tag (an eventfd its library signals): its CQE
+         * goes to the target's queue_event(), and it is not counted in flight. */
+        UBLK_UD_KIND_QUEUE = 2,
 };
+
+static inline uint64_t ublk_queue_user_data(uint32_t target_value)
+{
+        return ((uint64_t) target_value << 16) | ((uint64_t) UBLK_UD_KIND_QUEUE << 48);
+}
 
 static inline uint64_t ublk_target_user_data(unsigned tag, uint32_t target_value)
 {
@@ -79,6 +87,10 @@ struct io_uring_sqe *ublk_queue_get_sqe(struct ublk_queue *q);
  * splice mode the target writes a READ's data from it to the device itself).
  * Zero-copy mode: NULL; the request's pages are fixed buffer <tag> of the queue's ring. */
 void *ublk_queue_io_buf(struct ublk_queue *q, unsigned tag);
+
+/* For targets whose IO completes elsewhere than in a CQE of theirs for the tag (a library's
+ * callback): commits tag's result now, on the queue's thread. */
+void ublk_queue_commit(struct ublk_queue *q, unsigned tag, int result);
 
 int queue_start(struct ublk_queue *q);
 void queue_join(struct ublk_queue *q);

@@ -9,7 +9,7 @@
 #include "macro.h"
 #include "parse.h"
 
-enum { TARGET_NULL, TARGET_LOOP };
+enum { TARGET_NULL, TARGET_LOOP, TARGET_RBD };
 
 const struct ublk_target_desc ublk_target_null = {
         .name = "null",
@@ -25,9 +25,18 @@ const struct ublk_target_desc ublk_target_loop = {
         .required = (const char *const[]) { "backing", NULL },
 };
 
+const struct ublk_target_desc ublk_target_rbd = {
+        .name = "rbd",
+        .summary = "serves an image of a Ceph cluster through librbd",
+        .positional = "image",
+        .positional_metavar = "POOL/[NAMESPACE/]IMAGE[@SNAP]",
+        .required = (const char *const[]) { "image", NULL },
+};
+
 const struct ublk_target_desc *const ublk_targets[] = {
         [TARGET_NULL] = &ublk_target_null,
         [TARGET_LOOP] = &ublk_target_loop,
+        [TARGET_RBD] = &ublk_target_rbd,
         NULL,
 };
 
@@ -36,6 +45,7 @@ static const char *const recovery_modes[] = { "reissue", "fail-io", "none", NULL
 static const char *const block_sizes[] = { "512", "1024", "2048", "4096", NULL };
 
 #define LOOP UBLK_TARGET_BIT(TARGET_LOOP)
+#define RBD UBLK_TARGET_BIT(TARGET_RBD)
 
 static const struct ublk_option opt_size = {
         "size", UBLK_OPT_SIZE, UBLK_OPT_NONZERO, 0, "SIZE", NULL,
@@ -83,9 +93,41 @@ static const struct ublk_option opt_recovery = {
         "IO while ublkd restarts: waits and is reissued (default), fails, or the device stops",
 };
 
+/* rbd's (targets/rbd.c).  Its files are read-only to ublkctl, and never a path to ublkd. */
+static const struct ublk_option opt_rbd_image = {
+        "image", UBLK_OPT_STRING, 0, RBD, "POOL/[NAMESPACE/]IMAGE[@SNAP]", NULL,
+        "The image to serve (a snapshot: read-only)",
+};
+static const struct ublk_option opt_rbd_ceph_conf = {
+        "ceph-conf", UBLK_OPT_FD, UBLK_OPT_FDSTORE | UBLK_OPT_FD_READ, RBD, "FILE", NULL,
+        "ceph.conf to use, opened by ublkctl as its caller (root's default: /etc/ceph/ceph.conf)",
+};
+static const struct ublk_option opt_rbd_ceph_id = {
+        "ceph-id", UBLK_OPT_STRING, 0, RBD, "NAME", NULL,
+        "Ceph client id, without \"client.\" (default admin)",
+};
+static const struct ublk_option opt_rbd_keyring = {
+        "keyring", UBLK_OPT_FD, UBLK_OPT_FDSTORE | UBLK_OPT_FD_READ, RBD, "FILE", NULL,
+        "Keyring with the client's key, opened by ublkctl as its caller",
+};
+static const struct ublk_option opt_rbd_mon_host = {
+        "mon-host", UBLK_OPT_STRING, 0, RBD, "ADDRS", NULL,
+        "Monitor addresses (instead of or over ceph.conf's mon_host)",
+};
+static const struct ublk_option opt_rbd_io_timeout = {
+        "io-timeout", UBLK_OPT_SECONDS, UBLK_OPT_NONZERO, RBD, "SECONDS", NULL,
+        "IO the cluster does not answer within it fails (default 30s)",
+};
+static const struct ublk_option opt_rbd_connect_timeout = {
+        "connect-timeout", UBLK_OPT_SECONDS, UBLK_OPT_NONZERO, RBD, "SECONDS", NULL,
+        "Give up connecting to the cluster after it (default 30s)",
+};
+
 const struct ublk_option *const ublk_options[] = {
         &opt_size, &opt_queues, &opt_depth, &opt_lbs, &opt_name, &opt_read_only, &opt_start,
         &opt_backing, &opt_offset, &opt_direct_io, &opt_zero_copy, &opt_recovery,
+        &opt_rbd_image, &opt_rbd_ceph_conf, &opt_rbd_ceph_id, &opt_rbd_keyring, &opt_rbd_mon_host,
+        &opt_rbd_io_timeout, &opt_rbd_connect_timeout,
         NULL,
 };
 

@@ -46,6 +46,7 @@ enum {
         UBLK_OPT_CLI_NEGATE = 1 << 2,   /* BOOL: ublkctl has --no-KEY (sets false), not --KEY */
         UBLK_OPT_NO_STATE   = 1 << 3,   /* not in the state file (fds never are) */
         UBLK_OPT_FDSTORE    = 1 << 4,   /* FD: kept in systemd's fd store across a restart */
+        UBLK_OPT_FD_READ    = 1 << 5,   /* FD: ublkctl opens it read-only (a file ublkd only reads) */
 };
 
 #define UBLK_TARGET_BIT(i) (1u << (i))
@@ -88,6 +89,7 @@ extern const struct ublk_option *const ublk_options[];
 /* NULL-terminated; a target's index in it is its UBLK_TARGET_BIT(). */
 extern const struct ublk_target_desc *const ublk_targets[];
 extern const struct ublk_target_desc ublk_target_null, ublk_target_loop;
+extern const struct ublk_target_desc ublk_target_rbd;
 
 const struct ublk_option *ublk_option_find(const char *key);
 const struct ublk_target_desc *ublk_target_find(const char *name);

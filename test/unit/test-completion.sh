@@ -152,7 +152,7 @@ run_cases()
 	is 'ublkctl --version '
 
 	# add
-	is 'ublkctl add ' null loop
+	is 'ublkctl add ' null loop rbd
 	is 'ublkctl add l' loop
 	is 'ublkctl add loop --dir' --direct-io
 	has 'ublkctl add loop --' --size --queues --depth --logical-block-size --name --read-only \
@@ -187,6 +187,11 @@ run_cases()
 	is "ublkctl add loop $tmp/files/d" "$tmp/files/data.raw" "$tmp/files/disk.img"
 	is "ublkctl add --read-only loop --queues 2 $tmp/files/di" "$tmp/files/disk.img"
 	is "ublkctl add null $tmp/files/d"
+	# rbd: its own options, files for its conf and keyring, no file for its IMAGE.
+	has 'ublkctl add rbd --' --ceph-conf --ceph-id --keyring --mon-host --io-timeout --connect-timeout
+	lacks 'ublkctl add loop --' --ceph-conf --keyring
+	is "ublkctl add rbd --keyring $tmp/files/di" "$tmp/files/disk.img"
+	is "ublkctl add rbd $tmp/files/d"
 
 	# up: the NAMEs of /etc/ublk/NAME.conf, without asking ublkd (no ublkctl in PATH).
 	[ "$__ublkctl_conf_dir" = /etc/ublk ]

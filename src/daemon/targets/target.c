@@ -7,12 +7,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "macro.h"
 #include "target.h"
 
 static const struct ublk_target_ops *const targets[] = {
         &target_null_ops,
         &target_loop_ops,
+#if HAVE_RBD
+        &target_rbd_ops,
+#endif
 };
 
 static const char *names[ELEMENTSOF(targets) + 1];

@@ -25,6 +25,10 @@
  *    was built with ublk_target_user_data(); each of their completions is
  *    handed to io_done(), which returns a result to commit or
  *    UBLK_TARGET_QUEUED while more are outstanding.
+ *  - A target whose IO completes in a library's thread instead (rbd) counts it in flight itself
+ *    (q->target_inflight, q->ios[tag].target_inflight), wakes its queue with an SQE of kind
+ *    UBLK_UD_KIND_QUEUE (ublk_queue_user_data(): its CQE goes to queue_event()), and commits
+ *    with ublk_queue_commit().
  *  - Per-device target state hangs off dev->target_data; per-queue state off
  *    q->target_data (set up by queue_init(), torn down by queue_deinit()).
  */
@@ -66,10 +70,12 @@ struct ublk_target_ops {
         void (*queue_deinit)(struct ublk_queue *q);
         int (*queue_io)(struct ublk_queue *q, unsigned tag, const struct ublksrv_io_desc *iod);
         int (*io_done)(struct ublk_queue *q, unsigned tag, const struct io_uring_cqe *cqe);
+        void (*queue_event)(struct ublk_queue *q, const struct io_uring_cqe *cqe);
 };
 
 extern const struct ublk_target_ops target_null_ops;
 extern const struct ublk_target_ops target_loop_ops;
+extern const struct ublk_target_ops target_rbd_ops;     /* when built with librbd (HAVE_RBD) */
 
 const struct ublk_target_ops *target_find(const char *name);
 /* NULL-terminated list of target names, in a stable order. */
