@@ -107,8 +107,9 @@ systemctl reset-failed ublk@bad
 echo "bad config: ublk@bad failed with the file, line and key in the journal; nothing created"
 
 # 5. the sandbox does not regress: systemd-analyze security's exposure score of ublkd.service
-# (0 best, 10 worst) is at most what ublkd(8), SANDBOX, records (3.7 before issue 28's hardening).
-max_exposure=2.0
+# (0 best, 10 worst) is at most what ublkd(8), SANDBOX, records (3.7 before issue 28's hardening;
+# 2.0 with it; 2.9 with the network the rbd target's librados needs, issue 34).
+max_exposure=2.9
 score=$(systemd-analyze security --no-pager ublkd.service 2> /dev/null |
 	sed -En 's/.*Overall exposure level for ublkd.service: ([0-9.]+).*/\1/p')
 [ -n "$score" ] || fail "no exposure level from systemd-analyze security: $(systemd-analyze security --no-pager ublkd.service 2>&1 | tail -n 3)"

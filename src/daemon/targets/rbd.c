@@ -298,12 +298,22 @@ struct rbd_dev {
         rados_ioctx_t ioctx;
         rbd_image_t image;
         bool read_only;
+        /* The image's header watch (rbd_update_watch()), for resizes made elsewhere. */
+        struct ublk_dev *dev;
+        uint64_t watch_handle;
+        bool watching;
+        pthread_mutex_t resize_lock;    /* one resize at a time (librbd may call us concurrently) */
+        uint64_t size;                  /* the device's, in bytes */
 };
 
 static void rbd_dev_free(struct rbd_dev *rd)
 {
         if (!rd)
                 return;
+        /* Waits for a callback under way: none runs after this. */
+        if (rd->watching)
+                (void) rbd_update_unwatch(rd->image, rd->watch_handle);
+        pthread_mutex_destroy(&rd->resize_lock);
         if (rd->image)
                 (void) rbd_close(rd->image);    /* flushes librbd's cache */
         if (rd->ioctx)
@@ -480,9 +490,9 @@ static int rbd_connect(struct ublk_dev *dev, struct rbd_dev *rd, const struct rb
         if (r < 0) {
                 rd->image = NULL;
                 if (r == -ENOENT)
-                        REASON("Pool '%s'%s%s has no image '%s'%s%s", spec->pool, spec->ns ? ", namespace " : "",
-                               spec->ns ? spec->ns : "", spec->image, spec->snap ? " with snapshot " : "",
-                               spec->snap ? spec->snap : "");
+                        REASON("Pool '%s'%s%s has no image '%s'%s%s%s", spec->pool, spec->ns ? ", namespace " : "",
+                               spec->ns ? spec->ns : "", spec->image, spec->snap ? ", or it has no snapshot '" : "",
+                               spec->snap ? spec->snap : "", spec->snap ? "'" : "");
                 else if (r == -ETIMEDOUT)
                         REASON("The Ceph cluster did not answer opening the image within %us (io-timeout)", it);
                 else if (r == -EACCES || r == -EPERM)
@@ -492,6 +502,52 @@ static int rbd_connect(struct ublk_dev *dev, struct rbd_dev *rd, const struct rb
                 return r;
         }
         return 0;
+}
+
+/*
+ * In a librbd thread, when the image's header changed (a resize, a snapshot, a lock...): a
+ * larger image grows the live device (UBLK_U_CMD_UPDATE_SIZE), where the kernel can.  A smaller
+ * one does not shrink it (a file system on it would lose its end under its feet): IO past the
+ * image's end then fails.
+ */
+static void rbd_header_changed(void *arg)
+{
+        struct rbd_dev *rd = arg;
+        struct ublk_dev *dev = rd->dev;
+        uint32_t lbs = dev->config.logical_block_size;
+        uint64_t size;
+        int r;
+
+        if (rbd_get_size(rd->image, &size) < 0)
+                return;
+        size = size / lbs * lbs;
+        pthread_mutex_lock(&rd->resize_lock);
+        if (size == rd->size)
+                goto out;
+        if (size < rd->size) {
+                log_warning("rbd: image %s of ublk device %u shrank to %llu bytes; the device keeps its %llu "
+                            "(IO past the image's end fails).", rbd_config(dev)->image, dev->id,
+                            (unsigned long long) size, (unsigned long long) rd->size);
+                rd->size = size;        /* said once */
+                goto out;
+        }
+        if (!dev->live)
+                /* No disk to resize; the next change of the header once it is live tries again. */
+                goto out;
+        r = ublk_ctrl_update_size(dev->ctrl, dev->id, dev->unprivileged, size >> 9);
+        if (r < 0) {
+                log_warning_errno(r, "rbd: image %s of ublk device %u grew to %llu bytes, but the kernel cannot "
+                                  "resize the device%s: %m", rbd_config(dev)->image, dev->id, (unsigned long long) size,
+                                  r == -EOPNOTSUPP ? " (UBLK_F_UPDATE_SIZE, Linux 6.16 or later)" : "");
+                rd->size = size;        /* said once */
+                goto out;
+        }
+        log_info("rbd: image %s grew to %llu bytes: so did ublk device %u.", rbd_config(dev)->image,
+                 (unsigned long long) size, dev->id);
+        dev->params.basic.dev_sectors = size >> 9;
+        dev->config.size = rd->size = size;
+out:
+        pthread_mutex_unlock(&rd->resize_lock);
 }
 
 static int rbd_init(struct ublk_dev *dev, struct ublk_params *params, struct ublk_reason *reason)
@@ -516,13 +572,14 @@ static int rbd_init(struct ublk_dev *dev, struct ublk_params *params, struct ubl
                 return -EINVAL;
         }
         if (dev->unprivileged && rc->keyring_fd < 0) {
-                REASON("A user's rbd device needs the user's own key: pass the keyring with keyring "
-                       "(ublkd reads no key of root's for a user)");
+                REASON("A user's rbd device needs the user's own key: pass their keyring (option 'keyring', "
+                       "ublkctl add --keyring FILE); ublkd reads no key of root's for a user");
                 return -EPERM;
         }
         if (dev->unprivileged && rc->conf_fd < 0 && !rc->mon_host[0]) {
-                REASON("A user's rbd device needs the cluster's monitors: pass mon-host, or a ceph.conf "
-                       "with ceph-conf (ublkd reads /etc/ceph for root only)");
+                REASON("A user's rbd device needs the cluster's monitors: pass option 'mon-host' or a "
+                       "ceph.conf in option 'ceph-conf' (ublkctl add --mon-host, --ceph-conf); ublkd reads "
+                       "/etc/ceph for root only");
                 return -EPERM;
         }
         if (spec.snap && !c->read_only)
@@ -531,6 +588,8 @@ static int rbd_init(struct ublk_dev *dev, struct ublk_params *params, struct ubl
         rd = calloc(1, sizeof(*rd));
         if (!rd)
                 return -ENOMEM;
+        rd->dev = dev;
+        pthread_mutex_init(&rd->resize_lock, NULL);
         r = rbd_connect(dev, rd, &spec, reason);
         if (r >= 0)
                 r = rbd_get_size(rd->image, &size);
@@ -561,6 +620,15 @@ static int rbd_init(struct ublk_dev *dev, struct ublk_params *params, struct ubl
                         .max_write_zeroes_sectors = UINT32_MAX >> 9,
                         .max_discard_segments = 1,
                 };
+        }
+        rd->size = c->size;
+        /* A snapshot does not change.  A device added smaller than its image keeps its size. */
+        if (!rd->read_only && c->size == size) {
+                r = rbd_update_watch(rd->image, &rd->watch_handle, rbd_header_changed, rd);
+                if (r < 0)
+                        log_warning_errno(r, "rbd: cannot watch image %s: a resize will not reach the device: %m",
+                                          rc->image);
+                rd->watching = r >= 0;
         }
         dev->target_data = rd;
         return 0;
