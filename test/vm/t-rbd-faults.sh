@@ -4,7 +4,8 @@
 # OSD restarted under fio crc32c write+verify 3 times, and ublkd killed (SIGKILL; systemd starts
 # it again and it recovers the device, reconnecting from its saved options and the fds systemd
 # kept) under fio 3 times: 0 fio errors, 0 kernel IO errors. Then the cluster unreachable longer
-# than io-timeout: IO fails with EIO and the device stays.
+# than io-timeout: IO fails with EIO and the device stays. VMT_RBD_FAULT_CYCLES (3) sets the
+# number of OSD restarts and of kills (each kill costs ~35-75 s under TCG: see test/README.md).
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 require_cmd fio jq
@@ -13,6 +14,7 @@ busctl get-property org.ublk.ublkd1 /org/ublk/ublkd1 org.ublk.ublkd1.Manager Tar
 	skip "ublkd was built without librbd"
 ceph_cluster_up
 C=$CEPH_TEST_DIR
+cycles=${VMT_RBD_FAULT_CYCLES:-3}
 rbd_admin create --size 256M rbd/f1
 dev=$(ublkctl add rbd rbd/f1 --name f1 --ceph-conf "$C/client.conf" --keyring "$C/admin.keyring" --io-timeout 300)
 blk=${dev#/dev/}
@@ -40,7 +42,7 @@ progressed() { [ "$(ios_done "$blk")" -ge $(($1 + 32)) ]; }
 fio_busy() { ! exited "$fio_pid"; }
 
 # OSD restarts: IO waits, then completes.
-for n in 1 2 3; do
+for n in $(seq "$cycles"); do
 	start_fio
 	before=$(ios_done "$blk")
 	wait_until 120 progressed "$before" || fail "OSD restart $n: no IO on $dev"
@@ -57,7 +59,7 @@ done
 # ublkd killed: recovered, reconnected, the exclusive lock taken back.
 kill_ublkd() { systemctl kill --kill-who=main -s KILL ublkd; }
 recovered() { ublkd_replaced "$1" && [ "$(ublkctl show --json f1 2> /dev/null | jq -r .State)" = live ]; }
-for n in 1 2 3; do
+for n in $(seq "$cycles"); do
 	systemctl reset-failed ublkd
 	start_fio
 	before=$(ios_done "$blk")
