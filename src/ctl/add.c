@@ -114,8 +114,11 @@ int add_help(int argc, char *argv[])
         pos = t->positional ? ublk_option_find(t->positional) : NULL;
         printf("Usage: ublkctl add %s%s%s [OPTIONS]\n\nThe %s target %s.\n", t->name, pos ? " " : "",
                pos ? t->positional_metavar : "", t->name, t->summary);
-        if (pos)
+        /* A metavar too long for its column gets a line of its own (rbd's). */
+        if (pos && strlen(t->positional_metavar) < 24)
                 printf("\n  %-24s%s\n", t->positional_metavar, pos->help);
+        else if (pos)
+                printf("\n  %s\n  %24s%s\n", t->positional_metavar, "", pos->help);
         printf("\nOptions:\n");
         for (size_t i = 0; ublk_options[i]; i++)
                 if (ublk_option_takes(ublk_options[i], t))

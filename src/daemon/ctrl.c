@@ -341,6 +341,16 @@ int ublk_ctrl_stop_dev(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unpri
         return ctrl_dev_cmd(ctrl, CTRL_OP(STOP_DEV), dev_id, unprivileged, NULL, 0, 0);
 }
 
+int ublk_ctrl_update_size(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, uint64_t sectors)
+{
+        /* No legacy opcode: a kernel with the feature has the ioctl-encoded ones. */
+        struct ctrl_op op = { 0x15, UBLK_U_CMD_UPDATE_SIZE };
+
+        if (!(ctrl->features & UBLK_F_UPDATE_SIZE))
+                return -EOPNOTSUPP;
+        return ctrl_dev_cmd(ctrl, op, dev_id, unprivileged, NULL, 0, sectors);
+}
+
 int ublk_ctrl_start_user_recovery(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged)
 {
         return ctrl_dev_cmd(ctrl, CTRL_OP(START_USER_RECOVERY), dev_id, unprivileged, NULL, 0, 0);

@@ -61,6 +61,8 @@ int ublk_ctrl_start_user_recovery(const struct ublk_ctrl *ctrl, uint32_t dev_id,
 int ublk_ctrl_end_user_recovery(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, pid_t server_pid);
 int ublk_ctrl_set_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
                          struct ublk_params *params);
+/* UBLK_F_UPDATE_SIZE (Linux 6.16+): a live device's new capacity, in 512-byte sectors. */
+int ublk_ctrl_update_size(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged, uint64_t sectors);
 int ublk_ctrl_get_params(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,
                          struct ublk_params *params);
 int ublk_ctrl_get_dev_info(const struct ublk_ctrl *ctrl, uint32_t dev_id, bool unprivileged,

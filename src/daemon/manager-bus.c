@@ -224,14 +224,14 @@ static int add_run(struct work *w)
         char path[64];
 
         /* What the Backing property shows: the file of the target's positional fd (loop's), or
-         * its positional string (nbd's URI). */
+         * its positional string (nbd's URI, rbd's image spec). */
         if (t->desc->positional) {
                 const struct ublk_option *pos = ublk_option_find(t->desc->positional);
                 union ublk_opt_value v;
 
                 fd = target_config_fd(t, a->req.config.target_config, t->desc->positional);
                 if (pos && pos->kind == UBLK_OPT_STRING && t->get_option &&
-                    t->get_option(a->req.config.target_config, pos, &v) >= 0)
+                    t->get_option(a->req.config.target_config, pos, &v) >= 0 && v.s)
                         a->backing = strdup(v.s);
         }
         if (fd >= 0) {

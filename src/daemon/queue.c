@@ -78,18 +78,13 @@ static int queue_submit_cmd(struct ublk_queue *q, unsigned tag, unsigned op, int
         return 0;
 }
 
-static void queue_commit(struct ublk_queue *q, unsigned tag, int result)
+void ublk_queue_commit(struct ublk_queue *q, unsigned tag, int result)
 {
         int r = queue_submit_cmd(q, tag, q->commit_op, result);
 
         if (r < 0)
                 log_error_errno(r, "Queue %u of ublk device %u: cannot commit tag %u: %m",
                                 q->q_id, q->dev->id, tag);
-}
-
-void ublk_queue_commit(struct ublk_queue *q, unsigned tag, int result)
-{
-        queue_commit(q, tag, result);
 }
 
 static void queue_handle_cmd(struct ublk_queue *q, unsigned tag, int res)
@@ -103,7 +98,7 @@ static void queue_handle_cmd(struct ublk_queue *q, unsigned tag, int res)
         if (res == UBLK_IO_RES_OK) {
                 r = ops->queue_io(q, tag, &q->descs[tag]);
                 if (r != UBLK_TARGET_QUEUED)
-                        queue_commit(q, tag, r);
+                        ublk_queue_commit(q, tag, r);
                 return;
         }
         /* UBLK_IO_RES_ABORT (device stopping) or an error: this tag is done. */
@@ -119,7 +114,7 @@ static void queue_handle_target(struct ublk_queue *q, unsigned tag, const struct
         q->target_inflight--;
         r = q->dev->config.target->io_done(q, tag, cqe);
         if (r != UBLK_TARGET_QUEUED)
-                queue_commit(q, tag, r);
+                ublk_queue_commit(q, tag, r);
 }
 
 /*

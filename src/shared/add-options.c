@@ -9,7 +9,7 @@
 #include "macro.h"
 #include "parse.h"
 
-enum { TARGET_NULL, TARGET_LOOP, TARGET_NBD, TARGET_QCOW2 };
+enum { TARGET_NULL, TARGET_LOOP, TARGET_NBD, TARGET_QCOW2, TARGET_RBD };
 
 const struct ublk_target_desc ublk_target_null = {
         .name = "null",
@@ -33,6 +33,14 @@ const struct ublk_target_desc ublk_target_nbd = {
         .required = (const char *const[]) { "uri", NULL },
 };
 
+const struct ublk_target_desc ublk_target_rbd = {
+        .name = "rbd",
+        .summary = "serves an image of a Ceph cluster through librbd",
+        .positional = "image-spec",
+        .positional_metavar = "POOL/[NAMESPACE/]IMAGE[@SNAP]",
+        .required = (const char *const[]) { "image-spec", NULL },
+};
+
 const struct ublk_target_desc ublk_target_qcow2 = {
         .name = "qcow2",
         .summary = "serves a qcow2 image (v2 or v3) and its backing chain, as qemu writes them",
@@ -41,13 +49,15 @@ const struct ublk_target_desc ublk_target_qcow2 = {
         .required = (const char *const[]) { "image", NULL },
 };
 
-/* nbd is listed whether or not this ublkd was built with libnbd (-Dnbd): ublkctl speaks of
- * it, and a ublkd without it answers "Unknown target" (its Targets property lacks it). */
+/* nbd and rbd are listed whether or not this ublkd was built with them (-Dnbd, -Drbd): ublkctl
+ * speaks of them, and a ublkd without one answers "Unknown target" (its Targets property lacks
+ * it). */
 const struct ublk_target_desc *const ublk_targets[] = {
         [TARGET_NULL] = &ublk_target_null,
         [TARGET_LOOP] = &ublk_target_loop,
         [TARGET_NBD] = &ublk_target_nbd,
         [TARGET_QCOW2] = &ublk_target_qcow2,
+        [TARGET_RBD] = &ublk_target_rbd,
         NULL,
 };
 
@@ -58,6 +68,7 @@ static const char *const block_sizes[] = { "512", "1024", "2048", "4096", NULL }
 #define LOOP UBLK_TARGET_BIT(TARGET_LOOP)
 #define NBD UBLK_TARGET_BIT(TARGET_NBD)
 #define QCOW2 UBLK_TARGET_BIT(TARGET_QCOW2)
+#define RBD UBLK_TARGET_BIT(TARGET_RBD)
 
 static const struct ublk_option opt_size = {
         "size", UBLK_OPT_SIZE, UBLK_OPT_NONZERO, 0, "SIZE", NULL,
@@ -118,9 +129,9 @@ static const struct ublk_option opt_nbd_tls_psk_file = {
         "tls-psk-file", UBLK_OPT_FD, UBLK_OPT_FD_RDONLY, NBD, "FILE", NULL,
         "The TLS pre-shared key file, opened by ublkctl as its caller",
 };
-static const struct ublk_option opt_nbd_connect_timeout = {
-        "connect-timeout", UBLK_OPT_SECONDS, UBLK_OPT_NONZERO, NBD, "SECS", NULL,
-        "Bound on each connection and handshake (default 10s)",
+static const struct ublk_option opt_connect_timeout = {
+        "connect-timeout", UBLK_OPT_SECONDS, UBLK_OPT_NONZERO, NBD | RBD, "SECS", NULL,
+        "Bound on connecting: each nbd connection and handshake (default 10s), rbd's cluster (30s)",
 };
 static const struct ublk_option opt_nbd_reconnect_timeout = {
         "reconnect-timeout", UBLK_OPT_SECONDS, 0, NBD, "SECS", NULL,
@@ -142,12 +153,40 @@ static const struct ublk_option opt_qcow2_metadata_cache = {
         "Memory for L2 and refcount tables (default: enough to map 32G of the disk, at most 32M)",
 };
 
+/* rbd's (targets/rbd.c).  Its files are read-only to ublkctl, and never a path to ublkd. */
+static const struct ublk_option opt_rbd_image = {
+        "image-spec", UBLK_OPT_STRING, 0, RBD, "POOL/[NAMESPACE/]IMAGE[@SNAP]", NULL,
+        "The image to serve (a snapshot: read-only)",
+};
+static const struct ublk_option opt_rbd_ceph_conf = {
+        "ceph-conf", UBLK_OPT_FD, UBLK_OPT_FDSTORE | UBLK_OPT_FD_RDONLY, RBD, "FILE", NULL,
+        "ceph.conf to use, opened by ublkctl as its caller (root's default: /etc/ceph/ceph.conf)",
+};
+static const struct ublk_option opt_rbd_ceph_id = {
+        "ceph-id", UBLK_OPT_STRING, 0, RBD, "NAME", NULL,
+        "Ceph client id, without \"client.\" (default admin)",
+};
+static const struct ublk_option opt_rbd_keyring = {
+        "keyring", UBLK_OPT_FD, UBLK_OPT_FDSTORE | UBLK_OPT_FD_RDONLY, RBD, "FILE", NULL,
+        "Keyring with the client's key, opened by ublkctl as its caller",
+};
+static const struct ublk_option opt_rbd_mon_host = {
+        "mon-host", UBLK_OPT_STRING, 0, RBD, "ADDRS", NULL,
+        "Monitor addresses (instead of or over ceph.conf's mon_host)",
+};
+static const struct ublk_option opt_rbd_io_timeout = {
+        "io-timeout", UBLK_OPT_SECONDS, UBLK_OPT_NONZERO, RBD, "SECS", NULL,
+        "IO the cluster does not answer within it fails (default 30s)",
+};
+
 const struct ublk_option *const ublk_options[] = {
         &opt_size, &opt_queues, &opt_depth, &opt_lbs, &opt_name, &opt_read_only, &opt_start,
         &opt_backing, &opt_offset, &opt_direct_io, &opt_zero_copy, &opt_recovery,
-        &opt_nbd_uri, &opt_nbd_sockets, &opt_nbd_tls_psk_file, &opt_nbd_connect_timeout,
+        &opt_nbd_uri, &opt_nbd_sockets, &opt_nbd_tls_psk_file, &opt_connect_timeout,
         &opt_nbd_reconnect_timeout,
         &opt_qcow2_image, &opt_qcow2_backing_chain, &opt_qcow2_metadata_cache,
+        &opt_rbd_image, &opt_rbd_ceph_conf, &opt_rbd_ceph_id, &opt_rbd_keyring, &opt_rbd_mon_host,
+        &opt_rbd_io_timeout,
         NULL,
 };
 

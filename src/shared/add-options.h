@@ -94,7 +94,8 @@ union ublk_opt_value {
 extern const struct ublk_option *const ublk_options[];
 /* NULL-terminated; a target's index in it is its UBLK_TARGET_BIT(). */
 extern const struct ublk_target_desc *const ublk_targets[];
-extern const struct ublk_target_desc ublk_target_null, ublk_target_loop, ublk_target_nbd, ublk_target_qcow2;
+extern const struct ublk_target_desc ublk_target_null, ublk_target_loop, ublk_target_nbd, ublk_target_qcow2,
+        ublk_target_rbd;
 
 const struct ublk_option *ublk_option_find(const char *key);
 const struct ublk_target_desc *ublk_target_find(const char *name);

@@ -152,7 +152,7 @@ run_cases()
 	is 'ublkctl --version '
 
 	# add
-	is 'ublkctl add ' null loop nbd qcow2
+	is 'ublkctl add ' null loop nbd qcow2 rbd
 	is 'ublkctl add l' loop
 	is 'ublkctl add loop --dir' --direct-io
 	has 'ublkctl add loop --' --size --queues --depth --logical-block-size --name --read-only \
@@ -191,6 +191,11 @@ run_cases()
 	is "ublkctl add qcow2 $tmp/files/di" "$tmp/files/disk.img"
 	has 'ublkctl add qcow2 disk.qcow2 --' --metadata-cache --read-only --queues
 	lacks 'ublkctl add qcow2 disk.qcow2 --' --offset --direct-io --connect-timeout
+	# rbd: its own options, files for its conf and keyring, no file for its IMAGE.
+	has 'ublkctl add rbd --' --ceph-conf --ceph-id --keyring --mon-host --io-timeout --connect-timeout
+	lacks 'ublkctl add loop --' --ceph-conf --keyring
+	is "ublkctl add rbd --keyring $tmp/files/di" "$tmp/files/disk.img"
+	is "ublkctl add rbd $tmp/files/d"
 
 	# up: the NAMEs of /etc/ublk/NAME.conf, without asking ublkd (no ublkctl in PATH).
 	[ "$__ublkctl_conf_dir" = /etc/ublk ]

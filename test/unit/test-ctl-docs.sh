@@ -63,12 +63,11 @@ for v in "${verbs[@]}"; do
 done
 comp ublkctl -
 offered=" ${COMPREPLY[*]} "
-comp ublkctl add loop disk.img -
-offered+=" ${COMPREPLY[*]} "
-comp ublkctl add nbd nbd://host/export -
-offered+=" ${COMPREPLY[*]} "
-comp ublkctl add qcow2 disk.qcow2 -
-offered+=" ${COMPREPLY[*]} "
+# Each target's own options are offered after that target only.
+for t in $__ublkctl_targets; do
+	comp ublkctl add "$t" arg -
+	offered+=" ${COMPREPLY[*]} "
+done
 for o in "${opts[@]}"; do
 	[[ $offered == *" $o "* ]]
 	ok $? "the completion does not offer option '$o'"

@@ -316,3 +316,16 @@ as() {
 	shift
 	runuser -u "$u" -- "$@"
 }
+
+# ceph_cluster_up: the boot's single-node Ceph cluster (test/vm/ceph-cluster), started by the
+# first rbd test and shared by the others; sets CEPH_TEST_DIR (its ceph.conf and keyrings) and
+# ceph_admin (a command: the ceph CLI as client.admin) and rbd_admin (the rbd CLI). Left running
+# when the test ends: the VM goes down with it.
+CEPH_TEST_DIR=${CEPH_TEST_DIR:-/run/ceph-test}
+export CEPH_TEST_DIR
+ceph_cluster_up() {
+	require_cmd ceph-mon ceph-osd rbd
+	"$UBLKD_SRC/test/vm/ceph-cluster" start || fail "ceph_cluster_up: the Ceph cluster did not come up"
+}
+ceph_admin() { timeout 120 ceph -c "$CEPH_TEST_DIR/ceph.conf" -n client.admin -k "$CEPH_TEST_DIR/admin.keyring" "$@"; }
+rbd_admin() { timeout 300 rbd -c "$CEPH_TEST_DIR/ceph.conf" -n client.admin -k "$CEPH_TEST_DIR/admin.keyring" "$@"; }

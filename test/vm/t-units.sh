@@ -108,7 +108,7 @@ echo "bad config: ublk@bad failed with the file, line and key in the journal; no
 
 # 5. the sandbox does not regress: systemd-analyze security's exposure score of ublkd.service
 # (0 best, 10 worst) is at most what ublkd(8), SANDBOX, records (3.7 before issue 28's hardening;
-# 2.0 after it; 2.9 since the nbd target's root devices reach their servers: issue 31).
+# 2.0 after it; 2.9 since the nbd and rbd targets reach their servers: issues 31, 34).
 max_exposure=2.9
 score=$(systemd-analyze security --no-pager ublkd.service 2> /dev/null |
 	sed -En 's/.*Overall exposure level for ublkd.service: ([0-9.]+).*/\1/p')

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "macro.h"
 #include "target.h"
 
@@ -17,6 +18,9 @@ static const struct ublk_target_ops *const targets[] = {
         &target_nbd_ops,
 #endif
         &target_qcow2_ops,
+#if HAVE_RBD
+        &target_rbd_ops,
+#endif
 };
 
 static const char *names[ELEMENTSOF(targets) + 1];

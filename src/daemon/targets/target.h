@@ -25,6 +25,9 @@
  *    was built with ublk_target_user_data(); each of their completions is
  *    handed to io_done(), which returns a result to commit or
  *    UBLK_TARGET_QUEUED while more are outstanding.
+ *  - A target whose IO completes in a library's thread instead (rbd) counts it in flight itself
+ *    (q->target_inflight, q->ios[tag].target_inflight), wakes its queue with an event SQE
+ *    (ublk_event_user_data(): its CQE goes to event()), and commits with ublk_queue_commit().
  *  - Per-device target state hangs off dev->target_data; per-queue state off
  *    q->target_data (set up by queue_init(), torn down by queue_deinit()).
  *  - init() may lower config.queues (nbd: a server without multi-conn), never raise it.
@@ -84,6 +87,9 @@ extern const struct ublk_target_ops target_loop_ops;
 extern const struct ublk_target_ops target_nbd_ops;
 #endif
 extern const struct ublk_target_ops target_qcow2_ops;
+#if HAVE_RBD
+extern const struct ublk_target_ops target_rbd_ops;
+#endif
 
 const struct ublk_target_ops *target_find(const char *name);
 /* NULL-terminated list of target names, in a stable order. */
