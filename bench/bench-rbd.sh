@@ -39,18 +39,6 @@ pairs=()
 for q in $QUEUES; do
 	pairs+=("krbd:urbd$q:krbd:$q" "rbd-nbd:urbd$q:nbd:$q")
 done
-for run in $(seq "$RUNS"); do
-	for rw in $RWS; do
-		for depth in $DEPTHS; do
-			for p in "${pairs[@]}"; do
-				IFS=: read -r target ours theirs jobs <<< "$p"
-				iops=$(fio_iops "${DEV[$theirs]}" "$rw" "$depth" "$jobs")
-				result "$run" "$rw" "$depth" "$jobs" "$target" base "$theirs" "$iops"
-				iops=$(fio_iops "${DEV[$ours]}" "$rw" "$depth" "$jobs")
-				result "$run" "$rw" "$depth" "$jobs" "$target" ours "$ours" "$iops"
-			done
-		done
-	done
-done | tee results.txt
+run_pairs | tee results.txt
 for q in $QUEUES; do ublkctl del "urbd$q"; done
 bench_summary results.txt "ublkd rbd" other

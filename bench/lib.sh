@@ -112,6 +112,25 @@ result() {
 		"$@" "$events"
 }
 
+# run_pairs: the caller's pairs ("target:ours:theirs:jobs", keys of its DEV array) each measured
+# on both sides, theirs first, interleaved: every pair once per rw and depth, then the next round.
+run_pairs() {
+	local run rw depth p target ours theirs jobs iops
+	for run in $(seq "$RUNS"); do
+		for rw in $RWS; do
+			for depth in $DEPTHS; do
+				for p in "${pairs[@]}"; do
+					IFS=: read -r target ours theirs jobs <<< "$p"
+					iops=$(fio_iops "${DEV[$theirs]}" "$rw" "$depth" "$jobs")
+					result "$run" "$rw" "$depth" "$jobs" "$target" base "$theirs" "$iops"
+					iops=$(fio_iops "${DEV[$ours]}" "$rw" "$depth" "$jobs")
+					result "$run" "$rw" "$depth" "$jobs" "$target" ours "$ours" "$iops"
+				done
+			done
+		done
+	done
+}
+
 # bench_summary FILE OURS_LABEL BASE_LABEL: medians and ratios (ours / base) of FILE's RESULT lines,
 # as text and as a markdown table for bench/RESULTS.md
 bench_summary() {
