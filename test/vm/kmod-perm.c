@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * Control commands as another user, for t-kmod's checks of unprivileged devices
+ * Control commands as another user, for t-kmod-perm's checks of unprivileged devices
  * (UBLK_F_UNPRIVILEGED_DEV) in our ublk driver.  /dev/ublk-control is opened as root,
  * then the process drops to uid=gid=UID (0: stays root) before it sends anything.
  *

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /*
- * A minimal RAM-disk ublk server for t-kmod.sh, talking to the driver directly (no ublkd):
- * copy, get-data, user-copy or splice mode (or copy mode with each buffer mapped anew), one
- * queue of DEPTH tags; also one queue's tags served from two rings of one task (tworings) or
- * by two processes on one ring (twotasks), and recovery of a device whose server died.  Usage
- * above main().
+ * A minimal RAM-disk ublk server for the t-kmod-*.sh tests, talking to the driver directly
+ * (no ublkd): copy, get-data, user-copy or splice mode (or copy mode with each buffer mapped
+ * anew), one queue of DEPTH tags; also one queue's tags served from two rings of one task
+ * (tworings) or by two processes on one ring (twotasks), and recovery of a device whose server
+ * died.  Usage above main().
  */
 #define _GNU_SOURCE
 #include <errno.h>

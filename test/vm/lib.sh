@@ -181,13 +181,27 @@ load_our_driver() {
 	grep -q O /sys/module/ublk_drv/taint || fail "the loaded ublk_drv is not $UBLK_DRIVER"
 }
 
+# build_c OUT GCC_ARGS...: ./OUT, made by "gcc -O2 -w GCC_ARGS". Several tests build the same
+# test program and gcc takes seconds under TCG: the first build of a boot is kept in /run and
+# copied (the source tree does not change under a running VM).
+build_c() {
+	local out=$1 bin
+	shift
+	require_cmd gcc
+	bin=/run/vmtest-bin/$out-$(printf '%s\n' "$@" | sha256sum | cut -c1-16)
+	if [ ! -x "$bin" ]; then
+		mkdir -p /run/vmtest-bin
+		gcc -O2 -w "$@" -o "$bin.tmp" && mv "$bin.tmp" "$bin" || return 1
+	fi
+	cp "$bin" "./$out"
+}
+
 # build_kmod_perm: ./kmod-perm (test/vm/kmod-perm.c, kmod-perm-race.c), the driver tests'
 # control-command tool and servers.
 # kmod_perm_expect WANT UID OP ID [PATH]: OP (kmod-perm cmd) as UID must return WANT (0 or -errno).
 build_kmod_perm() {
-	require_cmd gcc
 	local d=$UBLKD_SRC/test/vm
-	gcc -O2 -w -I"$UBLKD_SRC/src/kernel/uapi" "$d/kmod-perm.c" "$d/kmod-perm-race.c" -o kmod-perm -luring -lpthread ||
+	build_c kmod-perm -I"$UBLKD_SRC/src/kernel/uapi" "$d/kmod-perm.c" "$d/kmod-perm-race.c" -luring -lpthread ||
 		fail "cannot build kmod-perm"
 }
 kmod_perm_expect() {

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * ublk commands over io_uring for the VM test programs that talk to a ublk driver without
- * ublkd: ublk-churn.c, kmod-perm.c and the srv.c that t-kmod.sh writes.
+ * ublkd: ublk-churn.c, kmod-perm.c and kmod-srv.c.
  *
  * A ublk command is an IORING_OP_URING_CMD in a 128-byte SQE (IORING_SETUP_SQE128) whose
  * second half holds the command's struct; liburing 2.3 has no io_uring_prep_cmd().
