@@ -8,7 +8,10 @@
 #   syscalls:sys_enter_io_uring_enter": see fio_iops), BENCH_BATCH (1; N: fio submits N IOs in one
 #   io_uring_enter once N have completed, so that blk-mq gets them as one plugged batch),
 #   BENCH_CTL_DEVICES (64; bench-guest.sh times that many Add+Start and Del of a null device,
-#   0: not at all)
+#   0: not at all), BENCH_NBD_SERVERS ("nbdkit qemu-nbd": the NBD servers of BENCH_TARGETS=nbd),
+#   BENCH_NBD_ATTACH (5: attach rounds a server and connection count, 0: none; the figures are
+#   wall clock, meaningless under --icount), BENCH_NBD_TRACE (0; 1: one more attach a server
+#   under strace, its syscall timelines printed)
 # shellcheck shell=bash
 RUNS=${BENCH_RUNS:-3}
 RUNTIME=${BENCH_RUNTIME:-5}
@@ -26,6 +29,10 @@ brd) BENCH_IMG=/dev/ram0 ;;
 esac
 BATCH=${BENCH_BATCH:-1}
 CTL_DEVICES=${BENCH_CTL_DEVICES:-64}
+NBD_SERVERS=${BENCH_NBD_SERVERS:-nbdkit qemu-nbd}
+NBD_ATTACH=${BENCH_NBD_ATTACH:-5}
+NBD_TRACE=${BENCH_NBD_TRACE:-0}
+[[ $NBD_ATTACH =~ ^[0-9]+$ ]] || fail "BENCH_NBD_ATTACH=$NBD_ATTACH: a number of rounds"
 [[ $BATCH =~ ^[1-9][0-9]*$ ]] || fail "BENCH_BATCH=$BATCH: a number of IOs, 1 or more"
 EVENTS=${BENCH_EVENTS:-}
 if [ -n "$EVENTS" ]; then
