@@ -107,7 +107,16 @@ int ublk_conf_parse(FILE *f, const char *fname, struct ublk_conf *conf, char *er
                 goto fail;
         }
         if (!conf->target) {
-                snprintf(err, err_len, "%s: no 'target' (null, loop, nbd or qcow2)", fname);
+                char targets[128] = "";
+                size_t nt = 0;
+
+                /* "null, loop, ... or rbd": every target ublkctl knows. */
+                while (ublk_targets[nt])
+                        nt++;
+                for (size_t i = 0; i < nt; i++)
+                        snprintf(targets + strlen(targets), sizeof(targets) - strlen(targets), "%s%s",
+                                 i == 0 ? "" : i + 1 == nt ? " or " : ", ", ublk_targets[i]->name);
+                snprintf(err, err_len, "%s: no 'target' (%s)", fname, targets);
                 goto fail;
         }
         free(line);

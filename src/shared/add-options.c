@@ -72,7 +72,7 @@ static const char *const block_sizes[] = { "512", "1024", "2048", "4096", NULL }
 
 static const struct ublk_option opt_size = {
         "size", UBLK_OPT_SIZE, UBLK_OPT_NONZERO, 0, "SIZE", NULL,
-        "Size in bytes, K/M/G/T suffixes allowed (loop: default the whole file)",
+        "Size in bytes, K/M/G/T/P suffixes allowed (null: required; others: default the whole backing)",
 };
 static const struct ublk_option opt_queues = {
         "queues", UBLK_OPT_UINT, UBLK_OPT_NONZERO, 0, "N", NULL, "Hardware queues (default 1)",
@@ -81,7 +81,8 @@ static const struct ublk_option opt_depth = {
         "depth", UBLK_OPT_UINT, UBLK_OPT_NONZERO, 0, "N", NULL, "Queue depth (default 128)",
 };
 static const struct ublk_option opt_lbs = {
-        "logical-block-size", UBLK_OPT_UINT, UBLK_OPT_NONZERO, 0, "N", block_sizes, "512 (default) to 4096",
+        "logical-block-size", UBLK_OPT_UINT, UBLK_OPT_NONZERO, 0, "N", block_sizes,
+        "512, 1024, 2048 or 4096 (default 512, or the least loop's FILE or nbd's server takes)",
 };
 static const struct ublk_option opt_name = {
         /* NAME.conf's name is its file's; the state file has it on a line of its own. */

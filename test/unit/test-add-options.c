@@ -4,13 +4,15 @@
  * kind parses its valid text forms and refuses bad ones with a message; values round-trip
  * through the state file's form; NAME.conf takes every option but those flagged otherwise;
  * each target's ops (targets/target.h) keeps and gives back every option of its own; the bash
- * completion's tables are the schema's.
+ * completion's tables are the schema's; the man pages describe every option and target.
  *
- *     test-add-options COMPLETION-FILE
+ *     test-add-options COMPLETION-FILE DBUS-MAN-PAGE CONF-MAN-PAGE UBLKCTL-MAN-PAGE
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -371,15 +373,109 @@ static void test_completion(const char *path)
         }
 }
 
+/* A man page as text, "\\-" as "-" and with a newline first, so that "\n.TP" finds a line; NULL
+ * if it cannot be read. */
+static char *man_read(const char *path)
+{
+        _cleanup_free_ char *raw = NULL;
+        char *text, *t;
+        size_t len = 0;
+        FILE *f = fopen(path, "re");
+
+        CHECK(f, "cannot open %s: %m", path);
+        if (!f)
+                return NULL;
+        CHECK(getdelim(&raw, &len, 0, f) > 0, "cannot read %s", path);
+        fclose(f);
+        if (!raw || !(text = malloc(strlen(raw) + 2)))
+                return NULL;
+        t = text;
+        *t++ = '\n';
+        for (const char *r = raw; *r; r++)
+                if (!(r[0] == '\\' && r[1] == '-'))
+                        *t++ = *r;
+        *t = 0;
+        return text;
+}
+
+/* Whether text has a line that starts with what the format makes. */
+__attribute__((format(printf, 2, 3)))
+static bool man_has_line(const char *text, const char *fmt, ...)
+{
+        char line[256] = "\n";
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(line + 1, sizeof(line) - 1, fmt, ap);
+        va_end(ap);
+        return strstr(text, line);
+}
+
+/*
+ * Every option of Add is an item of the D-Bus API's page under ADD OPTIONS ('.B "KEY (SIG)"'),
+ * and every such item there is an option; every option NAME.conf takes is a key of
+ * ublk.conf(5) ('.BI KEY " = "' or '.BR'), whose "target" item names every target; every target
+ * is an item of ublkctl(1) ('.B NAME' or '.BI "NAME " ARG').  ctl-docs checks ublkctl(1)'s
+ * --options against --help.
+ */
+static void test_man_pages(const char *bus_path, const char *conf_path, const char *ctl_path)
+{
+        _cleanup_free_ char *bus = man_read(bus_path), *conf = man_read(conf_path), *ctl = man_read(ctl_path);
+        const char *p, *target_line;
+
+        if (!bus || !conf || !ctl)
+                return;
+        for (size_t i = 0; ublk_options[i]; i++) {
+                const struct ublk_option *o = ublk_options[i];
+
+                CHECK(man_has_line(bus, ".B \"%s (%s)\"\n", o->key, ublk_option_signature(o)),
+                      "%s has no item '.B \"%s (%s)\"'", bus_path, o->key, ublk_option_signature(o));
+                if (!(o->flags & UBLK_OPT_NO_CONF))
+                        CHECK(man_has_line(conf, ".BI %s \" = \"", o->key) ||
+                              man_has_line(conf, ".BR %s \" = \"", o->key),
+                              "%s has no key '%s'", conf_path, o->key);
+        }
+        /* The other way: an item "name (sig)" of the D-Bus page that is no option. */
+        for (p = strstr(bus, "\n.SH ADD OPTIONS\n"); p && (p = strstr(p + 1, "\n.B \"")); ) {
+                char key[64];
+
+                if (!strncmp(p, "\n.SH", 4))
+                        break;
+                if (sscanf(p, "\n.B \"%63[a-z-] (", key) == 1)
+                        CHECK(ublk_option_find(key), "%s describes Add option '%s', which does not exist",
+                              bus_path, key);
+        }
+        CHECK(strstr(bus, "\n.SH ADD OPTIONS\n"), "%s has no section ADD OPTIONS", bus_path);
+
+        target_line = strstr(conf, "\n.BR target \" = \" ");
+        CHECK(target_line, "%s has no item for key 'target'", conf_path);
+        for (size_t t = 0; ublk_targets[t]; t++) {
+                const char *name = ublk_targets[t]->name;
+                char word[64];
+
+                snprintf(word, sizeof(word), " %s ", name);
+                if (target_line) {
+                        size_t n = strcspn(target_line + 1, "\n");
+                        char line[256];
+
+                        snprintf(line, sizeof(line), "%.*s ", (int) (n < 250 ? n : 250), target_line + 1);
+                        CHECK(strstr(line, word), "%s: key 'target' does not name target '%s'", conf_path, name);
+                }
+                CHECK(man_has_line(ctl, ".TP\n.B %s\n", name) || man_has_line(ctl, ".TP\n.BI \"%s \"", name),
+                      "%s has no item for target '%s'", ctl_path, name);
+        }
+}
+
 int main(int argc, char *argv[])
 {
         test_parse_and_state();
         test_table();
         test_conf_keys();
         test_target_options();
-        if (argc > 1)
+        if (argc > 4) {
                 test_completion(argv[1]);
-        else
-                CHECK(false, "usage: test-add-options COMPLETION-FILE");
+                test_man_pages(argv[2], argv[3], argv[4]);
+        } else
+                CHECK(false, "usage: test-add-options COMPLETION-FILE DBUS-MAN-PAGE CONF-MAN-PAGE UBLKCTL-MAN-PAGE");
         return check_summary();
 }

@@ -57,7 +57,7 @@ int main(void)
 
         check("target=null\nsize=64M", NULL, NULL);                     /* no final newline */
         check("", "t.conf: no 'target'", NULL);
-        check("size=1G\n", "t.conf: no 'target'", NULL);
+        check("size=1G\n", "t.conf: no 'target' (null, loop, nbd, qcow2 or rbd)", NULL);
         check("target=null\ncolour=red\n", "t.conf:2: unknown key 'colour' (see ublk.conf(5))", NULL);
         check("target=null\ntarget=loop\n", "t.conf:2: 'target' given twice", NULL);
         check("target=null\nsize\n", "t.conf:2: expected 'key = value'", NULL);

@@ -201,7 +201,7 @@ static int rbd_init(struct ublk_dev *dev, struct ublk_params *params, struct ubl
         int r;
 
         if (!rc->image[0] || rbd_spec_parse(rc->image, &spec) < 0) {
-                REASON("Target 'rbd' needs its image as POOL/[NAMESPACE/]IMAGE[@SNAP] (option 'image')");
+                REASON("Target 'rbd' needs its image as POOL/[NAMESPACE/]IMAGE[@SNAP] (option 'image-spec')");
                 return -EINVAL;
         }
         if (rc->ceph_id[0] && (strpbrk(rc->ceph_id, " \t=[]") || strncmp(rc->ceph_id, "client.", 7) == 0)) {
