@@ -3,8 +3,10 @@
 # Delete under IO (issue 6): 50 times, a device is removed while fio is reading and writing it
 # (loop and null targets in turn, five at once). Each Remove returns (60 s guards against a
 # hang; its time is printed, not judged), fio ends with IO errors instead of stalling, and at the end /sys/class/ublk-char is
-# empty and ublkd's open fds and threads are what they were before the first device, its RSS within 2 MiB of what it
-# was after the first round (the allocator keeps what the first queue threads made it map).
+# empty and ublkd's open fds and threads are what they were before the first device. Its RSS
+# may grow by a step (+2.1 MiB once on 6.12 with our module, +80 kB in the rerun; new threads'
+# malloc arenas are the likely cause, not shown), but not steadily: within 1 MiB over the last
+# half of the removals (a leak of 42 kB a device fails), within 4 MiB of round 1's.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 require_cmd fio jq
@@ -25,7 +27,7 @@ io_flowing() { [ "$(ios_done "$1")" -ge 64 ]; }
 # Five devices at a time (so that fio starts 10 times, not 50, under TCG): one fio job each,
 # then all five removed at once while the jobs run.
 per=5 rounds=$((cycles / 5))
-worst_del=0 worst_fio=0 round=0 rss1=
+worst_del=0 worst_fio=0 round=0 rss1= rss_half=
 while [ $round -lt $rounds ]; do
 	jobs=() ids=()
 	for slot in $(seq 0 $((per - 1))); do
@@ -64,8 +66,10 @@ while [ $round -lt $rounds ]; do
 	[ "$(jq '[.jobs[] | select(.error != 0)] | length' fio.json 2> /dev/null)" = $per ] ||
 		fail "round $round: not every fio job reports an error: $(jq -c '[.jobs[] | {jobname, error}]' fio.json 2>&1 | head -c 600)"
 	round=$((round + 1))
-	[ $round = 1 ] && rss1=$(rss_kb)
-	echo "round $round: $per devices removed under IO"
+	rss=$(rss_kb)
+	[ $round = 1 ] && rss1=$rss
+	[ $round = $((rounds / 2)) ] && rss_half=$rss
+	echo "round $round: $per devices removed under IO; ublkd's RSS $rss kB"
 done
 [ "$(ublkd_pid)" = "$pid" ] || fail "ublkd was replaced during the test (pid $pid -> $(ublkd_pid))"
 [ -z "$(ls /sys/class/ublk-char)" ] || fail "left in /sys/class/ublk-char: $(ls /sys/class/ublk-char)"
@@ -76,7 +80,11 @@ ublkd_sanitized && max_threads=$((threads0 + 1))
 settled() { [ "$(fds)" = "$fds0" ] && [ "$(threads_of "$pid")" -le "$max_threads" ]; }
 wait_until 10 settled || fail "ublkd holds $(fds) fds and $(threads_of "$pid") threads, not the $fds0 and $threads0 (at most $max_threads) of before: $(ls -l /proc/$pid/fd | tail -n +2 | awk '{print $NF}' | sort | uniq -c | sort -rn | head -n 5 | tr '\n' ';')"
 rss=$(rss_kb)
-ublkd_sanitized || [ "$rss" -le $((rss1 + 2048)) ] || fail "ublkd's RSS grew from $rss1 kB (after round 1) to $rss kB after $cycles removals"
+if ! ublkd_sanitized; then
+	[ "$rss" -le $((rss_half + 1024)) ] ||
+		fail "ublkd's RSS grew from $rss_half kB (after round $((rounds / 2))) to $rss kB (after round $rounds)"
+	[ "$rss" -le $((rss1 + 4096)) ] || fail "ublkd's RSS grew from $rss1 kB (after round 1) to $rss kB after $cycles removals"
+fi
 echo "delete under IO: $cycles devices removed under fio (loop and null, $per at once), slowest Remove $worst_del ms," \
 	"fio exited $worst_fio ms at most after the removals began (bound ${fio_bound_s} s), every fio job ended with an error;" \
 	"ublkd fds $fds0 -> $(fds), threads $threads0 -> $(threads_of "$pid"), RSS $rss1 kB after round 1 -> $rss kB; /sys/class/ublk-char empty"
