@@ -59,7 +59,7 @@ fio_loop() {
 	while [ ! -e "$stop" ]; do
 		n=$((n + 1))
 		rc=0
-		fio --name="$name" --filename="$dev" --ioengine=libaio --direct=1 --randseed=$n \
+		fio --name="$name" --filename="$dev" --allow_file_create=0 --ioengine=libaio --direct=1 --randseed=$n \
 			--output-format=json --output="$name-$n.json" "$@" > /dev/null 2>&1 || rc=$?
 		echo $rc > "$name-$n.rc"
 	done
@@ -74,7 +74,9 @@ pid_b=$!
 c_loop() {
 	while [ ! -e "$stop" ]; do
 		if [ -b "$dev_c" ] && [ "$(state sc)" = live ]; then
-			fio --name=c --filename="$dev_c" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
+			# c's node goes when ublkd dies: fio must not make a file in its place, which
+			# would keep the next node of that name from being made (here and in later tests).
+			fio --name=c --filename="$dev_c" --allow_file_create=0 --ioengine=libaio --direct=1 --rw=randwrite --bs=4k \
 				--iodepth=8 --size=64M --time_based --runtime=10 > /dev/null 2>&1 || true
 		else
 			wait_until 10 test -b "$dev_c" 2> /dev/null || true

@@ -51,6 +51,13 @@ while IFS=$'\t' read -r name script tmo; do
 	case $rc in
 	124|137) echo "[vm-run] TIMEOUT: $name did not finish within ${tmo}s (rc=$rc)" >> "$out" ;;
 	esac
+	# A regular file there (fio's --filename after the node went) would stop the kernel from
+	# making the next node of that name: it goes, and is named.
+	for f in /dev/ublkb* /dev/ublkc*; do
+		[ -e "$f" ] && [ ! -b "$f" ] && [ ! -c "$f" ] || continue
+		rm -f "$f"
+		echo "[vm-run] note: $name left a file that is not a device at $f: removed" >> "$out"
+	done
 	left=$(ls /dev/ublkb* /dev/ublkc* 2>/dev/null | tr '\n' ' ')
 	[ -z "$left" ] || echo "[vm-run] note: ublk devices left behind by $name: $left" >> "$out"
 	# A sanitizer report from ublkd or its helpers fails the test, even when systemd restarted
