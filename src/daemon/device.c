@@ -611,7 +611,9 @@ int ublk_dev_adopt(const struct ublk_ctrl *ctrl, struct ublk_dev_config *config,
                 };
                 dev->zero_copy = !!(dev->info.flags & UBLK_F_AUTO_BUF_REG);
                 dev->splice = !!(dev->info.flags & UBLK_F_USER_COPY);
+                dev->adopting = true;
                 r = ops->init(dev, &dev->params, reason);
+                dev->adopting = false;
         }
         if (r < 0) {
                 ublk_dev_config_clear(&dev->config);

@@ -85,6 +85,7 @@ struct ublk_dev {
         bool in_kernel;         /* ADD_DEV done, DEL_DEV not yet */
         bool live;              /* START_DEV done, STOP_DEV not yet */
         bool quiesced;          /* adopted with no server: IO waits (or fails) until recovered */
+        bool adopting;          /* in init() of a device the kernel already had: its server may be restarting */
         bool unprivileged;      /* UBLK_F_UNPRIVILEGED_DEV: config.owner_uid's */
         bool released;          /* ublk_dev_release() done */
         struct ublksrv_ctrl_dev_info add_info;  /* what ADD_DEV is sent again with */

@@ -2,8 +2,9 @@
 # vm-timeout: 480
 # An nbd device outlives its server and ublkd: fio crc32c write+verify runs, round after round,
 # while nbdkit (file plugin: the data survives it) is killed (SIGKILL) and started again 5 times
-# and ublkd is killed 3 times. Every round must pass with 0 errors and 0 verify failures, and
-# the device must say "reconnecting" while its server is down. Then a server that stays away:
+# and ublkd is killed 3 times, once while nbdkit is down (the next ublkd's first connections are
+# refused: it keeps trying for connect-timeout). Every round must pass with 0 errors and 0
+# verify failures, and the device must say "reconnecting" while its server is down. Then a server that stays away:
 # after reconnect-timeout, IO fails with EIO, the device stays and says "disconnected".
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
@@ -23,7 +24,7 @@ start_nbdkit() {
 }
 defer "kill \$(cat $T/nbdkit.pid) 2>/dev/null || true"
 start_nbdkit
-dev=$(ublkctl add nbd "nbd+unix:///?socket=$T/s.sock" --name r --reconnect-timeout 120)
+dev=$(ublkctl add nbd "nbd+unix:///?socket=$T/s.sock" --name r --reconnect-timeout 120 --connect-timeout 30)
 status() { ublkctl show --json "${1:-r}" | jq -r .TargetStatus; }
 
 # The killer, in the background: its progress in $T/killed (one line per kill).
@@ -35,8 +36,22 @@ status() { ublkctl show --json "${1:-r}" | jq -r .TargetStatus; }
 		echo "nbdkit $i" >> $T/killed
 		sleep 2
 		echo "status while down: $(status)" >> $T/killed
+		if [ "$i" = 3 ]; then
+			# Both at once, as in a host's crash: the next ublkd's first connections are
+			# refused until nbdkit is back, and it must keep trying, not drop the device.
+			old=$(ublkd_pid)
+			kill -9 "$old"
+			echo "ublkd $i, with nbdkit down" >> $T/killed
+			wait_until 30 ublkd_replaced "$old"
+			sleep 8
+			journalctl -u ublkd -o cat --no-pager | grep -q "cannot connect to the NBD server.*trying again" &&
+				echo "the next ublkd was refused and tried again" >> $T/killed
+			start_nbdkit
+			wait_until 60 sh -c 'ublkctl show --json r | jq -e ".State == \"live\"" >/dev/null'
+			continue
+		fi
 		start_nbdkit
-		if [ "$i" -le 3 ]; then
+		if [ "$i" -le 2 ]; then
 			sleep 2
 			old=$(ublkd_pid)
 			kill -9 "$old"
@@ -67,6 +82,8 @@ cat $T/killed
 [ "$(grep -c '^nbdkit' $T/killed)" = 5 ] && [ "$(grep -c '^ublkd' $T/killed)" = 3 ] ||
 	fail "not every kill happened: $(cat $T/killed $T/killer.log)"
 grep -q 'status while down: reconnecting' $T/killed || fail "no 'reconnecting' while the server was down"
+grep -q 'the next ublkd was refused and tried again' $T/killed ||
+	fail "the ublkd after the kill with nbdkit down did not say it was refused and tried again"
 wait_until 30 sh -c '[ "$(ublkctl show --json r | jq -r .TargetStatus)" = connected ]' ||
 	fail "not connected again: $(status)"
 echo "$rounds fio rounds, 5 nbdkit kills, 3 ublkd kills: 0 errors, 0 verify failures"

@@ -230,6 +230,26 @@ static struct nbd_handle *nbd_connect_one(struct nbd_dev *nd, int sock, char *er
         return h;
 }
 
+/* A device taken over after ublkd ended: its IO waits in the kernel, and its server may be
+ * restarting too (a host's services come back in any order), so a refused or failed connection
+ * is tried again, with backoff, until connect-timeout has passed. */
+static struct nbd_handle *nbd_connect_adopted(struct nbd_dev *nd, char *err, size_t len)
+{
+        uint64_t deadline = now_usec() + (uint64_t) nd->connect_timeout_s * 1000000;
+        unsigned delay_ms = 100;
+        struct nbd_handle *h;
+
+        while (!(h = nbd_connect_one(nd, -1, err, len)) && now_usec() < deadline) {
+                if (delay_ms == 100)
+                        log_notice("ublk device %u: cannot connect to the NBD server (%s); trying again "
+                                   "for up to %u s (connect-timeout).", nd->dev->id, err, nd->connect_timeout_s);
+                (void) usleep(delay_ms * 1000);
+                if (delay_ms < 1000)
+                        delay_ms *= 2;
+        }
+        return h;
+}
+
 static uint32_t block_size(struct nbd_handle *h, int which)
 {
         int64_t v = nbd_get_block_size(h, which);
@@ -629,7 +649,8 @@ int nbd_conn_init(struct ublk_dev *dev, struct ublk_params *params, struct ublk_
         for (unsigned i = 0; i < nd->n_slots; i++) {
                 int sock = nc->n_sockets ? TAKE_FD(nc->sockets[i]) : -1;
 
-                nd->slots[i].spare = nbd_connect_one(nd, sock, err, sizeof(err));
+                nd->slots[i].spare = sock < 0 && dev->adopting ? nbd_connect_adopted(nd, err, sizeof(err)) :
+                                                                 nbd_connect_one(nd, sock, err, sizeof(err));
                 if (!nd->slots[i].spare) {
                         REASON("Cannot connect to the NBD server: %.200s", err);
                         r = -EHOSTUNREACH;
