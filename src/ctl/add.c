@@ -461,9 +461,7 @@ int cmd_add(int argc, char *argv[])
                         a.values[i] = add_opt[i];
         }
 
-        for (size_t i = 0; ublk_targets[i]; i++)
-                snprintf(targets + strlen(targets), sizeof(targets) - strlen(targets), "%s%s",
-                         i == 0 ? "" : ublk_targets[i + 1] ? ", " : " or ", ublk_targets[i]->name);
+        ublk_target_names(targets, sizeof(targets));
         if (argc < 2)
                 return usage_error("needs a target (%s), e.g. 'ublkctl add loop disk.img' or "
                                    "'ublkctl add null --size 1G'", targets);

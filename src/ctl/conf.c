@@ -107,16 +107,10 @@ int ublk_conf_parse(FILE *f, const char *fname, struct ublk_conf *conf, char *er
                 goto fail;
         }
         if (!conf->target) {
-                char targets[128] = "";
-                size_t nt = 0;
+                char targets[128];
 
-                /* "null, loop, ... or rbd": every target ublkctl knows. */
-                while (ublk_targets[nt])
-                        nt++;
-                for (size_t i = 0; i < nt; i++)
-                        snprintf(targets + strlen(targets), sizeof(targets) - strlen(targets), "%s%s",
-                                 i == 0 ? "" : i + 1 == nt ? " or " : ", ", ublk_targets[i]->name);
-                snprintf(err, err_len, "%s: no 'target' (%s)", fname, targets);
+                snprintf(err, err_len, "%s: no 'target' (%s)", fname,
+                         ublk_target_names(targets, sizeof(targets)));
                 goto fail;
         }
         free(line);

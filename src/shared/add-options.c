@@ -207,6 +207,17 @@ const struct ublk_target_desc *ublk_target_find(const char *name)
         return NULL;
 }
 
+const char *ublk_target_names(char *buf, size_t len)
+{
+        size_t pos = 0;
+
+        buf[0] = 0;
+        for (size_t i = 0; ublk_targets[i] && pos < len; i++)
+                pos += (size_t) snprintf(buf + pos, len - pos, "%s%s",
+                                         i == 0 ? "" : ublk_targets[i + 1] ? ", " : " or ", ublk_targets[i]->name);
+        return buf;
+}
+
 int ublk_target_index(const struct ublk_target_desc *t)
 {
         for (int i = 0; ublk_targets[i]; i++)

@@ -99,6 +99,8 @@ extern const struct ublk_target_desc ublk_target_null, ublk_target_loop, ublk_ta
 
 const struct ublk_option *ublk_option_find(const char *key);
 const struct ublk_target_desc *ublk_target_find(const char *name);
+/* "null, loop, ... or rbd": every target's name, for a message; returns buf. */
+const char *ublk_target_names(char *buf, size_t len);
 /* Index of t in ublk_targets[], or -1. */
 int ublk_target_index(const struct ublk_target_desc *t);
 bool ublk_option_takes(const struct ublk_option *o, const struct ublk_target_desc *t);
