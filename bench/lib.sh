@@ -67,27 +67,49 @@ bench_img() {
 	dd if=/dev/urandom of="$BENCH_IMG" bs=1M count=1024 status=none
 }
 
+# profile_snapshot NAME: tb-insns (tools/bench --profile) writes its counters to
+# $VMTEST_PROFILE/NAME.snap; returns once it has
+profile_snapshot() {
+	echo "$1" > "$VMTEST_PROFILE/request.tmp"
+	mv "$VMTEST_PROFILE/request.tmp" "$VMTEST_PROFILE/request"
+	wait_until 120 test ! -e "$VMTEST_PROFILE/request" || fail "profile: the plugin wrote no snapshot $1"
+	[ -s "$VMTEST_PROFILE/$1.snap" ] || fail "profile: no $VMTEST_PROFILE/$1.snap"
+}
+
 # fio_iops DEV RW DEPTH JOBS: IOPS of one fio run ($RUNTIME s, $BS, io_uring, O_DIRECT); 0 if fio failed.
 # With PIN=1, job i runs on CPU i only, so that where fio runs is not the scheduler's choice,
 # made anew in every run. With BENCH_EVENTS, fio runs under "perf stat -a" and fio.events gets
 # each event's count on all CPUs divided by the IOs fio did, for result() (with --icount, where
 # an IO's instructions go: how many syscalls, task work runs, context switches, io-wq hand-offs).
 fio_iops() {
-	local pin=() stat=() batch=() ios
+	local pin=() stat=() batch=() ios snap=$BASHPID
 	# never more than the depth: a batch that cannot fill would wait forever
 	local nbatch=$(( BATCH < $3 ? BATCH : $3 ))
 	[ "$PIN" = 1 ] && pin=(--cpus_allowed="0-$(($4 - 1))" --cpus_allowed_policy=split)
 	[ "$nbatch" -gt 1 ] && batch=(--iodepth_batch_submit="$nbatch" --iodepth_batch_complete_min="$nbatch")
 	[ -n "$EVENTS" ] && stat=(perf stat -a -x "," -o perf.csv -e "$EVENTS" --)
 	rm -f fio.events
+	[ -z "${VMTEST_PROFILE:-}" ] || profile_snapshot "pre-$snap"
 	"${stat[@]}" fio "${pin[@]}" "${batch[@]}" --name=b --filename="$1" --rw="$2" --bs="$BS" --iodepth="$3" --numjobs="$4" --ioengine=io_uring \
 		--direct=1 --runtime="$RUNTIME" --time_based --group_reporting --output-format=json \
 		--output=fio.json >/dev/null 2>&1 || { echo 0; return; }
+	[ -z "${VMTEST_PROFILE:-}" ] || profile_snapshot "post-$snap"
 	sed -i '/^{/,$!d' fio.json
+	ios=$(jq '.jobs[0].read.total_ios + .jobs[0].write.total_ios' fio.json)
+	if [ -n "${VMTEST_PROFILE:-}" ]; then
+		python3 "$UBLKD_SRC/bench/profile.py" "$VMTEST_PROFILE/pre-$snap.snap" \
+			"$VMTEST_PROFILE/post-$snap.snap" "$ios" "${1#/dev/} $2 depth $3 jobs $4" \
+			"$(ublkd_pid)" > fio.profile || fail "profile.py failed"
+		rm -f "$VMTEST_PROFILE/pre-$snap.snap" "$VMTEST_PROFILE/post-$snap.snap"
+	fi
 	if [ -n "$EVENTS" ]; then
-		ios=$(jq '.jobs[0].read.total_ios + .jobs[0].write.total_ios' fio.json)
 		awk -F, -v ios="$ios" '!/^#/ && $1 ~ /^[0-9]+$/ && ios > 0 {
 			printf "%s\"%s\":%.4f", n++ ? "," : "", $3, $1 / ios }' perf.csv > fio.events
+	fi
+	if [ -s fio.profile ]; then
+		[ -s fio.events ] && printf , >> fio.events
+		cat fio.profile >> fio.events
+		rm -f fio.profile
 	fi
 	jq --arg rw "$2" '(if $rw == "randread" then .jobs[0].read else .jobs[0].write end).iops | floor' fio.json
 }
