@@ -1,6 +1,6 @@
 #!/bin/bash
 # A first device end to end: ublkd under systemd serves a 1 GiB null device;
-# its size is right, fio reads it, and deleting it leaves nothing behind.
+# its size and IO scheduler are right, fio reads it, and deleting it leaves nothing behind.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 
@@ -28,6 +28,33 @@ ublkctl show first
 ublkctl show --json first | jq -e --argjson id "$id" '.Id == $id and .Size == 1073741824 and .State == "live"
         and .Target == "null" and .BlockDevice == "/dev/ublkb\($id)" and .Queues == 1' >/dev/null ||
         fail "ublkctl show --json does not match the device"
+
+# The IO scheduler: "none", as loop and null_blk have it (udev/60-ublk.rules; our driver's own
+# default too); an admin's rule after ours picks another. Without our rule, our driver still
+# makes "none"; the in-tree driver gives a single-queue disk mq-deadline (printed).
+sched() { sed -n 's/.*\[\(.*\)\].*/\1/p' "/sys/block/${1#/dev/}/queue/scheduler"; }
+[ "$(sched "$dev")" = none ] || fail "$dev has the IO scheduler $(sched "$dev"), not none (udev/60-ublk.rules)"
+rules=/etc/udev/rules.d
+mkdir -p $rules
+defer "rm -f $rules/61-ublk-sched-test.rules $rules/60-ublk.rules; udevadm control --reload"
+echo 'ACTION=="add", SUBSYSTEM=="block", KERNEL=="ublkb[0-9]*", ATTR{queue/scheduler}="mq-deadline"' \
+	> $rules/61-ublk-sched-test.rules
+udevadm control --reload
+other=$(ublkctl add null --size 16M --name sched)
+[ "$(sched "$other")" = mq-deadline ] || fail "an admin's rule after ours did not choose mq-deadline: $(sched "$other")"
+ublkctl del sched
+rm $rules/61-ublk-sched-test.rules
+ln -s /dev/null $rules/60-ublk.rules
+udevadm control --reload
+other=$(ublkctl add null --size 16M --name sched)
+if [ "${UBLK_DRIVER:-intree}" != intree ]; then
+	[ "$(sched "$other")" = none ] || fail "without udev's rule our driver's disk has $(sched "$other"), not none"
+fi
+echo "IO scheduler: none; an admin's rule: mq-deadline; without udev/60-ublk.rules: $(sched "$other")" \
+	"(driver ${UBLK_DRIVER:-intree})"
+ublkctl del sched
+rm $rules/60-ublk.rules
+udevadm control --reload
 
 fio --name=read --filename="$dev" --rw=randread --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 \
     --runtime=3 --time_based --output-format=json > fio.json || fail "fio failed"

@@ -216,7 +216,13 @@ int ublk_create_device(struct ublksrv_ctrl_dev_info *info, u32 want_id)
 	ub->tag_set.nr_hw_queues = info->nr_hw_queues;
 	ub->tag_set.queue_depth = info->queue_depth;
 	ub->tag_set.numa_node = NUMA_NO_NODE;
-	ub->tag_set.flags = BLK_MQ_F_SHOULD_MERGE;
+	/*
+	 * No IO scheduler unless the admin picks one: the server queues and orders its own IO,
+	 * and mq-deadline in front of a single-queue device cost 1.9k instructions of a null
+	 * read's 15.5k at depth 32 (bench/RESULTS.md, 2026-12-07). loop and null_blk choose
+	 * "none" the same way.
+	 */
+	ub->tag_set.flags = BLK_MQ_F_SHOULD_MERGE | BLK_MQ_F_NO_SCHED_BY_DEFAULT;
 	ub->tag_set.driver_data = ub;
 	/* root's devices keep the block layer's default; see ublk_timeout() */
 	if (unpriv)
