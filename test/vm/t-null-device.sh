@@ -29,6 +29,12 @@ ublkctl show --json first | jq -e --argjson id "$id" '.Id == $id and .Size == 10
         and .Target == "null" and .BlockDevice == "/dev/ublkb\($id)" and .Queues == 1' >/dev/null ||
         fail "ublkctl show --json does not match the device"
 
+# null touches no data: where the driver has USER_COPY (bit 7) the driver copies none either
+if (( $(ublkctl features) & (1 << 7) )); then
+	[ "$(ublkctl show --json first | jq .ZeroCopy)" = true ] ||
+		fail "a null device is not served without copies (UBLK_F_USER_COPY) though the driver has it"
+fi
+
 # The IO scheduler: "none", as loop and null_blk have it (udev/60-ublk.rules; our driver's own
 # default too); an admin's rule after ours picks another. Without our rule, our driver still
 # makes "none"; the in-tree driver gives a single-queue disk mq-deadline (printed).

@@ -2,7 +2,9 @@
 /*
  * "null": a device of a given size whose requests complete at once without
  * touching data, the user-space twin of the kernel's null_blk.  Useful to
- * measure the ublk path itself.
+ * measure the ublk path itself.  Where the driver has UBLK_F_USER_COPY the
+ * device is made with it, so the driver copies nothing either: a read leaves
+ * the reader's buffer as it was, as null_blk does.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -42,6 +44,7 @@ static int null_queue_io(struct ublk_queue *q, unsigned tag, const struct ublksr
 const struct ublk_target_ops target_null_ops = {
         .name = "null",
         .desc = &ublk_target_null,
+        .no_data = true,
         .init = null_init,
         .queue_io = null_queue_io,
 };

@@ -65,6 +65,9 @@ struct ublk_target_ops {
                                  * the user's credentials (queue.c) */
         bool zero_copy;         /* can serve IO from fixed buffers (see ublk_dev.zero_copy) */
         bool splice;            /* can move data with splice() instead (see ublk_dev.splice) */
+        bool no_data;           /* never reads or writes request data (null): served with
+                                 * UBLK_F_USER_COPY where the driver has it, so that the driver
+                                 * copies nothing either */
         size_t config_size;
         void (*config_init)(void *config);
         int (*set_option)(void *config, const struct ublk_option *o, const union ublk_opt_value *v);
