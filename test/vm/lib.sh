@@ -250,6 +250,11 @@ ios_done() {
 	echo $((${s[0]:-0} + ${s[4]:-0}))
 }
 
+# ios_past DISK N: DISK (ublkb0) has completed more than N reads and writes (for wait_until)
+ios_past() {
+	[ "$(ios_done "$1")" -gt "$2" ]
+}
+
 # fd_count PID: how many file descriptors PID has open
 fd_count() {
 	ls /proc/"$1"/fd | wc -l

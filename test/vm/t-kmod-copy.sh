@@ -59,10 +59,11 @@ done
 # The server killed with reads in flight: they end, the disk goes, DEL works.
 start_srv kill copy 64
 wait_until 20 test -b /dev/ublkb$id || fail "kill: no /dev/ublkb$id"
+ios=$(ios_done ublkb$id)
 fio --name=r --filename=/dev/ublkb$id --rw=randread --bs=4k --iodepth=16 --ioengine=libaio --direct=1 \
 	--runtime=60 --time_based > /dev/null 2>&1 &
 fio_pid=$!
-wait_until 30 sh -c "[ \$(awk '\$3==\"ublkb$id\"{print \$4}' /proc/diskstats) -gt 100 ]" ||
+wait_until 30 ios_past ublkb$id $((ios + 100)) ||
 	fail "kill: fio did not get going"
 kill -9 "$srv_pid"
 wait_until 30 exited "$fio_pid" || fail "kill: fio still runs 30 s after the server died"

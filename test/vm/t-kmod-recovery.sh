@@ -24,11 +24,12 @@ head -c 4096 /dev/urandom > block0
 start_srv recovery copy 64 reissue $ram
 wait_until 20 test -b /dev/ublkb$id || fail "recovery: no /dev/ublkb$id"
 dd if=block0 of=/dev/ublkb$id bs=4k oflag=direct status=none
+ios=$(ios_done ublkb$id)
 fio --name=v --filename=/dev/ublkb$id --offset=1M --size=32M --rw=randwrite --bsrange=4k-64k \
 	--iodepth=16 --ioengine=libaio --direct=1 --verify=crc32c --verify_fatal=1 \
 	--output-format=json --output=fio-rec.json > /dev/null 2>&1 &
 fio_pid=$!
-wait_until 30 sh -c "[ \$(awk '\$3==\"ublkb$id\"{print \$8}' /proc/diskstats) -gt 200 ]" ||
+wait_until 30 ios_past ublkb$id $((ios + 200)) ||
 	fail "recovery: fio did not get going"
 kill -9 "$srv_pid"
 wait "$srv_pid" 2> /dev/null || true

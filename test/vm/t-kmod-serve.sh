@@ -40,10 +40,11 @@ PY
 
 # The server dies with IO in flight: the reader must end, with or without an
 # error, and the kernel must stop the disk.
+ios=$(ios_done ublkb$id)
 fio --name=r --filename="$dev" --rw=randread --bs=4k --iodepth=32 --ioengine=io_uring --direct=1 \
 	--runtime=60 --time_based --output-format=json > fio.json 2>/dev/null &
 fio_pid=$!
-wait_until 30 sh -c "grep -q ublkb$id /proc/diskstats && [ \$(awk '\$3==\"ublkb$id\"{print \$4}' /proc/diskstats) -gt 100 ]" ||
+wait_until 30 ios_past ublkb$id $((ios + 100)) ||
 	fail "fio did not get going"
 kill -9 "$(ublkd_pid)"
 wait_until 30 exited "$fio_pid" || fail "fio still runs 30 s after the server died"
