@@ -7,7 +7,8 @@
 #   BENCH_EVENTS (none; perf events to count per IO, e.g. "io_uring:io_uring_queue_async_work,
 #   syscalls:sys_enter_io_uring_enter": see fio_iops), BENCH_BATCH (1; N: fio submits N IOs in one
 #   io_uring_enter once N have completed, so that blk-mq gets them as one plugged batch),
-#   BENCH_CTL_DEVICES (64; bench-guest.sh times that many Add+Start and Del of a null device,
+#   BENCH_QUEUE_SCHED (unset; batch: ublkd's queue threads under SCHED_BATCH, which does not
+#   preempt the task that woke it, with BENCH_PIN=1), BENCH_CTL_DEVICES (64; bench-guest.sh times that many Add+Start and Del of a null device,
 #   0: not at all), BENCH_NBD_SERVERS ("nbdkit qemu-nbd": the NBD servers of BENCH_TARGETS=nbd),
 #   BENCH_NBD_ATTACH (5: attach rounds a server and connection count, 0: none; the figures are
 #   wall clock, meaningless under --icount), BENCH_NBD_TRACE (0; 1: one more attach a server
@@ -125,6 +126,9 @@ pin_queue_threads() {
 		[[ $comm == "ublk$id-q"* ]] || continue
 		q=${comm#"ublk$id-q"}
 		taskset -pc $(( (q + $2) % $(nproc) )) "${task##*/}" >/dev/null || fail "taskset of $comm failed"
+		if [ "${BENCH_QUEUE_SCHED:-}" = batch ]; then
+			chrt -b -p 0 "${task##*/}" || fail "chrt -b of $comm failed"
+		fi
 		pinned=$((pinned + 1))
 	done
 	[ "$pinned" = "$2" ] || fail "pin_queue_threads: $pinned queue threads of ublk$id found, not $2"
