@@ -8,8 +8,8 @@
 #   syscalls:sys_enter_io_uring_enter": see fio_iops), BENCH_BATCH (1; N: fio submits N IOs in one
 #   io_uring_enter once N have completed, so that blk-mq gets them as one plugged batch),
 #   BENCH_QUEUE_SCHED (unset; batch: ublkd's queue threads under SCHED_BATCH, which does not
-#   preempt the task that woke it, with BENCH_PIN=1), BENCH_CTL_DEVICES (64; bench-guest.sh times that many Add+Start and Del of a null device,
-#   0: not at all), BENCH_NBD_SERVERS ("nbdkit qemu-nbd": the NBD servers of BENCH_TARGETS=nbd),
+#   preempt the task that woke it, with BENCH_PIN=1), BENCH_CTL_DEVICES (64; bench-guest.sh
+#   times that many Add+Start and Del of a null device, 0: not at all), BENCH_NBD_SERVERS ("nbdkit qemu-nbd": the NBD servers of BENCH_TARGETS=nbd),
 #   BENCH_NBD_ATTACH (5: attach rounds a server and connection count, 0: none; the figures are
 #   wall clock, meaningless under --icount), BENCH_NBD_TRACE (0; 1: one more attach a server
 #   under strace, its syscall timelines printed)
