@@ -98,6 +98,7 @@ struct ublk_dev {
          * through a pipe per tag, a write's data without a copy (ctrl->splice). */
         bool splice;
         bool direct_io;         /* set by the target: it does O_DIRECT IO on its backing */
+        bool worker_io;         /* set by the target: io_uring hands its backing IO to worker threads */
         struct ublk_queue *queues;
         void *target_data;
 };

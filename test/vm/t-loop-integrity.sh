@@ -2,8 +2,9 @@
 # vm-timeout: 420
 # The loop target returns what was written: fio crc32c verify (buffered and O_DIRECT backing,
 # 1, 2 and 4 queues), ext4 contents across a device re-add (fsck + checksums), discard and
-# write-zeroes reaching the backing file, read-only devices, and clear refusals. With our
-# driver (vm-run --driver), also zero-copy=on in splice mode.
+# write-zeroes reaching the backing file, read-only devices, clear refusals, and TargetStatus
+# naming a backing that costs io_uring a worker thread per IO. With our driver (vm-run
+# --driver), also zero-copy=on in splice mode.
 set -euo pipefail
 . "$UBLKD_SRC/test/vm/lib.sh"
 start_ublkd
@@ -206,4 +207,42 @@ if [ $splice = true ]; then
 	ublkctl del fs
 	echo "splice: fio verify (O_DIRECT and buffered backing), O_DSYNC, ext4 written in splice mode and checked in copy mode"
 fi
+# 10. A backing whose file system takes no non-blocking IO costs an io_uring worker thread per
+# IO (tmpfs on 6.12): TargetStatus says so exactly when ublkd's backing reads run in io_uring's
+# workers (iou-wrk-*), counted while fio reads; an ext4 file takes non-blocking IO.
+# workers_while_reading DEV: the most iou-wrk threads of ublkd seen during 4 s of O_DIRECT reads
+workers_while_reading() {
+	local most=0 n t comm
+	fio --name=w --filename="$1" --ioengine=io_uring --direct=1 --rw=randread --bs=4k --iodepth=8 \
+		--size=32M --time_based --runtime=4 --output=/dev/null &
+	for _ in 1 2 3 4 5 6; do
+		sleep 0.5
+		n=0
+		for t in /proc/"$pid"/task/*; do
+			read -r comm < "$t/comm" 2> /dev/null || continue
+			[[ $comm == iou-wrk-* ]] && n=$((n + 1))
+		done
+		(( n > most )) && most=$n
+	done
+	wait $! || fail "fio read of $1 failed"
+	echo "$most"
+}
+mkdir -p /run/tmpfs-backing
+mount -t tmpfs -o size=64M tmpfs /run/tmpfs-backing
+defer "umount /run/tmpfs-backing"
+head -c 32M /dev/urandom > /run/tmpfs-backing/t.img
+for backing in /run/tmpfs-backing/t.img $img; do
+	dev=$(ublkctl add loop $backing --name w)
+	status=$(ublkctl show --json w | jq -r .TargetStatus)
+	workers=$(workers_while_reading "$dev")
+	echo "$(findmnt -n -o FSTYPE --target $backing) backing: $workers io_uring workers during reads; TargetStatus '$status'"
+	if [ -n "$status" ]; then
+		[[ $status == *"worker threads"* ]] || fail "loop TargetStatus: '$status'"
+		(( workers > 0 )) || fail "TargetStatus names worker threads, but none served the reads"
+	else
+		[ "$backing" = $img ] || (( workers == 0 )) || fail "$workers io_uring workers served the reads, TargetStatus is silent"
+	fi
+	[ "$backing" != $img ] || [ -z "$status" ] || fail "an ext4 backing is said to need workers: '$status'"
+	ublkctl del w
+done
 echo ok

@@ -257,6 +257,12 @@ static int loop_init(struct ublk_dev *dev, struct ublk_params *params, struct ub
                 return -ENOSPC;
         }
 
+        dev->worker_io = target_backing_needs_workers(lc->backing_fd, lbs);
+        if (dev->worker_io)
+                log_notice("ublk device: the backing's file system takes no non-blocking IO: io_uring hands each "
+                           "of its IOs to a worker thread, a cost per IO that a file on ext4 or xfs, or a "
+                           "block device, does not have.");
+
         ublk_params_set_basic(dev, params);
         params->basic.attrs |= UBLK_ATTR_VOLATILE_CACHE | UBLK_ATTR_FUA;
         params->types |= UBLK_PARAM_TYPE_DISCARD;
@@ -545,6 +551,14 @@ static int loop_io_done(struct ublk_queue *q, unsigned tag, const struct io_urin
         return cqe->res;
 }
 
+/* What "ublkctl show" says: nothing, unless every IO costs a worker thread (loop_init()). */
+static void loop_status(struct ublk_dev *dev, char *buf, size_t len)
+{
+        if (dev->worker_io)
+                snprintf(buf, len, "IO through io_uring's worker threads: the backing's file system "
+                         "takes no non-blocking IO");
+}
+
 const struct ublk_target_ops target_loop_ops = {
         .name = "loop",
         .desc = &ublk_target_loop,
@@ -561,4 +575,5 @@ const struct ublk_target_ops target_loop_ops = {
         .queue_deinit = loop_queue_deinit,
         .queue_io = loop_queue_io,
         .io_done = loop_io_done,
+        .status = loop_status,
 };

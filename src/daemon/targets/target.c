@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -121,6 +122,19 @@ static int fd_mount_id(int fd, unsigned long long *ret)
                 if (sscanf(line, "mnt_id: %llu", ret) == 1)
                         return 0;
         return -EOPNOTSUPP;
+}
+
+bool target_backing_needs_workers(int fd, uint32_t block_size)
+{
+        _cleanup_free_ void *buf = NULL;
+        struct iovec iov;
+
+        /* Aligned for an O_DIRECT fd; an error other than EOPNOTSUPP (EAGAIN: not cached) is
+         * the file's answer that it takes the flag. */
+        if (posix_memalign(&buf, 4096, block_size) != 0)
+                return false;
+        iov = (struct iovec) { .iov_base = buf, .iov_len = block_size };
+        return preadv2(fd, &iov, 1, 0, RWF_NOWAIT) < 0 && errno == EOPNOTSUPP;
 }
 
 /*

@@ -108,6 +108,11 @@ int target_config_fd(const struct ublk_target_ops *t, const void *config, const 
  * user (in memory, FUSE, pseudo file systems, a mount ublkd cannot see); 0 for others and for
  * block devices.  It never asks the file's file system (a FUSE server may never answer). */
 int target_check_user_backing(int fd, struct ublk_reason *reason);
+/* Whether io_uring must hand every read and write of fd to one of its worker threads (io-wq):
+ * true when the file takes no non-blocking IO (FMODE_NOWAIT, which RWF_NOWAIT needs too: tmpfs
+ * on 6.12 and 7.3, FUSE).  Learnt from one RWF_NOWAIT read of block_size bytes at offset 0, which
+ * never waits. */
+bool target_backing_needs_workers(int fd, uint32_t block_size);
 /* The file system type of the mount of fd's file, from PID 1's mount table ("ext4", "fuse.sshfs");
  * -ENOENT when the mount is not in it. */
 int target_backing_fs_type(int fd, char *type, size_t len);
