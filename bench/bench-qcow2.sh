@@ -107,7 +107,11 @@ echo "the first 64 MiB read equal through ublkd qcow2, qemu-nbd + nbd and ublkd 
 
 # measure RUN RW DEPTH JOBS TARGET SIDE NAME: one fio run on DEV[NAME], its RESULT line
 measure() {
-	result "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$(fio_iops "${DEV[$7]}" "$2" "$3" "$4")"
+	local iops
+	# assigned first: a fail() inside fio_iops ends its subshell, which only an assignment's
+	# status (set -e) carries out of $(...)
+	iops=$(fio_iops "${DEV[$7]}" "$2" "$3" "$4")
+	result "$1" "$2" "$3" "$4" "$5" "$6" "$7" "$iops"
 }
 
 # fresh RUN DEPTH JOBS SIDE: one randwrite fio run on a new empty image, ours (ublkd qcow2 with
