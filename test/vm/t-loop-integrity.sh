@@ -208,7 +208,7 @@ if [ $splice = true ]; then
 	echo "splice: fio verify (O_DIRECT and buffered backing), O_DSYNC, ext4 written in splice mode and checked in copy mode"
 fi
 # 10. A backing whose file system takes no non-blocking IO costs an io_uring worker thread per
-# IO (tmpfs on 6.12): TargetStatus says so exactly when ublkd's backing reads run in io_uring's
+# IO (tmpfs on 6.12 and 7.3): TargetStatus says so exactly when ublkd's backing reads run in io_uring's
 # workers (iou-wrk-*), counted while fio reads; an ext4 file takes non-blocking IO.
 # workers_while_reading DEV: the most iou-wrk threads of ublkd seen during 4 s of O_DIRECT reads
 workers_while_reading() {

@@ -3,8 +3,8 @@
 # Recovery (issue 6): devices survive ublkd dying or restarting. fio with crc32c verify keeps
 # running on a loop device while ublkd is killed with SIGKILL 5 times (systemd restarts it)
 # and restarted with systemctl 5 times (RECOVERY_CYCLES=N for more: t-kill-stress and
-# tools/test --stress kill hundreds of times): no IO error, verify passes, same /dev/ublkbN. An ext4
-# mounted on the device survives a SIGKILL mid-write and fsck -n is clean. Recover() by hand,
+# tools/test --stress kill hundreds of times): no IO error, verify passes, same /dev/ublkbN.
+# An ext4 mounted on the device survives a SIGKILL mid-write and fsck -n is clean. Recover() by hand,
 # fail-io (where the kernel has it), a device a dead ublkd never saved, and systemctl stop.
 # With our driver (vm-run --driver), the loop device is in splice mode (zero-copy=on): each
 # SIGKILL then also finds pipes holding requests' pages.
@@ -63,15 +63,15 @@ check_fio() {
 	total_ios=$((total_ios + $(jq '.jobs[0].write.total_ios + .jobs[0].read.total_ios' "fio-$fio_runs.json")))
 }
 
-cycles=${RECOVERY_CYCLES:-5}
-# cycles MODE: $cycles times, with fio writing and verifying: wait for IO to flow, then take ublkd
+n_cycles=${RECOVERY_CYCLES:-5}
+# cycles MODE: $n_cycles times, with fio writing and verifying: wait for IO to flow, then take ublkd
 # away (kill: SIGKILL, restart: systemctl restart) and wait for a new ublkd to serve the device.
 cycles() {
 	local mode=$1 n=0 old before t worst=0 ms
 	systemctl reset-failed ublkd        # the start limit counts crash loops, not this test's cycles
 	fio_runs=0 total_ios=0
 	start_fio
-	while [ $n -lt "$cycles" ]; do
+	while [ $n -lt "$n_cycles" ]; do
 		before=$(ios_done $blk)
 		wait_until 60 progressed_or_done "$before" || fail "$mode $n: no IO on $dev for 60 s"
 		if ! fio_running; then
@@ -113,7 +113,7 @@ if $under_io; then
 		fail "the kernel logged IO errors on $dev: $(dmesg | grep "dev $blk" | tail -n 3)"
 	journalctl --sync
 	took_over=$(journalctl -b -u ublkd --no-pager | grep -c 'Took over loop device .* "r": recovered, live' || true)
-	[ "$took_over" -ge $((2 * cycles)) ] || fail "ublkd logged $took_over recoveries of r, not $((2 * cycles))"
+	[ "$took_over" -ge $((2 * n_cycles)) ] || fail "ublkd logged $took_over recoveries of r, not $((2 * n_cycles))"
 else
 	echo "kill, restart: not under IO on $(uname -r) (its in-tree ublk_drv oopses when a server dies mid-dispatch)"
 	for mode in kill restart; do

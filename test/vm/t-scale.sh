@@ -2,8 +2,9 @@
 # vm-timeout: 600
 # Many devices and slow operations: 64 devices added and removed, twice, each call answered
 # and the kernel's devices following; ublkd's fds come back to their baseline and its RSS
-# settles (once with a sanitized ublkd, whose RSS says nothing: the second round is for it). The times of the calls are printed, never judged: a loaded host makes them what it
-# will (bench/bench-guest.sh reports them on a quiet one). Then, with
+# settles (once with a sanitized ublkd, whose RSS says nothing: the second round is for it).
+# The times of the calls are printed, never judged: a loaded host makes them what it will
+# (bench/bench-guest.sh reports them on a quiet one). Then, with
 # every START_DEV made to take 5 s (UBLKD_TEST_START_DELAY_MS), a slow Add blocks no other
 # caller, a device busy starting refuses a second operation, and stopping ublkd mid-start
 # lets the start finish and answers its caller, then leaves nothing in the kernel. A START_DEV
